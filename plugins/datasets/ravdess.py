@@ -1,0 +1,82 @@
+"""``ravdess``: the RAVDESS audio files, labels parsed from the 7-part file name.
+
+Layout: ``ROOT/Actor_01/03-01-05-02-01-01-01.wav`` (or .flac; any depth is searched).
+Name parts: modality-channel-emotion-intensity-statement-repetition-actor.
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+from pathlib import Path
+from typing import Literal
+
+from pydantic import Field
+
+from fusionkit import hookimpl
+from fusionkit.interfaces import Clip, Dataset, Options
+
+log = logging.getLogger("fusionkit")
+EMOTIONS = {1: "neutral", 2: "calm", 3: "happy", 4: "sad", 5: "angry", 6: "fearful", 7: "disgust", 8: "surprised"}
+STATEMENTS = {1: "Kids are talking by the door", 2: "Dogs are sitting by the door"}
+NAME = re.compile(r"^(\d{2})-(\d{2})-(\d{2})-(\d{2})-(\d{2})-(\d{2})-(\d{2})$")
+AUDIO_SUFFIXES = {".wav", ".flac"}
+
+
+class RavdessOptions(Options):
+    channel: Literal["speech", "song", "both"] = Field("speech", description="vocal channel to keep")
+    intensity: Literal["normal", "strong", "both"] = "both"
+
+
+def parse_name(stem: str) -> dict | None:
+    m = NAME.match(stem)
+    if not m:
+        return None
+    modality, channel, emotion, intensity, statement, repetition, actor = map(int, m.groups())
+    if emotion not in EMOTIONS or statement not in STATEMENTS:
+        return None
+    return {
+        "modality": modality,
+        "channel": "speech" if channel == 1 else "song",
+        "emotion": EMOTIONS[emotion],
+        "intensity": "normal" if intensity == 1 else "strong",
+        "statement": statement,
+        "repetition": repetition,
+        "actor": actor,
+        "gender": "male" if actor % 2 else "female",
+    }
+
+
+def audio_files(root: Path):
+    return sorted(p for p in Path(root).rglob("*") if p.suffix.lower() in AUDIO_SUFFIXES and p.is_file())
+
+
+class Ravdess(Dataset):
+    """RAVDESS (Livingstone & Russo 2018): 24 actors, 8 emotions, 2 statements."""
+
+    name = "ravdess"
+    description = "RAVDESS speech/song: emotion, intensity, statement text, actor, gender from file names"
+    Options = RavdessOptions
+
+    def clips(self) -> list[Clip]:
+        o = self.options
+        out = []
+        for path in audio_files(self.root):
+            info = parse_name(path.stem)
+            if info is None:
+                log.warning("%s: skipped: not a RAVDESS file name", path)
+                continue
+            if o.channel != "both" and info["channel"] != o.channel:
+                continue
+            if o.intensity != "both" and info["intensity"] != o.intensity:
+                continue
+            out.append(Clip(
+                id=path.stem, path=path, label=info["emotion"], speaker=f"actor{info['actor']:02d}",
+                text=STATEMENTS[info["statement"]], meta=info,
+            ))
+        return out
+
+
+@hookimpl
+def register_datasets(register):
+    register(Ravdess)
