@@ -1,0 +1,47 @@
+"""Helpers shared by the corpus readers: finding audio files, checking the root folder."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+AUDIO_SUFFIXES = frozenset({".wav", ".flac"})
+
+
+class CorpusError(ValueError):
+    """A corpus folder that cannot be read as the dataset expects (one line, naming the path)."""
+
+
+def corpus_dir(root: Path | str | None, dataset: str) -> Path:
+    """``root`` as a Path, or a clear error when it is missing or not a folder."""
+    if root is None:
+        raise CorpusError(f"the {dataset} dataset needs data.root (the corpus folder)")
+    path = Path(root)
+    if not path.is_dir():
+        raise CorpusError(f"{path}: not a folder (the {dataset} dataset needs the corpus folder)")
+    return path
+
+
+def audio_files(root: Path | str) -> list[Path]:
+    """Every .wav/.flac file under ``root`` at any depth (hidden files left out), sorted."""
+    return sorted(
+        p for p in Path(root).rglob("*")
+        if p.suffix.lower() in AUDIO_SUFFIXES and not p.name.startswith(".") and p.is_file()
+    )
+
+
+def audio_index(root: Path | str) -> dict[str, Path]:
+    """File stem -> path for every audio file under ``root`` (the .wav wins over a .flac twin)."""
+    out: dict[str, Path] = {}
+    for p in audio_files(root):
+        if p.stem not in out or p.suffix.lower() == ".wav":
+            out[p.stem] = p
+    return out
+
+
+def to_float(value) -> float | None:
+    """A number from a label file cell, or None for blanks and non-numbers."""
+    try:
+        out = float(str(value).strip())
+    except (TypeError, ValueError):
+        return None
+    return out if out == out else None  # NaN -> None
