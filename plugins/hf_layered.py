@@ -1,0 +1,182 @@
+"""Shared base of the transformers audio encoders that cache every layer (``wav2vec2``, ``w2v-bert``).
+
+Not a plugin itself (no entry point): it resolves the model reference, loads on a
+device, cuts long audio into chunks, pads length-sorted sub-batches, pools every
+layer over each clip's real frames (:mod:`fusionkit.layers`) and merges the chunks
+of a clip back into one set of statistics. A subclass says how to load its model
+and how to run one padded batch.
+"""
+
+from __future__ import annotations
+
+import math
+from functools import cached_property
+from pathlib import Path
+from typing import Any, ClassVar, Literal, Sequence, Union
+
+import numpy as np
+from pydantic import Field
+
+from fusionkit.interfaces import Encoder, Options, Pooling
+from fusionkit.layers import (
+    finish_stats, layer_indices, merge_stats, pool_layers, select_layers, sequence_key, sequences_for,
+)
+
+Layers = Union[int, list[int], Literal["all"]]
+
+
+class LayeredOptions(Options):
+    """Options shared by the layered transformers encoders."""
+
+    model: str = Field(..., description="model folder, hub id (from the local hub cache) or pkg:<distribution>")
+    layers: Layers = Field("all", description="layer index, list of indices or 'all'; 0 = output before the first transformer block, -1 = last")
+    pooling: Pooling = Field("mean", description="mean | mean+std | max over the clip's frames, or none (frame sequence)")
+    batch_size: int = Field(8, ge=1, description="clips (chunks) per forward pass, padded within a length-sorted batch")
+    device: Literal["cpu", "cuda", "mps"] = Field("cpu", description="cuda/mps run in float16")
+    max_seconds: float = Field(30.0, gt=0.5, le=600, description="longer audio is encoded in chunks of at most this length; statistics are merged exactly")
+    trust_remote_code: bool = Field(False, description="allow custom model code shipped with the checkpoint")
+
+
+class LayeredEncoder(Encoder):
+    """Base: ``encode_batch`` returns ``mean``/``std``/``max`` of every layer, (L+1, D) each."""
+
+    modality = "audio"
+    view_options: ClassVar[frozenset[str]] = frozenset({"layers", "pooling"})
+    requires: ClassVar[tuple[str, ...]] = ("torch", "transformers")
+    extra: ClassVar[str] = "ssl"
+    sample_rate = 16000
+
+    def __init__(self, options: LayeredOptions):
+        super().__init__(options)
+        self.model = None
+        self.feature_extractor = None
+
+    # ---------------------------------------------------------- identity
+    @cached_property
+    def model_path(self) -> str:
+        """A local folder for the model (a hub id found in the local hub cache is resolved to its snapshot)."""
+        from fusionkit.modelref import resolve_model
+
+        ref = resolve_model(self.options.model)
+        if Path(ref).is_dir():
+            return ref
+        try:
+            from huggingface_hub import snapshot_download
+
+            return snapshot_download(ref, local_files_only=True)
+        except Exception:  # noqa: BLE001 - not cached locally: leave it to from_pretrained
+            return ref
+
+    def model_identity(self) -> str:
+        from fusionkit.modelref import model_digest
+
+        return model_digest(self.model_path)
+
+    def identity(self) -> dict[str, Any]:
+        ident = super().identity()
+        ident["options"].pop("batch_size", None)  # masked padding: results do not depend on it
+        return ident
+
+    # ---------------------------------------------------------- loading
+    def torch_device(self):
+        import torch
+
+        d = self.options.device
+        if d == "cuda" and not torch.cuda.is_available():
+            raise RuntimeError(f"{self.name}: device 'cuda' requested but torch sees no CUDA GPU")
+        if d == "mps" and not (getattr(torch.backends, "mps", None) and torch.backends.mps.is_available()):
+            raise RuntimeError(f"{self.name}: device 'mps' requested but MPS is not available")
+        return torch.device(d)
+
+    @property
+    def dtype(self):
+        import torch
+
+        return torch.float16 if self.options.device != "cpu" else torch.float32
+
+    def load(self) -> None:
+        if self.model is not None:
+            return
+        device = self.torch_device()
+        self.feature_extractor, model = self.load_model(self.model_path)
+        self.model = model.to(device=device, dtype=self.dtype).eval()
+
+    def load_model(self, path: str):
+        """(feature extractor, model) from ``path``; subclasses check the model kind."""
+        raise NotImplementedError
+
+    def config(self):
+        """The model's config, without loading weights when the model is not loaded yet."""
+        if self.model is not None:
+            return self.model.config
+        from transformers import AutoConfig
+
+        return AutoConfig.from_pretrained(self.model_path, trust_remote_code=self.options.trust_remote_code)
+
+    def n_layers(self) -> int:
+        """L+1: the number of hidden states the model returns."""
+        return int(self.config().num_hidden_layers) + 1
+
+    # ---------------------------------------------------------- work
+    def min_samples(self) -> int:
+        """Shortest input the model takes; shorter clips are zero-padded to it."""
+        return 400
+
+    def forward(self, signals: list[np.ndarray]) -> tuple[Sequence[Any], list[int]]:
+        """Run one padded batch: (hidden states, L+1 tensors (B, T, D); real frames per item)."""
+        raise NotImplementedError
+
+    def chunks(self, x: np.ndarray) -> list[np.ndarray]:
+        """Equal chunks of at most ``max_seconds``, each at least :meth:`min_samples` long."""
+        x = np.asarray(x, dtype=np.float32)
+        if len(x) < self.min_samples():
+            x = np.pad(x, (0, self.min_samples() - len(x)))
+        limit = int(self.options.max_seconds * self.sample_rate)
+        n = max(1, math.ceil(len(x) / limit))
+        size = math.ceil(len(x) / n)
+        return [x[i : i + size] for i in range(0, len(x), size)]
+
+    def forward_batch_size(self) -> int:
+        """Chunks per forward pass: ``batch_size``, or 1 where padding would change a clip's result."""
+        return self.batch_size()
+
+    def sequence_layers(self) -> list[int]:
+        return layer_indices(self.options.layers, self.n_layers()) if self.options.pooling == "none" else []
+
+    def encode_batch(self, inputs: Sequence[np.ndarray]) -> list[dict[str, np.ndarray]]:
+        import torch
+
+        self.load()
+        items = [(i, c) for i, x in enumerate(inputs) for c in self.chunks(x)]
+        order = sorted(range(len(items)), key=lambda k: -len(items[k][1]))
+        stats: list[dict | None] = [None] * len(items)
+        seqs: list[dict | None] = [None] * len(items)
+        seq_layers = self.sequence_layers()
+        size = self.forward_batch_size()
+        with torch.inference_mode():
+            for start in range(0, len(order), size):
+                group = order[start : start + size]
+                hidden, lengths = self.forward([items[k][1] for k in group])
+                pooled = pool_layers(hidden, lengths)
+                frames = sequences_for(hidden, lengths, seq_layers) if seq_layers else [{}] * len(group)
+                for k, p, s in zip(group, pooled, frames):
+                    stats[k], seqs[k] = p, s
+        out = []
+        for i in range(len(inputs)):
+            mine = [k for k, (j, _) in enumerate(items) if j == i]  # chunk order = time order
+            arrays = finish_stats(merge_stats([stats[k] for k in mine]))
+            for layer in seq_layers:
+                key = sequence_key(layer)
+                arrays[key] = np.concatenate([seqs[k][key] for k in mine], axis=0)
+            out.append(arrays)
+        return out
+
+    # ---------------------------------------------------------- selection
+    def required_keys(self) -> set[str]:
+        return {sequence_key(i) for i in self.sequence_layers()} | {"mean", "std", "max"}
+
+    def select(self, arrays: dict[str, np.ndarray]) -> np.ndarray:
+        return select_layers(arrays, self.options.layers, self.options.pooling)
+
+    def is_sequence(self) -> bool:
+        return self.options.pooling == "none"
