@@ -8,6 +8,10 @@ from pathlib import Path
 import numpy as np
 
 
+# containers whose header frame count may be an estimate (VBR MP3, Ogg): a shortfall is not truncation
+ESTIMATED_LENGTH_FORMATS = frozenset({"MPEG", "OGG"})
+
+
 class AudioError(Exception):
     """An unreadable clip; the message is the reason, fit for one line."""
 
@@ -17,6 +21,8 @@ def to_mono_resampled(signal: np.ndarray, sr: int, target_sr: int) -> np.ndarray
     if x.ndim == 2:
         # soundfile gives (frames, channels); accept (channels, frames) for short channel counts too
         x = x.mean(axis=1) if x.shape[1] <= x.shape[0] else x.mean(axis=0)
+    elif x.ndim != 1:
+        raise AudioError(f"expected a 1-D or 2-D signal, got shape {x.shape}")
     if x.size == 0:
         raise AudioError("no audio samples")
     if sr != target_sr:
@@ -37,13 +43,63 @@ def load_audio(path: str | Path, target_sr: int = 16000) -> np.ndarray:
         raise AudioError("file not found")
     if path.stat().st_size == 0:
         raise AudioError("empty file (0 bytes)")
+    truncated = riff_truncation(path)
+    if truncated:
+        raise AudioError(truncated)
     try:
+        info = sf.info(str(path))
         data, sr = sf.read(str(path), dtype="float32", always_2d=True)
     except Exception as exc:  # libsndfile's errors carry the reason
         raise AudioError(f"not readable as audio ({_short(exc)})") from None
     if data.shape[0] == 0:
         raise AudioError("no audio samples (truncated or empty)")
-    return to_mono_resampled(data, sr, target_sr)
+    if info.format not in ESTIMATED_LENGTH_FORMATS and 0 < data.shape[0] < info.frames:
+        raise AudioError(f"truncated: header promises {info.frames} frames, {data.shape[0]} could be decoded")
+    # (frames, channels) -> mono here, where the layout is known, before resampling
+    return to_mono_resampled(data.mean(axis=1), sr, target_sr)
+
+
+def riff_truncation(path: str | Path) -> str | None:
+    """Why a WAV (RIFF/RIFX/RF64) file is cut short, or None when it is whole or not a WAV.
+
+    libsndfile quietly decodes what is there when a WAV's ``data`` chunk promises more
+    bytes than the file holds (and reports the shortened length as the frame count),
+    so a copy interrupted half-way would pass as a shorter clip. This reads the chunk
+    headers and compares the promised size with the bytes present.
+    """
+    import struct
+
+    size = Path(path).stat().st_size
+    with open(path, "rb") as fh:
+        head = fh.read(12)
+        if len(head) < 12 or head[8:12] != b"WAVE" or head[:4] not in (b"RIFF", b"RIFX", b"RF64"):
+            return None
+        endian = ">" if head[:4] == b"RIFX" else "<"
+        block_align, ds64_data = 0, None
+        offset = 12
+        while offset + 8 <= size:
+            fh.seek(offset)
+            chunk_id, chunk_size = struct.unpack(f"{endian}4sI", fh.read(8))
+            body = offset + 8
+            if chunk_id == b"ds64":
+                ds64 = fh.read(16)
+                if len(ds64) == 16:
+                    ds64_data = struct.unpack("<Q", ds64[8:16])[0]
+            elif chunk_id == b"fmt ":
+                fmt = fh.read(16)
+                if len(fmt) == 16:
+                    block_align = struct.unpack(f"{endian}HHIIH", fmt[:14])[4]
+            elif chunk_id == b"data":
+                promised = ds64_data if (chunk_size == 0xFFFFFFFF and ds64_data is not None) else chunk_size
+                present = size - body
+                if promised in (0, 0xFFFFFFFF) or promised <= present:
+                    return None  # whole, or a streaming writer's placeholder size
+                if block_align:
+                    return (f"truncated: the WAV header promises {promised // block_align} frames, "
+                            f"the file holds {present // block_align}")
+                return f"truncated: the WAV header promises {promised} data bytes, the file holds {present}"
+            offset = body + chunk_size + (chunk_size & 1)
+    return None
 
 
 def duration(path: str | Path) -> float:

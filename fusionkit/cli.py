@@ -13,6 +13,7 @@ from fusionkit import __version__
 
 EXIT_FAILED = 1
 EXIT_INVALID = 2
+EXIT_INTERRUPTED = 130
 
 
 def _setup_logging(verbose: bool) -> None:
@@ -42,8 +43,9 @@ def _registry_or_exit():
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
 @click.version_option(__version__, prog_name="fusionkit")
-@click.option("-v", "--verbose", is_flag=True, help="Debug logging.")
-def main(verbose: bool) -> None:
+@click.option("-v", "--verbose", is_flag=True, help="Debug logging; show tracebacks of unexpected errors.")
+@click.pass_context
+def main(ctx: click.Context, verbose: bool) -> None:
     """Speech emotion recognition by fusing audio and text encoders.
 
     \b
@@ -52,6 +54,7 @@ def main(verbose: bool) -> None:
     fusionkit validate RECIPE.yaml          check a recipe without running it
     fusionkit plugins list                  every encoder, fusion head and dataset
     """
+    ctx.obj = {"verbose": verbose}
     _setup_logging(verbose)
 
 
@@ -86,13 +89,21 @@ def validate(recipe: str, overrides) -> None:
 def run(recipe: str, overrides, out: Path | None) -> None:
     """Run RECIPE: encode (cached), fit the fusion head per fold, write metrics and a report."""
     r = _load(recipe, overrides)
+    from fusionkit.plugins import PluginError
     from fusionkit.run import default_run_dir, results_table, run as do_run
 
     out = out or default_run_dir(r)
     try:
         metrics = do_run(r, out, recipe)
-    except (ValueError, OSError) as exc:
+    except KeyboardInterrupt:
+        _fail([f"{recipe}: interrupted; every embedding written so far is in the cache, "
+               "so running the same command again resumes where this one stopped"], EXIT_INTERRUPTED)
+    except (ValueError, OSError, PluginError) as exc:
         _fail([f"{recipe}: {exc}"], EXIT_FAILED)
+    except Exception as exc:  # noqa: BLE001 - one line unless -v asks for the traceback
+        if (click.get_current_context().find_root().obj or {}).get("verbose"):
+            raise
+        _fail([f"{recipe}: unexpected {type(exc).__name__}: {exc} (run with -v for the traceback)"], EXIT_FAILED)
     emb = metrics["embeddings"]
     click.echo(f"\n{r.name}: {metrics['n_clips']} clips, {len(metrics['folds'])} folds, "
                f"{len(metrics['skipped'])} skipped; embeddings {emb['computed']} computed, {emb['cached']} cached")
@@ -131,7 +142,12 @@ def _register_extra_commands() -> None:
     for module, name in (("fusionkit.bench", "bench"), ("fusionkit.bundle", "export"), ("fusionkit.bundle", "predict")):
         try:
             mod = importlib.import_module(module)
-        except ModuleNotFoundError:
+        except ModuleNotFoundError as exc:
+            if exc.name != module:  # the module exists but needs something missing: say so, keep the CLI usable
+                click.echo(f"warning: 'fusionkit {name}' is unavailable: {exc}", err=True)
+            continue
+        except Exception as exc:  # noqa: BLE001 - a broken optional command must not break the others
+            click.echo(f"warning: 'fusionkit {name}' is unavailable: {type(exc).__name__}: {exc}", err=True)
             continue
         cmd = getattr(mod, f"{name}_command", None)
         if cmd is not None:

@@ -3,6 +3,7 @@
 Environment:
   FUSIONKIT_DISABLE_PLUGIN_AUTOLOAD=1   load only the plugins that ship with fusionkit
   FUSIONKIT_BLOCK_PLUGINS=a,b           never load or register the plugins named a and b
+                                        (dist:name blocks only the one from that distribution)
 """
 
 from __future__ import annotations
@@ -57,9 +58,14 @@ class Registry:
     def get(self, kind: str, name: str) -> type:
         info = self.plugins.get((kind, name))
         if info is None:
-            broken = [p for p in self.problems if p.name == name]
+            broken = sorted((p for p in self.problems if p.name == name), key=lambda p: p.kind != kind)
             if broken:
-                raise PluginError(f"{kind} plugin '{name}' is {broken[0].status}: {broken[0].reason}")
+                p = broken[0]
+                raise PluginError(f"{kind} plugin '{name}' (from {p.distribution}) is {p.status}: {p.reason}")
+            entry = _catalogue_entry(kind, name)
+            if entry is not None:
+                raise PluginError(f"{kind} plugin '{name}' is not installed: no installed entry point provides it "
+                                  f"({_install_hint(entry.get('extra', ''))})")
             raise PluginError(f"unknown {kind} plugin '{name}'{suggest(name, self.names(kind))}")
         if info.status != "installed":
             raise PluginError(f"{kind} plugin '{name}' is {info.status}: {info.reason}")
@@ -93,6 +99,40 @@ def _blocked() -> set[str]:
     return {n.strip() for n in os.environ.get(BLOCK_ENV, "").split(",") if n.strip()}
 
 
+def _is_blocked(blocked: set[str], name: str, dist: str) -> bool:
+    """``name`` blocks every plugin of that name; ``dist:name`` only the one from that distribution."""
+    return name in blocked or f"{dist}:{name}" in blocked
+
+
+def _catalogue_entry(kind: str, name: str) -> dict | None:
+    """The registry.toml entry of a built-in plugin, or None."""
+    from fusionkit.catalogue import catalogue
+
+    try:
+        entries = catalogue()
+    except (OSError, KeyError, ValueError):
+        return None
+    return next((e for e in entries if e.get("kind") == kind and e.get("name") == name), None)
+
+
+def _install_hint(extra: str) -> str:
+    return f"pip install 'fusionkit[{extra}]'" if extra else "reinstall fusionkit"
+
+
+BASES = {"encoder": "Encoder", "fusion": "FusionHead", "dataset": "Dataset"}
+
+
+def _check_class(cls: object, kind: str) -> None:
+    """A registered object must be a subclass of the kind's base class, with a string ``name``."""
+    from fusionkit import interfaces
+
+    base = getattr(interfaces, BASES[kind])
+    if not (isinstance(cls, type) and issubclass(cls, base)):
+        raise TypeError(f"registered {cls!r}, which is not a subclass of fusionkit.interfaces.{base.__name__}")
+    if not isinstance(getattr(cls, "name", None), str) or not cls.name:
+        raise TypeError(f"{cls.__name__} has no 'name' (a non-empty string class attribute)")
+
+
 def _entry_points():
     """Every (kind, entry point) pair, built-ins first, honouring the environment switches."""
     only_builtin = os.environ.get(AUTOLOAD_ENV, "").strip() not in ("", "0", "false")
@@ -118,7 +158,7 @@ def build_registry() -> Registry:
         pm.set_blocked(name)
     seen_modules: set[int] = set()
     for kind, ep, dist in _entry_points():
-        if ep.name in blocked:
+        if _is_blocked(blocked, ep.name, dist):
             registry.problems.append(
                 PluginInfo(ep.name, kind, None, dist, ep.value, "blocked", f"blocked by {BLOCK_ENV}")
             )
@@ -140,6 +180,7 @@ def build_registry() -> Registry:
                 continue
 
             def register(cls: type, _kind: str = hook_kind, _ep=ep, _dist=dist) -> None:
+                _check_class(cls, _kind)
                 _add(registry, blocked, PluginInfo(cls.name, _kind, cls, _dist, _ep.value))
 
             try:
@@ -154,7 +195,7 @@ def build_registry() -> Registry:
 
 
 def _add(registry: Registry, blocked: set[str], info: PluginInfo) -> None:
-    if info.name in blocked:
+    if _is_blocked(blocked, info.name, info.distribution):
         info.status, info.reason = "blocked", f"blocked by {BLOCK_ENV}"
         registry.problems.append(info)
         return
@@ -164,12 +205,18 @@ def _add(registry: Registry, blocked: set[str], info: PluginInfo) -> None:
         raise PluginError(
             f"two {info.kind} plugins are named '{info.name}': one from distribution "
             f"'{other.distribution}' ({other.entry_point}), one from '{info.distribution}' "
-            f"({info.entry_point}); uninstall one or block it with {BLOCK_ENV}"
+            f"({info.entry_point}); uninstall one, or block one with "
+            f"{BLOCK_ENV}={info.distribution}:{info.name}"
         )
     missing = missing_requirements(info.cls)
     if missing:
         info.status = "not installed"
-        info.reason = f"needs {', '.join(missing)} (pip install 'fusionkit[{getattr(info.cls, 'extra', info.name)}]')"
+        if info.distribution == BUILTIN_DISTRIBUTION:
+            entry = _catalogue_entry(info.kind, info.name) or {}
+            hint = _install_hint(entry.get("extra", ""))
+        else:
+            hint = f"pip install --upgrade '{info.distribution}' to pull its requirements"
+        info.reason = f"needs {', '.join(missing)} ({hint})"
     registry.plugins[key] = info
 
 
