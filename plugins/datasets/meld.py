@@ -15,6 +15,7 @@ encoders can be used.
 from __future__ import annotations
 
 import csv
+import io
 import logging
 import os
 import re
@@ -82,7 +83,8 @@ def read_csv(path: Path) -> list[dict[str, str]]:
         text = raw.decode("utf-8-sig")
     except UnicodeDecodeError:
         text = raw.decode("cp1252", errors="replace")
-    reader = csv.DictReader(text.splitlines(keepends=True))
+    # not str.splitlines(): it breaks lines at U+0085 and U+2028, which MELD's mojibake contains
+    reader = csv.DictReader(io.StringIO(text, newline=""))
     columns = [c.strip() for c in (reader.fieldnames or [])]
     missing = [c for c in REQUIRED_COLUMNS if c not in columns]
     if missing:
