@@ -119,16 +119,18 @@ def _install_hint(extra: str) -> str:
     return f"pip install 'fusionkit[{extra}]'" if extra else "reinstall fusionkit"
 
 
-BASES = {"encoder": "Encoder", "fusion": "FusionHead", "dataset": "Dataset"}
-
-
 def _check_class(cls: object, kind: str) -> None:
-    """A registered object must be a subclass of the kind's base class, with a string ``name``."""
-    from fusionkit import interfaces
+    """A registered plugin is a class with a string ``name`` and a pydantic ``Options`` model.
 
-    base = getattr(interfaces, BASES[kind])
-    if not (isinstance(cls, type) and issubclass(cls, base)):
-        raise TypeError(f"registered {cls!r}, which is not a subclass of fusionkit.interfaces.{base.__name__}")
+    (Duck-typed on purpose: a fusion head need not subclass FusionHead, e.g. regression heads.)
+    """
+    from pydantic import BaseModel
+
+    if not isinstance(cls, type):
+        raise TypeError(f"registered {cls!r}, which is not a class")
+    options = getattr(cls, "Options", None)
+    if not (isinstance(options, type) and issubclass(options, BaseModel)):
+        raise TypeError(f"{cls.__name__} has no Options model (a subclass of fusionkit.interfaces.Options)")
     if not isinstance(getattr(cls, "name", None), str) or not cls.name:
         raise TypeError(f"{cls.__name__} has no 'name' (a non-empty string class attribute)")
 
@@ -137,8 +139,8 @@ def _entry_points():
     """Every (kind, entry point) pair, built-ins first, honouring the environment switches."""
     only_builtin = os.environ.get(AUTOLOAD_ENV, "").strip() not in ("", "0", "false")
     for kind, group in GROUPS.items():
-        for ep in sorted(metadata.entry_points(group=group), key=lambda e: e.name):
-            dist = ep.dist.name if ep.dist is not None else "?"
+        found = [(ep, ep.dist.name if ep.dist is not None else "?") for ep in metadata.entry_points(group=group)]
+        for ep, dist in sorted(found, key=lambda e: (e[1] != BUILTIN_DISTRIBUTION, e[0].name, e[1])):
             if only_builtin and dist != BUILTIN_DISTRIBUTION:
                 continue
             yield kind, ep, dist

@@ -1,0 +1,149 @@
+"""Plugin discovery: broken plugins are isolated, name clashes are explained, env switches work."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from core_fixtures import (encoder_module, fake_distribution, fk_env, run_cli, small_recipe,  # noqa: F401
+                           with_pythonpath, write_recipe)
+
+BROKEN = "raise RuntimeError('kaboom: this plugin is broken on purpose')\n"
+
+
+@pytest.fixture
+def broken_site(tmp_path):
+    return fake_distribution(tmp_path / "site", "fk-broken-plugin", {"encoder": {"kaputt": "fk_kaputt"}},
+                             {"fk_kaputt": BROKEN})
+
+
+def rows_by_name(stdout: str) -> dict[str, dict]:
+    return {r["name"]: r for r in json.loads(stdout)}
+
+
+def test_broken_plugin_is_listed_not_fatal(broken_site, tmp_path):
+    env = with_pythonpath(broken_site, {"FUSIONKIT_CACHE_DIR": str(tmp_path / "cache")})
+    proc = run_cli(["plugins", "list"], env)
+    assert proc.returncode == 0, proc.stderr
+    (line,) = [l for l in proc.stdout.splitlines() if "kaputt" in l]
+    assert "broken" in line and "fk-broken-plugin" in line and "RuntimeError: kaboom" in line
+    assert "lld" in proc.stdout  # the healthy plugins are still there
+    rows = rows_by_name(run_cli(["plugins", "list", "--json"], env).stdout)
+    assert rows["kaputt"]["status"] == "broken"
+    assert rows["kaputt"]["distribution"] == "fk-broken-plugin"
+    assert rows["kaputt"]["entry_point"] == "fk_kaputt"
+    assert rows["lld"]["status"] == "installed"
+
+
+def test_run_without_the_broken_plugin_works(broken_site, tmp_path):
+    env = with_pythonpath(broken_site, {"FUSIONKIT_CACHE_DIR": str(tmp_path / "cache")})
+    recipe = write_recipe(tmp_path / "r.yaml", small_recipe())
+    proc = run_cli(["run", str(recipe), "--out", str(tmp_path / "run")], env)
+    assert proc.returncode == 0, proc.stderr
+    assert json.loads((tmp_path / "run" / "metrics.json").read_text())["n_clips"] == 32
+    # a recipe that does use it gets one line saying why it cannot
+    bad = write_recipe(tmp_path / "bad.yaml", small_recipe(encoders=[{"plugin": "kaputt"}]))
+    proc = run_cli(["validate", str(bad)], env)
+    assert proc.returncode == 2
+    assert "encoders.0.plugin: encoder plugin 'kaputt' (from fk-broken-plugin) is broken: RuntimeError: kaboom" in proc.stderr
+    assert "Traceback" not in proc.stderr
+
+
+def test_same_name_from_two_distributions_is_a_clear_error(tmp_path):
+    site = tmp_path / "site"
+    fake_distribution(site, "fk-twin-a", {"encoder": {"twin": "fk_twin_a"}}, {"fk_twin_a": encoder_module("twin")})
+    fake_distribution(site, "fk-twin-b", {"encoder": {"twin": "fk_twin_b"}}, {"fk_twin_b": encoder_module("twin")})
+    env = with_pythonpath(site, {"FUSIONKIT_CACHE_DIR": str(tmp_path / "cache")})
+    proc = run_cli(["plugins", "list"], env)
+    assert proc.returncode == 2
+    assert "two encoder plugins are named 'twin'" in proc.stderr
+    assert "'fk-twin-a' (fk_twin_a)" in proc.stderr and "'fk-twin-b' (fk_twin_b)" in proc.stderr
+    assert "Traceback" not in proc.stderr
+    # the way out the message offers: block one copy by distribution
+    proc = run_cli(["plugins", "list", "--json"], {**env, "FUSIONKIT_BLOCK_PLUGINS": "fk-twin-b:twin"})
+    assert proc.returncode == 0, proc.stderr
+    twins = [r for r in json.loads(proc.stdout) if r["name"] == "twin"]
+    assert {(r["distribution"], r["status"]) for r in twins} == {("fk-twin-a", "installed"), ("fk-twin-b", "blocked")}
+
+
+def test_clash_with_a_builtin_names_fusionkit(tmp_path, monkeypatch, fk_env):
+    from fusionkit.plugins import PluginError, build_registry
+
+    site = fake_distribution(tmp_path / "site", "fk-imposter", {"encoder": {"lld": "fk_imposter"}},
+                             {"fk_imposter": encoder_module("lld")})
+    monkeypatch.syspath_prepend(str(site))
+    with pytest.raises(PluginError, match=r"'fusionkit' \(fusionkit_plugins.lld\).*'fk-imposter' \(fk_imposter\)"):
+        build_registry()
+
+
+def test_autoload_switch_hides_third_party_plugins(tmp_path, monkeypatch, fk_env):
+    from fusionkit.plugins import build_registry
+
+    site = fake_distribution(tmp_path / "site", "fk-extra", {"encoder": {"extra-enc": "fk_extra"}},
+                             {"fk_extra": encoder_module("extra-enc")})
+    monkeypatch.syspath_prepend(str(site))
+    assert "extra-enc" in build_registry().names("encoder")
+    monkeypatch.setenv("FUSIONKIT_DISABLE_PLUGIN_AUTOLOAD", "1")
+    reg = build_registry()
+    assert "extra-enc" not in reg.names("encoder")
+    assert "example-energy" not in reg.names("encoder")
+    assert {"lld", "xgboost", "synthetic"} <= {p.name for p in reg.all()}
+    assert all(p.distribution == "fusionkit" for p in reg.all())
+    monkeypatch.setenv("FUSIONKIT_DISABLE_PLUGIN_AUTOLOAD", "0")
+    assert "extra-enc" in build_registry().names("encoder")
+
+
+def test_block_switch_blocks_one_plugin(tmp_path, monkeypatch, fk_env):
+    from fusionkit.plugins import PluginError, build_registry
+
+    site = fake_distribution(tmp_path / "site", "fk-extra", {"encoder": {"extra-enc": "fk_extra"}},
+                             {"fk_extra": encoder_module("extra-enc")})
+    monkeypatch.syspath_prepend(str(site))
+    monkeypatch.setenv("FUSIONKIT_BLOCK_PLUGINS", " extra-enc , ")
+    reg = build_registry()
+    assert "extra-enc" not in reg.names("encoder")
+    assert "lld" in reg.names("encoder")
+    (blocked,) = [p for p in reg.all() if p.name == "extra-enc"]
+    assert blocked.status == "blocked" and "FUSIONKIT_BLOCK_PLUGINS" in blocked.reason
+    with pytest.raises(PluginError, match="'extra-enc' .* is blocked"):
+        reg.get("encoder", "extra-enc")
+    monkeypatch.setenv("FUSIONKIT_BLOCK_PLUGINS", "lld")  # built-ins can be blocked too
+    assert "lld" not in build_registry().names("encoder")
+
+
+def test_bad_registrations_are_broken_not_fatal(tmp_path, monkeypatch, fk_env):
+    from fusionkit.plugins import build_registry
+
+    not_an_encoder = """
+        from fusionkit import hookimpl
+
+        class Thing:
+            name = "thing"
+
+        @hookimpl
+        def register_encoders(register):
+            register(Thing)
+    """
+    needs_missing = encoder_module("needy").replace('description = "a test encoder"',
+                                                    'description = "x"\n        requires = ("fk_no_such_module_xyz",)')
+    site = fake_distribution(tmp_path / "site", "fk-odd", {"encoder": {"thing": "fk_thing", "needy": "fk_needy"}},
+                             {"fk_thing": not_an_encoder, "fk_needy": needs_missing})
+    monkeypatch.syspath_prepend(str(site))
+    reg = build_registry()
+    by_name = {p.name: p for p in reg.all()}
+    assert by_name["thing"].status == "broken"
+    assert "Thing has no Options model" in by_name["thing"].reason
+    assert by_name["needy"].status == "not installed"
+    assert "needs fk_no_such_module_xyz" in by_name["needy"].reason
+    assert "fk-odd" in by_name["needy"].reason  # third party: point at its distribution, not a fusionkit extra
+
+
+def test_catalogued_but_missing_plugin_says_not_installed(fk_env):
+    from fusionkit.plugins import PluginError, Registry
+
+    empty = Registry()
+    with pytest.raises(PluginError, match="encoder plugin 'lld' is not installed"):
+        empty.get("encoder", "lld")
+    with pytest.raises(PluginError, match="unknown encoder plugin 'nope'"):
+        empty.get("encoder", "nope")
