@@ -190,6 +190,8 @@ def transcribe_clips(clips: Sequence[Clip], spec, digests: dict[str, str], cache
     for clip in clips:
         if clip.id in known and clip.id not in failed and not clip.text:
             failed[clip.id] = "ASR heard no words"
+        if clip.id in failed:
+            clip.text = None  # never fall back to the corpus's own text
     log.info("transcripts (%s): %d transcribed, %d from cache, %d without a transcript (%.1f s)",
              spec.model, len(misses) - _hard_failures(misses, failed), cached, len(failed),
              time.perf_counter() - start)
