@@ -111,32 +111,64 @@ def resolve_recipe_path(ref: str | Path) -> Path:
     raise RecipeError([f"{ref}: no such recipe file, and not a built-in recipe ({known})"])
 
 
+class _NoPlace(Exception):
+    """An override path that does not fit the recipe's shape; the message says why."""
+
+
 def parse_override(item: str) -> tuple[list[str], Any]:
+    """``key.path=value``: the value is parsed as YAML (numbers, lists, booleans), except for paths."""
     if "=" not in item:
         raise RecipeError([f"--set {item}: expected key.path=value"])
     key, raw = item.split("=", 1)
+    keys = key.strip().split(".")
+    if tuple(keys) in PATH_FIELDS:
+        # a path given on the command line is relative to the working directory
+        return keys, str(Path(raw).expanduser().resolve()) if raw else None
     try:
         value = yaml.safe_load(raw) if raw != "" else ""
     except yaml.YAMLError:
         value = raw
-    return key.strip().split("."), value
+    return keys, value
+
+
+def _index(node: list, key: str, where: str, grow: bool) -> int:
+    """A list index from an override key; one past the end appends when ``grow``."""
+    try:
+        i = int(key)
+    except ValueError:
+        raise _NoPlace(f"{where} is a list; expected an index, got '{key}'") from None
+    if grow and i == len(node):
+        node.append({})
+    if not -len(node) <= i < len(node):
+        raise _NoPlace(f"{where} has {len(node)} item{'s' if len(node) != 1 else ''}")
+    return i
 
 
 def _set_path(tree: dict, keys: list[str], value: Any) -> None:
     node: Any = tree
     for i, k in enumerate(keys[:-1]):
-        nxt = keys[i + 1]
+        where = ".".join(keys[: i + 1])
         if isinstance(node, list):
-            node = node[int(k)]
+            node = node[_index(node, k, ".".join(keys[:i]), grow=True)]
             continue
-        if k not in node or not isinstance(node[k], (dict, list)):
-            node[k] = [] if nxt.isdigit() else {}
+        if not isinstance(node, dict):
+            raise _NoPlace(f"{'.'.join(keys[:i])} is not a mapping")
+        if k not in node or node[k] is None:
+            node[k] = [] if keys[i + 1].isdigit() else {}
+        elif not isinstance(node[k], (dict, list)):
+            raise _NoPlace(f"{where} is a single value ({node[k]!r}), not a mapping")
         node = node[k]
     last = keys[-1]
     if isinstance(node, list):
-        node[int(last)] = value
-    else:
+        index = _index(node, last, ".".join(keys[:-1]), grow=False) if last != str(len(node)) else None
+        if index is None:
+            node.append(value)
+        else:
+            node[index] = value
+    elif isinstance(node, dict):
         node[last] = value
+    else:
+        raise _NoPlace(f"{'.'.join(keys[:-1])} is not a mapping")
 
 
 def _get_path(tree: Any, keys: tuple[str, ...]) -> Any:
@@ -155,21 +187,26 @@ def load_raw(path: Path, overrides: list[str] = ()) -> dict:
         mark = getattr(exc, "problem_mark", None)
         where = f":{mark.line + 1}" if mark else ""
         raise RecipeError([f"{path}{where}: not valid YAML ({getattr(exc, 'problem', exc)})"]) from None
+    except UnicodeDecodeError:
+        raise RecipeError([f"{path}: not a text file (not UTF-8)"]) from None
     except OSError as exc:
         raise RecipeError([f"{path}: cannot read ({exc.strerror})"]) from None
+    if raw is None:
+        raise RecipeError([f"{path}: the recipe is empty"])
     if not isinstance(raw, dict):
         raise RecipeError([f"{path}: a recipe is a YAML mapping, got {type(raw).__name__}"])
     for keys in PATH_FIELDS:
         value = _get_path(raw, keys)
-        if isinstance(value, str) and not Path(value).expanduser().is_absolute():
-            _set_path(raw, list(keys), str((path.parent / value).resolve()))
+        if isinstance(value, str) and value:
+            full = Path(value).expanduser()
+            _set_path(raw, list(keys), str(full if full.is_absolute() else (path.parent / full).resolve()))
     raw = copy.deepcopy(raw)
     for item in overrides:
         keys, value = parse_override(item)
         try:
             _set_path(raw, keys, value)
-        except (IndexError, ValueError, TypeError):
-            raise RecipeError([f"--set {item}: no such place in the recipe"]) from None
+        except _NoPlace as exc:
+            raise RecipeError([f"--set {item}: no such place in the recipe ({exc})"]) from None
     return raw
 
 
@@ -240,7 +277,7 @@ def _check_semantics(recipe: Recipe, source: str) -> list[str]:
     if ds.needs_root and recipe.data.root is None:
         problems.append(f"{source}: data.root: the {recipe.data.dataset} dataset needs the corpus folder (--set data.root=PATH)")
     elif ds.needs_root and recipe.data.root is not None and not recipe.data.root.exists():
-        problems.append(f"{source}: data.root: folder {recipe.data.root} does not exist")
+        problems.append(f"{source}: data.root: {recipe.data.root} does not exist")
     if recipe.split.kind == "file" and recipe.split.file is None:
         problems.append(f"{source}: split.file: a 'file' split needs the path of a clip-id,fold CSV")
     return problems
