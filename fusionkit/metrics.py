@@ -1,4 +1,10 @@
-"""Classification metrics. UAR is the mean recall over the classes present in the fold's test set."""
+"""Scores of one fold, and their summary over folds and seeds.
+
+Classification: UAR is the mean recall over the classes present in the fold's test labels
+(a class absent from a fold's test set has no recall there and is not counted as 0).
+Regression: the concordance correlation coefficient (CCC) per target, with Pearson r,
+RMSE and MAE beside it.
+"""
 
 from __future__ import annotations
 
@@ -10,6 +16,14 @@ DEFINITIONS = {
     "macro_f1": "mean F1 over the classes present in the fold's test labels",
     "weighted_f1": "F1 per class weighted by its test support",
     "uar_pooled": "UAR over all folds' predictions taken together",
+}
+REGRESSION_DEFINITIONS = {
+    "ccc": "concordance correlation coefficient 2*cov(y, p) / (var(y) + var(p) + (mean(y) - mean(p))^2), "
+           "population moments, per target; 'ccc' alone is the mean over targets",
+    "pearson": "Pearson correlation of prediction and truth, per target",
+    "rmse": "root mean squared error, per target, in the target's units",
+    "mae": "mean absolute error, per target",
+    "ccc_pooled": "CCC over all folds' predictions taken together (mean over targets)",
 }
 
 
@@ -51,3 +65,36 @@ def summarize(values: list[float]) -> dict:
     else:
         half = 0.0
     return {"mean": mean, "std": std, "ci95": [mean - half, mean + half], "n": n}
+
+
+def ccc(y_true: np.ndarray, y_pred: np.ndarray) -> float:
+    """Lin's concordance correlation coefficient (population moments); 0 when both are constant."""
+    t = np.asarray(y_true, dtype=float)
+    p = np.asarray(y_pred, dtype=float)
+    mt, mp = t.mean(), p.mean()
+    cov = ((t - mt) * (p - mp)).mean()
+    denom = t.var() + p.var() + (mt - mp) ** 2
+    return float(2 * cov / denom) if denom > 0 else 0.0
+
+
+def pearson(y_true: np.ndarray, y_pred: np.ndarray) -> float:
+    t = np.asarray(y_true, dtype=float)
+    p = np.asarray(y_pred, dtype=float)
+    if t.std() == 0 or p.std() == 0:
+        return 0.0
+    return float(np.corrcoef(t, p)[0, 1])
+
+
+def regression_metrics(y_true: np.ndarray, y_pred: np.ndarray, targets: list[str]) -> dict:
+    """Per-target CCC, Pearson r, RMSE, MAE for (N, T) arrays; ``ccc`` is their mean CCC."""
+    y_true = np.asarray(y_true, dtype=float).reshape(len(y_true), len(targets))
+    y_pred = np.asarray(y_pred, dtype=float).reshape(len(y_pred), len(targets))
+    out: dict = {}
+    for j, name in enumerate(targets):
+        t, p = y_true[:, j], y_pred[:, j]
+        out[f"ccc_{name}"] = ccc(t, p)
+        out[f"pearson_{name}"] = pearson(t, p)
+        out[f"rmse_{name}"] = float(np.sqrt(((t - p) ** 2).mean()))
+        out[f"mae_{name}"] = float(np.abs(t - p).mean())
+    out["ccc"] = float(np.mean([out[f"ccc_{n}"] for n in targets]))
+    return out

@@ -10,7 +10,7 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 BUILTIN_RECIPES = Path(__file__).parent / "recipes"
-PATH_FIELDS = (("data", "root"), ("split", "file"), ("cache", "dir"))
+PATH_FIELDS = (("data", "root"), ("test_data", "root"), ("split", "file"), ("cache", "dir"))
 
 
 class Strict(BaseModel):
@@ -51,13 +51,31 @@ class FusionSpec(Strict):
     options: dict[str, Any] = Field(default_factory=dict)
 
 
+SplitKind = Literal["speaker-kfold", "loso", "session", "predefined", "file", "random", "cross-corpus"]
+
+
 class SplitSpec(Strict):
-    kind: Literal["speaker-kfold", "loso", "session", "predefined", "file", "random"] = "speaker-kfold"
-    folds: int = Field(5, ge=2)
-    shuffle: bool = False
-    file: Path | None = None
-    train: list[str] = Field(default_factory=lambda: ["train"])
-    test: list[str] = Field(default_factory=lambda: ["test"])
+    kind: SplitKind = Field("speaker-kfold", description="how clips are split into train/test folds")
+    folds: int = Field(5, ge=2, description="number of folds (speaker-kfold, random)")
+    shuffle: bool = Field(False, description="speaker-kfold: shuffle speakers (by seed) before blocking them")
+    file: Path | None = Field(None, description="kind file: CSV of clip_id,fold")
+    train: list[str] = Field(default_factory=lambda: ["train"], description="kind predefined: training partitions")
+    test: list[str] = Field(default_factory=lambda: ["test"], description="kind predefined: test partitions")
+
+
+class TaskSpec(Strict):
+    kind: Literal["classification", "regression"] = "classification"
+    targets: list[str] = Field(default_factory=list, description="regression: meta fields to predict, e.g. arousal")
+
+    @model_validator(mode="after")
+    def _targets(self) -> "TaskSpec":
+        if self.kind == "regression" and not self.targets:
+            raise ValueError("a regression task needs targets, e.g. [arousal, valence]")
+        if self.kind == "classification" and self.targets:
+            raise ValueError("targets are for kind: regression")
+        if len(set(self.targets)) != len(self.targets):
+            raise ValueError("targets repeat")
+        return self
 
 
 class CacheSpec(Strict):
@@ -68,6 +86,8 @@ class Recipe(Strict):
     name: str = "run"
     description: str = ""
     data: DataSpec
+    test_data: DataSpec | None = Field(None, description="cross-corpus: train on all of data, test on all of this")
+    task: TaskSpec = Field(default_factory=TaskSpec)
     text: TextSpec = Field(default_factory=TextSpec)
     encoders: list[EncoderSpec] = Field(min_length=1)
     fusion: FusionSpec
@@ -82,6 +102,17 @@ class Recipe(Strict):
         dupes = sorted({k for k in keys if keys.count(k) > 1})
         if dupes:
             raise ValueError(f"encoder names must be unique; give each a 'name:' ({', '.join(dupes)} repeated)")
+        return self
+
+    @model_validator(mode="after")
+    def _cross_corpus(self) -> "Recipe":
+        if self.test_data is not None:
+            if "kind" in self.split.model_fields_set and self.split.kind != "cross-corpus":
+                raise ValueError(f"test_data makes the evaluation cross-corpus; split.kind {self.split.kind!r} "
+                                 "cannot apply (drop it or write kind: cross-corpus)")
+            self.split.kind = "cross-corpus"
+        elif self.split.kind == "cross-corpus":
+            raise ValueError("split.kind cross-corpus needs test_data: (the corpus to test on)")
         return self
 
     def run_seeds(self) -> list[int]:
@@ -243,6 +274,9 @@ def validate(raw: dict, source: str) -> tuple[Recipe | None, list[str]]:
     data = raw.get("data")
     if isinstance(data, dict) and isinstance(data.get("dataset"), str):
         checks.append(("dataset", ("data",), data))
+    test_data = raw.get("test_data")
+    if isinstance(test_data, dict) and isinstance(test_data.get("dataset"), str):
+        checks.append(("dataset", ("test_data",), test_data))
     for i, enc in enumerate(raw.get("encoders") or []):
         if isinstance(enc, dict) and isinstance(enc.get("plugin"), str):
             checks.append(("encoder", ("encoders", i), enc))
@@ -278,8 +312,22 @@ def _check_semantics(recipe: Recipe, source: str) -> list[str]:
         problems.append(f"{source}: data.root: the {recipe.data.dataset} dataset needs the corpus folder (--set data.root=PATH)")
     elif ds.needs_root and recipe.data.root is not None and not recipe.data.root.exists():
         problems.append(f"{source}: data.root: {recipe.data.root} does not exist")
+    if recipe.test_data is not None:
+        tds = reg.get("dataset", recipe.test_data.dataset)
+        if tds.needs_root and recipe.test_data.root is None:
+            problems.append(f"{source}: test_data.root: the {recipe.test_data.dataset} dataset needs the corpus folder "
+                            "(--set test_data.root=PATH)")
+        elif tds.needs_root and recipe.test_data.root is not None and not recipe.test_data.root.exists():
+            problems.append(f"{source}: test_data.root: folder {recipe.test_data.root} does not exist")
     if recipe.split.kind == "file" and recipe.split.file is None:
         problems.append(f"{source}: split.file: a 'file' split needs the path of a clip-id,fold CSV")
+    elif recipe.split.kind == "file" and not recipe.split.file.exists():
+        problems.append(f"{source}: split.file: {recipe.split.file} does not exist")
+    fusion = reg.get("fusion", recipe.fusion.plugin)
+    head_task = getattr(fusion, "task", "classification")
+    if head_task != recipe.task.kind:
+        problems.append(f"{source}: fusion.plugin: '{recipe.fusion.plugin}' is a {head_task} head but task.kind is "
+                        f"{recipe.task.kind}")
     return problems
 
 

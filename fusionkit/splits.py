@@ -1,4 +1,11 @@
-"""Train/test folds. Speaker-independent by default: no speaker is ever in both sides of a fold."""
+"""Train/test folds. Speaker-independent by default: no speaker is ever in both sides of a fold.
+
+Kinds (``split.kind``): ``speaker-kfold`` (k blocks of naturally sorted speakers, or shuffled
+by seed), ``loso`` (one fold per speaker), ``session`` (one fold per ``meta["session"]``),
+``predefined`` (the corpus's own partitions), ``file`` (a clip_id,fold CSV), ``random``
+(stratified by class; speakers leak, a warning says so) and ``cross-corpus`` (one fold, see
+:func:`cross_corpus_fold`).
+"""
 
 from __future__ import annotations
 
@@ -29,36 +36,31 @@ def natural_key(s: str):
 
 
 def make_folds(clips: list[Clip], spec: SplitSpec, seed: int = 0, partitions: dict[str, str] | None = None) -> list[Fold]:
+    """The folds of ``spec`` over ``clips`` (indices into the list); errors are one line naming split.*."""
     speakers = np.array([c.speaker for c in clips])
     kind = spec.kind
     if kind == "speaker-kfold":
         groups = _speaker_groups(speakers, spec.folds, spec.shuffle, seed)
     elif kind == "loso":
         groups = [[s] for s in sorted(set(speakers), key=natural_key)]
+        if len(groups) < 2:
+            raise ValueError(f"split.kind 'loso': needs at least 2 speakers, the data has {len(groups)}")
     elif kind == "session":
-        sessions = np.array([str(c.meta.get("session", "")) for c in clips])
+        sessions = np.array([str(c.meta.get("session") or "") for c in clips])
         if (sessions == "").any():
-            raise ValueError("split.kind 'session': the dataset gives no session for some clips")
+            raise ValueError(f"split.kind 'session': {int((sessions == '').sum())} clips have no session in their "
+                             "meta (this dataset gives none; use loso or speaker-kfold)")
+        if len(set(sessions)) < 2:
+            raise ValueError("split.kind 'session': needs at least 2 sessions")
         return _by_values(clips, sessions, speakers)
     elif kind == "file":
         return _from_file(clips, spec.file, speakers)
     elif kind == "predefined":
-        if not partitions:
-            raise ValueError("split.kind 'predefined': this dataset has no predefined partitions")
-        part = np.array([partitions.get(c.id, "") for c in clips])
-        train = np.flatnonzero(np.isin(part, spec.train))
-        test = np.flatnonzero(np.isin(part, spec.test))
-        return [Fold(0, train, test, sorted(set(speakers[test]), key=natural_key))]
+        return [_predefined(clips, spec, partitions, speakers)]
     elif kind == "random":
-        log.warning("split.kind 'random': speakers leak between train and test; figures are not speaker-independent")
-        from sklearn.model_selection import StratifiedKFold
-
-        labels = np.array([c.label for c in clips])
-        skf = StratifiedKFold(n_splits=spec.folds, shuffle=True, random_state=seed)
-        return [
-            Fold(i, tr, te, sorted(set(speakers[te]), key=natural_key))
-            for i, (tr, te) in enumerate(skf.split(np.zeros(len(clips)), labels))
-        ]
+        return _random(clips, spec, seed, speakers)
+    elif kind == "cross-corpus":
+        raise ValueError("split.kind 'cross-corpus' is made from data and test_data (see cross_corpus_fold)")
     else:  # pragma: no cover - the recipe model forbids it
         raise ValueError(kind)
     folds = []
@@ -66,6 +68,48 @@ def make_folds(clips: list[Clip], spec: SplitSpec, seed: int = 0, partitions: di
         test_mask = np.isin(speakers, test_speakers)
         folds.append(Fold(i, np.flatnonzero(~test_mask), np.flatnonzero(test_mask), list(test_speakers)))
     return folds
+
+
+def cross_corpus_fold(n_train: int, n_test: int, speakers: np.ndarray) -> Fold:
+    """The one cross-corpus fold: the first ``n_train`` clips train, the next ``n_test`` test."""
+    test = np.arange(n_train, n_train + n_test)
+    return Fold(0, np.arange(n_train), test, sorted(set(speakers[test]), key=natural_key))
+
+
+def speaker_overlap(fold: Fold, speakers: np.ndarray) -> list[str]:
+    """Speakers found on both sides of a fold (empty for every speaker-independent split)."""
+    return sorted(set(speakers[fold.train]) & set(speakers[fold.test]), key=natural_key)
+
+
+def _predefined(clips, spec: SplitSpec, partitions, speakers) -> Fold:
+    if not partitions:
+        raise ValueError("split.kind 'predefined': this dataset has no predefined partitions")
+    part = np.array([partitions.get(c.id, "") for c in clips])
+    train = np.flatnonzero(np.isin(part, spec.train))
+    test = np.flatnonzero(np.isin(part, spec.test))
+    found = ", ".join(sorted(set(part) - {""})) or "none"
+    for side, idx, names in (("train", train, spec.train), ("test", test, spec.test)):
+        if len(idx) == 0:
+            raise ValueError(f"split.{side}: no clip is in partition(s) {', '.join(names)} (partitions found: {found})")
+    return Fold(0, train, test, sorted(set(speakers[test]), key=natural_key))
+
+
+def _random(clips, spec: SplitSpec, seed: int, speakers) -> list[Fold]:
+    log.warning("split.kind 'random': speakers leak between train and test; figures are not speaker-independent")
+    from sklearn.model_selection import KFold, StratifiedKFold
+
+    labels = np.array([str(c.label) for c in clips])
+    if any(c.label is None for c in clips):  # regression: nothing to stratify on
+        splitter = KFold(n_splits=spec.folds, shuffle=True, random_state=seed)
+    else:
+        smallest = min(np.unique(labels, return_counts=True)[1])
+        if smallest < spec.folds:
+            raise ValueError(f"split.folds is {spec.folds} but a class has only {smallest} clips")
+        splitter = StratifiedKFold(n_splits=spec.folds, shuffle=True, random_state=seed)
+    return [
+        Fold(i, tr, te, sorted(set(speakers[te]), key=natural_key))
+        for i, (tr, te) in enumerate(splitter.split(np.zeros(len(clips)), labels))
+    ]
 
 
 def _speaker_groups(speakers: np.ndarray, k: int, shuffle: bool, seed: int) -> list[list[str]]:
@@ -89,13 +133,25 @@ def _by_values(clips, values, speakers) -> list[Fold]:
 
 
 def _from_file(clips: list[Clip], path: Path, speakers) -> list[Fold]:
-    """A CSV of ``clip_id,fold``; clips not listed are left out."""
+    """A CSV of ``clip_id,fold`` (header optional); each fold value is one test fold; clips not listed are left out."""
     assignment: dict[str, str] = {}
-    with open(path, newline="", encoding="utf-8") as fh:
-        for row in csv.reader(fh):
-            if len(row) >= 2 and row[0] != "clip_id":
+    try:
+        with open(path, newline="", encoding="utf-8-sig") as fh:
+            for n, row in enumerate(csv.reader(fh), 1):
+                if not row or not "".join(row).strip() or (n == 1 and row[0].strip().lower() in ("clip_id", "id")):
+                    continue
+                if len(row) < 2 or not row[1].strip():
+                    raise ValueError(f"{path}:{n}: expected clip_id,fold")
                 assignment[row[0].strip()] = row[1].strip()
+    except OSError as exc:
+        raise ValueError(f"split.file: cannot read {path} ({exc.strerror})") from None
     values = np.array([assignment.get(c.id, "") for c in clips])
+    if not (values != "").any():
+        example = next(iter(assignment), "(empty file)")
+        raise ValueError(f"{path}: no clip id of the corpus is listed (first id in the file: {example}; "
+                         f"first corpus id: {clips[0].id if clips else '-'})")
+    if len(set(values) - {""}) < 2:
+        raise ValueError(f"{path}: needs at least 2 distinct fold values")
     folds = []
     for i, v in enumerate(sorted(set(values) - {""}, key=natural_key)):
         test = np.flatnonzero(values == v)
