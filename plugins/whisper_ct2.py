@@ -15,6 +15,7 @@ Only ``encoder/*`` variables are materialised; the decoder's bytes are skipped.
 from __future__ import annotations
 
 import json
+import re
 import struct
 from dataclasses import dataclass
 from pathlib import Path
@@ -26,6 +27,7 @@ import numpy as np
 DTYPES = ("float32", "int8", "int16", "int32", "float16", "bfloat16")
 _NUMPY = {"float32": np.float32, "int8": np.int8, "int16": np.int16, "int32": np.int32,
           "float16": np.float16, "bfloat16": np.uint16}
+_LAYER_NAME = re.compile(r"^encoder/layer_(\d+)/")
 MIN_VERSION = 4  # dtype id + byte count per variable (every Whisper conversion is >= 5)
 
 
@@ -59,12 +61,17 @@ def _string(fh: BinaryIO, path: Path) -> str:
 
 
 def read_model_bin(path: str | Path, prefix: str = "encoder/") -> CT2Model:
-    """Variables whose name starts with ``prefix`` (aliases resolved), as numpy arrays in their stored dtype."""
+    """Variables whose name starts with ``prefix`` (aliases resolved), as numpy arrays in their stored dtype.
+
+    The table is indexed first (names, shapes, offsets); only the wanted variables'
+    bytes are read, including alias targets outside ``prefix`` (ctranslate2 stores a
+    variable equal to an earlier one, e.g. all-zero biases, as an alias of it).
+    """
     path = Path(path)
     if not path.is_file():
         raise CT2FormatError(f"{path}: no such file")
-    variables: dict[str, np.ndarray] = {}
-    names: list[str] = []
+    index: dict[str, tuple[tuple[int, ...], str, int, int]] = {}  # name -> (shape, dtype, offset, nbytes)
+    aliases: dict[str, str] = {}
     with open(path, "rb") as fh:
         (version,) = _read(fh, "I", path)
         if version < MIN_VERSION or version > 64:
@@ -74,37 +81,50 @@ def read_model_bin(path: str | Path, prefix: str = "encoder/") -> CT2Model:
         (count,) = _read(fh, "I", path)
         for _ in range(count):
             name = _string(fh, path)
-            names.append(name)
             (rank,) = _read(fh, "B", path)
-            shape = _read(fh, f"{rank}I", path) if rank else ()
+            shape = tuple(_read(fh, f"{rank}I", path)) if rank else ()
             (type_id,) = _read(fh, "B", path)
             (nbytes,) = _read(fh, "I", path)
             if type_id >= len(DTYPES):
                 raise CT2FormatError(f"{path}: variable {name} has unknown dtype id {type_id}")
-            if not name.startswith(prefix):
-                fh.seek(nbytes, 1)
-                continue
-            raw = fh.read(nbytes)
-            if len(raw) != nbytes:
-                raise CT2FormatError(f"{path}: truncated inside variable {name}")
-            arr = np.frombuffer(raw, dtype=np.dtype(_NUMPY[DTYPES[type_id]]).newbyteorder("<"))
-            if arr.size != int(np.prod(shape, dtype=np.int64)):
-                raise CT2FormatError(f"{path}: variable {name} holds {arr.size} values for shape {shape}")
-            arr = arr.reshape(shape)
-            if DTYPES[type_id] == "bfloat16":
-                arr = (arr.astype(np.uint32) << 16).view(np.float32)
-            variables[name] = arr
-        aliases = {}
-        if version >= 3:
-            (n_alias,) = _read(fh, "I", path)
-            for _ in range(n_alias):
-                alias, target = _string(fh, path), _string(fh, path)
-                aliases[alias] = target
-                names.append(alias)
-        for alias, target in aliases.items():
-            if alias.startswith(prefix) and target in variables:
-                variables[alias] = variables[target]
-    return CT2Model(version, spec, revision, variables, names)
+            index[name] = (shape, DTYPES[type_id], fh.tell(), nbytes)
+            fh.seek(nbytes, 1)
+        (n_alias,) = _read(fh, "I", path)
+        for _ in range(n_alias):
+            alias, target = _string(fh, path), _string(fh, path)
+            aliases[alias] = target
+        wanted = {n: n for n in index if n.startswith(prefix)}
+        for alias in aliases:
+            if alias.startswith(prefix):
+                target = alias
+                for _ in range(len(aliases) + 1):  # follow alias chains
+                    if target not in aliases:
+                        break
+                    target = aliases[target]
+                if target not in index:
+                    raise CT2FormatError(f"{path}: alias {alias} points to missing variable {target}")
+                wanted[alias] = target
+        loaded: dict[str, np.ndarray] = {}
+        variables: dict[str, np.ndarray] = {}
+        for name, target in wanted.items():
+            if target not in loaded:
+                loaded[target] = _load(fh, path, target, *index[target])
+            variables[name] = loaded[target]
+    return CT2Model(version, spec, revision, variables, [*index, *aliases])
+
+
+def _load(fh: BinaryIO, path: Path, name: str, shape: tuple[int, ...], dtype: str, offset: int, nbytes: int) -> np.ndarray:
+    fh.seek(offset)
+    raw = fh.read(nbytes)
+    if len(raw) != nbytes:
+        raise CT2FormatError(f"{path}: truncated inside variable {name}")
+    arr = np.frombuffer(raw, dtype=np.dtype(_NUMPY[dtype]).newbyteorder("<"))
+    if arr.size != int(np.prod(shape, dtype=np.int64)):
+        raise CT2FormatError(f"{path}: variable {name} holds {arr.size} values for shape {shape}")
+    arr = arr.reshape(shape)
+    if dtype == "bfloat16":
+        arr = (arr.astype(np.uint32) << 16).view(np.float32)
+    return arr
 
 
 # ---------------------------------------------------------------- to transformers
@@ -171,7 +191,7 @@ def _n_layers(v: dict[str, np.ndarray]) -> int:
 def count_encoder_layers(path: str | Path) -> int:
     """Number of encoder blocks in a model.bin, from its variable names (no weights read)."""
     names = read_model_bin(path, prefix="\0").names
-    return len({n.split("/")[1] for n in names if n.startswith("encoder/layer_")})
+    return len({m.group(1) for m in map(_LAYER_NAME.match, names) if m})
 
 
 def n_mels_from_dir(directory: Path) -> int | None:
