@@ -1,0 +1,175 @@
+"""Embedding cache: atomic entries, damaged entries are misses, resumable after Ctrl-C, configurable location."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+from click.testing import CliRunner
+
+from core_fixtures import fake_distribution, fk_env, small_recipe, write_recipe  # noqa: F401
+
+
+def entries(root: Path) -> list[Path]:
+    return sorted(root.rglob("*.safetensors"))
+
+
+def test_round_trip_and_merge(tmp_path):
+    from fusionkit.cache import EmbeddingCache
+
+    cache = EmbeddingCache(tmp_path, "enc-abc", {"plugin": "enc"})
+    assert cache.get("ab" * 16) is None
+    cache.put("ab" * 16, {"a": np.arange(6, dtype=np.float32).reshape(2, 3)})
+    cache.put("ab" * 16, {"b": np.ones(4, dtype=np.float32)})  # a later view adds arrays, keeps the old ones
+    got = cache.get("ab" * 16, {"a", "b"})
+    assert set(got) == {"a", "b"} and got["a"].shape == (2, 3)
+    assert cache.get("ab" * 16, {"c"}) is None  # an entry without a required array is a miss
+    assert json.loads((tmp_path / "enc-abc" / "identity.json").read_text()) == {"plugin": "enc"}
+    assert not list(tmp_path.rglob("*.tmp"))
+    mode = cache.path("ab" * 16).stat().st_mode & 0o777
+    assert mode & 0o044, f"cache files should be readable beyond their owner, got {oct(mode)}"
+
+
+def test_damaged_entries_are_misses_and_get_rewritten(tmp_path):
+    from fusionkit.cache import EmbeddingCache
+
+    cache = EmbeddingCache(tmp_path, "enc-abc")
+    good = {"x": np.random.default_rng(0).normal(size=(5, 7)).astype(np.float32)}
+    cache.put("cd" * 16, good)
+    whole = cache.path("cd" * 16).read_bytes()
+    cache.path("cd" * 16).write_bytes(whole[: len(whole) // 2])  # a write cut short
+    assert cache.get("cd" * 16) is None
+    cache.path("cd" * 16).write_bytes(b"\x00garbage" * 10)
+    assert cache.get("cd" * 16) is None
+    cache.put("cd" * 16, good)
+    np.testing.assert_array_equal(cache.get("cd" * 16)["x"], good["x"])
+    # the temporary file of a killed writer is never read as an entry
+    stray = cache.path("ef" * 16).parent / f".{cache.path('ef' * 16).name}.k1ll3d.tmp"
+    stray.parent.mkdir(parents=True, exist_ok=True)
+    stray.write_bytes(whole)
+    assert cache.get("ef" * 16) is None
+
+
+def test_atomic_write_leaves_the_old_file_when_interrupted(tmp_path, monkeypatch):
+    from fusionkit import cache as cache_mod
+
+    target = tmp_path / "f.bin"
+    cache_mod.atomic_write_bytes(target, b"old")
+
+    def boom(fd):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(cache_mod.os, "fsync", boom)
+    with pytest.raises(KeyboardInterrupt):
+        cache_mod.atomic_write_bytes(target, b"new content")
+    assert target.read_bytes() == b"old"
+    assert [p.name for p in tmp_path.iterdir()] == ["f.bin"]
+
+
+def run(recipe_path: Path, out: Path, *sets: str):
+    from fusionkit.cli import main
+
+    args = ["run", str(recipe_path), "--out", str(out)] + [a for s in sets for a in ("--set", s)]
+    return CliRunner().invoke(main, args)
+
+
+def headline(run_dir: Path) -> dict:
+    m = json.loads((run_dir / "metrics.json").read_text())
+    return {k: m[k] for k in ("uar", "wa", "macro_f1", "weighted_f1", "uar_pooled", "classes", "n_clips")}
+
+
+def test_second_run_computes_nothing_and_repairs_damage(tmp_path, fk_env):
+    recipe = write_recipe(tmp_path / "r.yaml", small_recipe())
+    first = run(recipe, tmp_path / "run1")
+    assert first.exit_code == 0, first.output
+    m1 = json.loads((tmp_path / "run1" / "metrics.json").read_text())
+    assert m1["embeddings"]["computed"] == 32 and m1["embeddings"]["cached"] == 0
+    assert m1["embeddings"]["cache_dir"] == str(fk_env)  # FUSIONKIT_CACHE_DIR
+    second = run(recipe, tmp_path / "run2")
+    assert second.exit_code == 0, second.output
+    m2 = json.loads((tmp_path / "run2" / "metrics.json").read_text())
+    assert m2["embeddings"]["computed"] == 0 and m2["embeddings"]["cached"] == 32
+    assert headline(tmp_path / "run2") == headline(tmp_path / "run1")
+    assert (tmp_path / "run2" / "predictions.csv").read_text() == (tmp_path / "run1" / "predictions.csv").read_text()
+    # a damaged entry and a killed writer's temporary file: one clip recomputed, same results
+    files = [p for p in entries(fk_env) if "datasets" not in p.parts]
+    files[0].write_bytes(files[0].read_bytes()[:40])
+    (files[1].parent / f".{files[1].name}.dead.tmp").write_bytes(b"partial")
+    third = run(recipe, tmp_path / "run3")
+    assert third.exit_code == 0, third.output
+    m3 = json.loads((tmp_path / "run3" / "metrics.json").read_text())
+    assert m3["embeddings"]["computed"] == 1 and m3["embeddings"]["cached"] == 31
+    assert headline(tmp_path / "run3") == headline(tmp_path / "run1")
+
+
+def test_cache_dir_from_the_recipe_wins(tmp_path, fk_env):
+    mine = tmp_path / "recipe-cache"
+    recipe = write_recipe(tmp_path / "r.yaml", small_recipe(cache={"dir": "recipe-cache"}))
+    result = run(recipe, tmp_path / "run")
+    assert result.exit_code == 0, result.output
+    m = json.loads((tmp_path / "run" / "metrics.json").read_text())
+    assert m["embeddings"]["cache_dir"] == str(mine)
+    assert len([p for p in entries(mine) if "datasets" not in p.parts]) == 32
+    assert not [p for p in entries(fk_env) if "datasets" not in p.parts]
+    other = tmp_path / "elsewhere"
+    result = run(recipe, tmp_path / "run-b", f"cache.dir={other}")
+    assert result.exit_code == 0, result.output
+    assert len([p for p in entries(other) if "datasets" not in p.parts]) == 32
+
+
+INTERRUPTING = '''
+    import os
+    import numpy as np
+    from pydantic import Field
+    from fusionkit import hookimpl
+    from fusionkit.interfaces import Encoder, Options
+
+    CALLS = {"n": 0}
+
+    class StopOptions(Options):
+        batch_size: int = Field(4, ge=1)
+
+    class Stopper(Encoder):
+        """Mean and std of the signal; raises KeyboardInterrupt after FK_TEST_STOP_AFTER batches."""
+        name = "stopper"
+        Options = StopOptions
+
+        def encode_batch(self, inputs):
+            CALLS["n"] += 1
+            limit = int(os.environ.get("FK_TEST_STOP_AFTER", "0"))
+            if limit and CALLS["n"] > limit:
+                raise KeyboardInterrupt
+            return [{"features": np.array([x.mean(), x.std()], dtype=np.float32)} for x in inputs]
+
+    @hookimpl
+    def register_encoders(register):
+        register(Stopper)
+'''
+
+
+def test_ctrl_c_during_encoding_then_resume(tmp_path, fk_env, monkeypatch):
+    from fusionkit import plugins
+
+    site = fake_distribution(tmp_path / "site", "fk-stopper", {"encoder": {"stopper": "fk_stopper"}},
+                             {"fk_stopper": INTERRUPTING})
+    monkeypatch.syspath_prepend(str(site))
+    plugins.reset()
+    recipe = write_recipe(tmp_path / "r.yaml", small_recipe(encoders=[{"plugin": "stopper"}]))
+    monkeypatch.setenv("FK_TEST_STOP_AFTER", "3")
+    stopped = run(recipe, tmp_path / "run1")
+    assert stopped.exit_code == 130
+    assert "interrupted" in stopped.stderr and "resumes" in stopped.stderr
+    assert "Traceback" not in stopped.output
+    done = entries(fk_env / next(p.name for p in fk_env.iterdir() if p.name.startswith("stopper-")))
+    assert len(done) == 12  # three whole batches of four, each entry complete
+    from safetensors.numpy import load_file
+
+    assert all(load_file(str(p))["features"].shape == (2,) for p in done)
+    assert not list(fk_env.rglob("*.tmp"))
+    monkeypatch.delenv("FK_TEST_STOP_AFTER")
+    resumed = run(recipe, tmp_path / "run2")
+    assert resumed.exit_code == 0, resumed.output
+    m = json.loads((tmp_path / "run2" / "metrics.json").read_text())
+    assert m["embeddings"]["computed"] == 20 and m["embeddings"]["cached"] == 12
