@@ -1,4 +1,9 @@
-"""report.md and its PNG plots: confusion matrix, per-class recall, per-fold scores."""
+"""report.md and its PNG plots.
+
+Classification: confusion matrix (counts and row percentages), per-class recall (pooled, with
+each fold's recall as dots), per-fold scores (with the mean UAR and its 95% interval).
+Regression: predicted against true per target, per-fold CCC.
+"""
 
 from __future__ import annotations
 
@@ -7,6 +12,8 @@ from pathlib import Path
 import numpy as np
 
 from fusionkit.cache import atomic_write_text
+
+COLORS = {"uar": "#1f77b4", "wa": "#ff7f0e", "macro_f1": "#2ca02c"}
 
 
 def _pyplot():
@@ -18,102 +25,157 @@ def _pyplot():
     return plt
 
 
+def _fold_labels(folds: list[dict]) -> list[str]:
+    """``fold 3`` (or ``s1 f3`` with several seeds), plus the test speaker when it is one."""
+    several = len({f["seed"] for f in folds}) > 1
+    out = []
+    for f in folds:
+        base = f"s{f['seed']} f{f['fold']}" if several else f"fold {f['fold']}"
+        spk = f.get("test_speakers") or []
+        out.append(f"{base}\n{spk[0]}" if len(spk) == 1 else base)
+    return out
+
+
 def plot_confusion(cm: np.ndarray, classes: list[str], path: Path, title: str) -> None:
     plt = _pyplot()
     cm = np.asarray(cm, dtype=float)
     norm = cm / np.maximum(cm.sum(axis=1, keepdims=True), 1)
-    size = 1.0 + 0.6 * len(classes)
-    fig, ax = plt.subplots(figsize=(size + 1.5, size))
+    size = 1.6 + 0.75 * len(classes)
+    fig, ax = plt.subplots(figsize=(size + 1.6, size))
     im = ax.imshow(norm, cmap="Blues", vmin=0, vmax=1)
-    ax.set_xticks(range(len(classes)), classes, rotation=45, ha="right")
-    ax.set_yticks(range(len(classes)), classes)
+    ax.set_xticks(range(len(classes)), classes, rotation=40, ha="right")
+    ax.set_yticks(range(len(classes)), [f"{c} ({int(n)})" for c, n in zip(classes, cm.sum(axis=1))])
     ax.set_xlabel("predicted")
-    ax.set_ylabel("true")
-    ax.set_title(title)
+    ax.set_ylabel("true (clips)")
+    ax.set_title(title, fontsize=10)
     for i in range(len(classes)):
         for j in range(len(classes)):
-            ax.text(j, i, f"{int(cm[i, j])}", ha="center", va="center",
-                    color="white" if norm[i, j] > 0.5 else "black", fontsize=8)
-    fig.colorbar(im, ax=ax, fraction=0.046, label="row-normalised recall")
+            if cm[i, j] == 0:
+                continue
+            ax.text(j, i, f"{int(cm[i, j])}\n{100 * norm[i, j]:.0f}%", ha="center", va="center", fontsize=7,
+                    color="white" if norm[i, j] > 0.55 else "black")
+    fig.colorbar(im, ax=ax, fraction=0.046, label="share of the true class")
     fig.tight_layout()
     fig.savefig(path, dpi=120)
     plt.close(fig)
 
 
-def plot_recall(recall: list[float], classes: list[str], path: Path) -> None:
+def plot_recall(recall: list[float], classes: list[str], path: Path, folds: list[dict] | None = None) -> None:
+    """Pooled recall per class as bars; each fold's recall (where the class is in its test set) as dots."""
     plt = _pyplot()
-    fig, ax = plt.subplots(figsize=(1.5 + 0.6 * len(classes), 3.5))
-    ax.bar(classes, recall, color="tab:blue")
+    fig, ax = plt.subplots(figsize=(2.0 + 0.75 * len(classes), 3.8))
+    x = np.arange(len(classes))
+    ax.bar(x, recall, color="#1f77b4", alpha=0.85, label="pooled over folds")
+    for i, r in enumerate(recall):
+        ax.text(i, 0.02, f"{r:.2f}", ha="center", va="bottom", fontsize=8, color="white", fontweight="bold")
+    if folds:
+        rng = np.random.default_rng(0)
+        for i in range(len(classes)):
+            vals = [f["per_class"]["recall"][i] for f in folds if f["per_class"]["support"][i] > 0]
+            ax.scatter(i + rng.uniform(-0.18, 0.18, len(vals)), vals, s=9, color="black", alpha=0.5, zorder=3,
+                       label="one fold" if i == 0 else None)
     ax.axhline(1 / max(len(classes), 1), color="grey", ls="--", lw=1, label="chance")
-    ax.set_ylim(0, 1)
-    ax.set_ylabel("recall (pooled over folds)")
-    ax.tick_params(axis="x", rotation=45)
-    ax.legend()
+    ax.set_xticks(x, classes, rotation=40, ha="right")
+    ax.set_ylim(0, 1.05)
+    ax.set_ylabel("recall")
+    ax.set_title("per-class recall", fontsize=10)
+    ax.legend(fontsize=7, loc="lower right", framealpha=0.9)
     fig.tight_layout()
     fig.savefig(path, dpi=120)
     plt.close(fig)
 
 
-def plot_folds(folds: list[dict], path: Path) -> None:
+def plot_folds(folds: list[dict], path: Path, keys=("uar", "wa", "macro_f1"), summary: dict | None = None,
+               ylabel: str = "score") -> None:
+    """Grouped bars per fold; the first key's mean over folds as a line with its 95% interval as a band."""
     plt = _pyplot()
-    labels = [f"s{f['seed']}f{f['fold']}" if len({g['seed'] for g in folds}) > 1 else f"fold {f['fold']}" for f in folds]
+    labels = _fold_labels(folds)
     x = np.arange(len(folds))
-    fig, ax = plt.subplots(figsize=(2 + 0.5 * len(folds), 3.5))
-    for k, (name, off) in enumerate((("uar", -0.2), ("wa", 0.0), ("macro_f1", 0.2))):
-        ax.bar(x + off, [f[name] for f in folds], width=0.2, label=name)
-    ax.set_xticks(x, labels, rotation=45, ha="right")
-    ax.set_ylim(0, 1)
-    ax.legend()
-    ax.set_title("per-fold scores")
+    width = 0.8 / len(keys)
+    fig, ax = plt.subplots(figsize=(max(4.5, 1.2 + 0.45 * len(folds) * max(1, len(keys) / 2)), 4.0))
+    for k, name in enumerate(keys):
+        ax.bar(x + (k - (len(keys) - 1) / 2) * width, [f[name] for f in folds], width=width, label=name,
+               color=COLORS.get(name))
+    if summary and keys[0] in summary:
+        s = summary[keys[0]]
+        ax.axhspan(s["ci95"][0], s["ci95"][1], color="grey", alpha=0.18, lw=0, label=f"{keys[0]} 95% CI")
+        ax.axhline(s["mean"], color="black", lw=1, ls="--", label=f"mean {keys[0]} {s['mean']:.3f}")
+    ax.set_xticks(x, labels, rotation=60 if len(folds) > 12 else 0, fontsize=7)
+    lo = min(0.0, min(f[k] for f in folds for k in keys))
+    ax.set_ylim(lo, 1.0)
+    ax.set_ylabel(ylabel)
+    ax.set_title("per-fold scores", fontsize=10)
+    ax.legend(fontsize=7, ncol=len(keys) + 2, loc="upper center", bbox_to_anchor=(0.5, -0.1 if len(folds) <= 12 else -0.25),
+              frameon=False)
+    fig.tight_layout()
+    fig.savefig(path, dpi=120, bbox_inches="tight")
+    plt.close(fig)
+
+
+def plot_scatter(run_dir: Path, targets: list[str], path: Path, pooled: dict) -> None:
+    """Predicted against true, one panel per target, from predictions.csv."""
+    import csv
+
+    plt = _pyplot()
+    with open(run_dir / "predictions.csv", newline="", encoding="utf-8") as fh:
+        rows = list(csv.DictReader(fh))
+    fig, axes = plt.subplots(1, len(targets), figsize=(3.6 * len(targets), 3.6), squeeze=False)
+    for ax, t in zip(axes[0], targets):
+        y = np.array([float(r[f"true_{t}"]) for r in rows])
+        p = np.array([float(r[f"pred_{t}"]) for r in rows])
+        ax.scatter(y, p, s=5, alpha=0.35)
+        lo, hi = float(min(y.min(), p.min())), float(max(y.max(), p.max()))
+        ax.plot([lo, hi], [lo, hi], color="grey", ls="--", lw=1)
+        ax.set_xlabel(f"true {t}")
+        ax.set_ylabel(f"predicted {t}")
+        ax.set_title(f"{t}: CCC {pooled[f'ccc_{t}']:.3f}", fontsize=10)
     fig.tight_layout()
     fig.savefig(path, dpi=120)
     plt.close(fig)
 
 
-def write_report(run_dir: Path, m: dict) -> None:
-    classes = m["classes"]
-    pooled = m["pooled"]
-    plot_confusion(np.array(pooled["confusion"]), classes, run_dir / "confusion.png",
-                   f"{m['recipe']}: all folds pooled")
-    plot_recall(pooled["per_class"]["recall"], classes, run_dir / "recall.png")
-    plot_folds(m["folds"], run_dir / "folds.png")
+def _fmt_ci(s: dict) -> str:
+    return f"{s['ci95'][0]:.3f} to {s['ci95'][1]:.3f}"
+
+
+def _header(m: dict) -> list[str]:
     p = m["protocol"]
-    s = m["summary"]
+    corpus = f"**{p['corpus']}**" + (f" (train) -> **{p['test_corpus']}** (test)" if p.get("test_corpus") else "")
+    mapping = ", ".join(f"{k} -> {v}" for k, v in (p.get("label_map") or {}).items())
     lines = [
         f"# {m['recipe']}",
         "",
-        f"Corpus **{p['corpus']}**, {m['n_clips']} clips, {len(classes)} classes ({', '.join(classes)}).",
-        f"Split: **{p['split']['kind']}**, {p['folds']} folds, seeds {p['seeds']}; "
-        f"{'speaker-independent' if p['speaker_independent'] else 'NOT speaker-independent (speakers leak)'}.",
-        f"Encoders: {', '.join(e.get('name') or e['plugin'] for e in p['encoders'])}; fusion head: {p['fusion']['plugin']}.",
+        "## Protocol",
         "",
-        "| metric | mean | std | 95% CI |",
-        "|---|---|---|---|",
-        *[f"| {k} | {s[k]['mean']:.3f} | {s[k]['std']:.3f} | {s[k]['ci95'][0]:.3f} to {s[k]['ci95'][1]:.3f} |" for k in s],
-        f"| uar_pooled | {m['uar_pooled']:.3f} | | |",
+        f"- Corpus: {corpus}, {m['n_clips']} clips, {p.get('n_speakers', '?')} speakers.",
+    ]
+    if m.get("task") == "regression":
+        lines.append(f"- Task: regression of {', '.join(m['targets'])}.")
+    else:
+        counts = p.get("class_counts") or {}
+        lines.append(f"- Classes ({len(m['classes'])}): " + ", ".join(
+            f"{c} ({counts[c]})" if c in counts else c for c in m["classes"]) + ".")
+        if p.get("test_class_counts"):
+            lines.append("- Test classes: " + ", ".join(f"{c} ({n})" for c, n in p["test_class_counts"].items()) + ".")
+        if mapping:
+            lines.append(f"- Label mapping: {mapping}.")
+        left = (p.get("labels") or {}).get("left_out") or {}
+        if left.get("train_only") or left.get("test_only"):
+            lines.append(f"- Left out (not in both corpora): {', '.join(left.get('train_only', []) + left.get('test_only', []))}.")
+    lines += [
+        f"- Split: {p.get('split_description', p['split']['kind'])}; seeds {p['seeds']}; "
+        + ("speaker-independent (no speaker on both sides of any fold)." if p["speaker_independent"]
+           else f"**NOT speaker-independent**: {p.get('speaker_overlap', '?')} speaker(s) on both sides."),
+        f"- Encoders: {', '.join(e.get('name') or e['plugin'] for e in p['encoders'])}; head: {p['fusion']['plugin']}.",
+        f"- Scoring: {p['scoring']}.",
         "",
-        p["scoring"] + ".",
-        "",
-        "## Per fold",
-        "",
-        "| seed | fold | test speakers | test clips | UAR | WA | macro F1 |",
-        "|---|---|---|---|---|---|---|",
-        *[f"| {f['seed']} | {f['fold']} | {', '.join(map(str, f['test_speakers']))} | {f['test_size']} | "
-          f"{f['uar']:.3f} | {f['wa']:.3f} | {f['macro_f1']:.3f} |" for f in m["folds"]],
-        "",
-        "![per-fold scores](folds.png)",
-        "",
-        "## Per class (pooled over folds)",
-        "",
-        "| class | precision | recall | F1 | support |",
-        "|---|---|---|---|---|",
-        *[f"| {c} | {pooled['per_class']['precision'][i]:.3f} | {pooled['per_class']['recall'][i]:.3f} | "
-          f"{pooled['per_class']['f1'][i]:.3f} | {pooled['per_class']['support'][i]} |" for i, c in enumerate(classes)],
-        "",
-        "![confusion matrix](confusion.png)",
-        "",
-        "![per-class recall](recall.png)",
-        "",
+    ]
+    return lines
+
+
+def _footer(m: dict) -> list[str]:
+    p = m["protocol"]
+    return [
         "## Embeddings",
         "",
         f"{m['embeddings']['computed']} computed, {m['embeddings']['cached']} from the cache "
@@ -125,7 +187,110 @@ def write_report(run_dir: Path, m: dict) -> None:
         "",
         f"## Skipped clips ({len(m['skipped'])})",
         "",
-        *([f"- `{s_['clip']}`: {s_['reason']}" for s_ in m["skipped"]] or ["None."]),
+        *([f"- `{s_['clip']}`: {s_['reason']}" for s_ in m["skipped"][:200]] or ["None."]),
+        *([f"- ... and {len(m['skipped']) - 200} more (see metrics.json)"] if len(m["skipped"]) > 200 else []),
         "",
     ]
+
+
+def _seed_lines(m: dict, keys) -> list[str]:
+    if "seeds" not in m:
+        return []
+    per, over = m["seeds"]["per_seed"], m["seeds"]["over_seeds"]
+    return [
+        "## Over seeds",
+        "",
+        "Each seed's figure is the mean over its folds; the spread below is run-to-run variation.",
+        "",
+        "| seed | " + " | ".join(keys) + " |",
+        "|---|" + "---|" * len(keys),
+        *[f"| {s} | " + " | ".join(f"{v[k]:.3f}" for k in keys) + " |" for s, v in per.items()],
+        "| mean ± std | " + " | ".join(f"{over[k]['mean']:.3f} ± {over[k]['std']:.3f}" for k in keys) + " |",
+        "",
+    ]
+
+
+def _classification_report(run_dir: Path, m: dict) -> list[str]:
+    classes = m["classes"]
+    pooled = m["pooled"]
+    s = m["summary"]
+    plot_confusion(np.array(pooled["confusion"]), classes, run_dir / "confusion.png",
+                   f"{m['recipe']}: all folds pooled (UAR {m['uar_pooled']:.3f})")
+    plot_recall(pooled["per_class"]["recall"], classes, run_dir / "recall.png", m["folds"])
+    plot_folds(m["folds"], run_dir / "folds.png", summary=s)
+    pc = pooled["per_class"]
+    return [
+        *_header(m),
+        "## Results",
+        "",
+        "| metric | mean | std | 95% CI |",
+        "|---|---|---|---|",
+        *[f"| {k} | {s[k]['mean']:.3f} | {s[k]['std']:.3f} | {_fmt_ci(s[k])} |" for k in s],
+        f"| uar_pooled | {m['uar_pooled']:.3f} | | |",
+        "",
+        f"Mean, std (n-1) and 95% t-interval over {s['uar']['n']} fold scores"
+        f"{' (folds x seeds)' if len(m['protocol']['seeds']) > 1 else ''}.",
+        "",
+        *_seed_lines(m, ("uar", "wa", "macro_f1")),
+        "## Per class (pooled over folds)",
+        "",
+        "| class | precision | recall | F1 | support |",
+        "|---|---|---|---|---|",
+        *[f"| {c} | {pc['precision'][i]:.3f} | {pc['recall'][i]:.3f} | {pc['f1'][i]:.3f} | {pc['support'][i]} |"
+          for i, c in enumerate(classes)],
+        "",
+        "![confusion matrix](confusion.png)",
+        "",
+        "![per-class recall](recall.png)",
+        "",
+        "## Per fold",
+        "",
+        "| seed | fold | test speakers | test clips | UAR | WA | macro F1 |",
+        "|---|---|---|---|---|---|---|",
+        *[f"| {f['seed']} | {f['fold']} | {', '.join(map(str, f['test_speakers']))} | {f['test_size']} | "
+          f"{f['uar']:.3f} | {f['wa']:.3f} | {f['macro_f1']:.3f} |" for f in m["folds"]],
+        "",
+        "![per-fold scores](folds.png)",
+        "",
+        *_footer(m),
+    ]
+
+
+def _regression_report(run_dir: Path, m: dict) -> list[str]:
+    targets = m["targets"]
+    s = m["summary"]
+    keys = ["ccc", *[f"ccc_{t}" for t in targets]]
+    plot_scatter(run_dir, targets, run_dir / "scatter.png", m["pooled"])
+    plot_folds(m["folds"], run_dir / "folds.png", keys=tuple(keys), summary=s, ylabel="CCC")
+    return [
+        *_header(m),
+        "## Results",
+        "",
+        "| target | CCC | std | 95% CI | Pearson r | RMSE | MAE |",
+        "|---|---|---|---|---|---|---|",
+        *[f"| {t} | {s[f'ccc_{t}']['mean']:.3f} | {s[f'ccc_{t}']['std']:.3f} | {_fmt_ci(s[f'ccc_{t}'])} | "
+          f"{s[f'pearson_{t}']['mean']:.3f} | {s[f'rmse_{t}']['mean']:.3f} | {s[f'mae_{t}']['mean']:.3f} |" for t in targets],
+        f"| mean | {s['ccc']['mean']:.3f} | {s['ccc']['std']:.3f} | {_fmt_ci(s['ccc'])} | | | |",
+        "",
+        f"CCC pooled over all predictions: {m['ccc_pooled']:.3f}.",
+        "",
+        *_seed_lines(m, keys),
+        "![predicted against true](scatter.png)",
+        "",
+        "## Per fold",
+        "",
+        "| seed | fold | test speakers | test clips | " + " | ".join(f"CCC {t}" for t in targets) + " |",
+        "|---|---|---|---|" + "---|" * len(targets),
+        *[f"| {f['seed']} | {f['fold']} | {', '.join(map(str, f['test_speakers']))} | {f['test_size']} | "
+          + " | ".join(f"{f[f'ccc_{t}']:.3f}" for t in targets) + " |" for f in m["folds"]],
+        "",
+        "![per-fold scores](folds.png)",
+        "",
+        *_footer(m),
+    ]
+
+
+def write_report(run_dir: Path, m: dict) -> None:
+    """Write report.md and its plots into ``run_dir`` (regression runs need predictions.csv there)."""
+    lines = _regression_report(run_dir, m) if m.get("task") == "regression" else _classification_report(run_dir, m)
     atomic_write_text(run_dir / "report.md", "\n".join(lines))

@@ -1,0 +1,40 @@
+"""The real RAVDESS and EmoDB copies (parsing only, fast); skipped where ../shared/data is absent."""
+
+from __future__ import annotations
+
+from collections import Counter
+from pathlib import Path
+
+import pytest
+
+from fusionkit.interfaces import Options
+from fusionkit_plugins.datasets.emodb import EmoDB
+from fusionkit_plugins.datasets.ravdess import Ravdess, RavdessOptions
+
+REPO = Path(__file__).resolve().parents[1]
+DATA = next((p for p in (REPO.parent / "shared" / "data", Path("/work/shared/data")) if p.is_dir()), None)
+pytestmark = pytest.mark.corpus
+
+
+def corpus(name: str) -> Path:
+    if DATA is None or not (DATA / name).is_dir():
+        pytest.skip(f"real corpus {name} not found under ../shared/data")
+    return DATA / name
+
+
+def test_real_ravdess_counts():
+    clips = Ravdess(corpus("ravdess"), RavdessOptions()).clips()
+    counts = Counter(c.label for c in clips)
+    assert counts["neutral"] == 96
+    assert all(counts[k] == 192 for k in ("calm", "happy", "sad", "angry", "fearful", "disgust", "surprised"))
+    assert len({c.speaker for c in clips}) == 24
+    assert Counter(c.meta["gender"] for c in clips) == {"male": 720, "female": 720}
+
+
+def test_real_emodb_counts():
+    clips = EmoDB(corpus("emodb"), Options()).clips()
+    assert len(clips) == 535
+    assert len({c.speaker for c in clips}) == 10
+    assert Counter(c.label for c in clips) == {"angry": 127, "boredom": 81, "neutral": 79, "happy": 71,
+                                               "fearful": 69, "sad": 62, "disgust": 46}
+    assert all(c.text for c in clips)
