@@ -36,6 +36,7 @@ class HFTextOptions(Options):
     batch_size: int = Field(32, ge=1)
     device: str = Field("cpu", description="cpu, cuda, cuda:N, mps or auto")
     trust_remote_code: bool = Field(False, description="allow code shipped with the model to run")
+    allow_download: bool = Field(False, description="let a hub id be downloaded; otherwise only the local Hugging Face cache is used")
 
 
 class HFTextEncoder(Encoder):
@@ -46,7 +47,7 @@ class HFTextEncoder(Encoder):
     description = "transformers text encoder (BERT/RoBERTa/T5 encoder): CLS or mean pooling, any layer"
     Options = HFTextOptions
     requires: ClassVar[tuple[str, ...]] = ("torch", "transformers")
-    view_options = frozenset({"pooling", "layers", "batch_size", "device"})
+    view_options = frozenset({"pooling", "layers", "batch_size", "device", "allow_download"})
     version = "1"
 
     def __init__(self, options: HFTextOptions):
@@ -73,15 +74,16 @@ class HFTextEncoder(Encoder):
 
         o = self.options
         path = resolve(o.model)
-        config = AutoConfig.from_pretrained(path, trust_remote_code=o.trust_remote_code)
+        local = {"trust_remote_code": o.trust_remote_code, "local_files_only": not o.allow_download}
+        config = AutoConfig.from_pretrained(path, **local)
         kind = getattr(config, "model_type", "")
         if kind in T5_TYPES:
-            model = getattr(transformers, T5_TYPES[kind]).from_pretrained(path, config=config)
+            model = getattr(transformers, T5_TYPES[kind]).from_pretrained(path, config=config, local_files_only=not o.allow_download)
         else:
-            model = AutoModel.from_pretrained(path, config=config, trust_remote_code=o.trust_remote_code)
+            model = AutoModel.from_pretrained(path, config=config, **local)
             if getattr(config, "is_encoder_decoder", False):
                 model = model.get_encoder()
-        self.tokenizer = AutoTokenizer.from_pretrained(path, trust_remote_code=o.trust_remote_code)
+        self.tokenizer = AutoTokenizer.from_pretrained(path, **local)
         self.device = torch_device(o.device)
         self.model = model.to(self.device).eval()
         self.limit = self._token_limit(config)
@@ -143,7 +145,9 @@ class HFTextEncoder(Encoder):
         if self._n_layers is None:
             from transformers import AutoConfig
 
-            config = AutoConfig.from_pretrained(resolve(self.options.model), trust_remote_code=self.options.trust_remote_code)
+            o = self.options
+            config = AutoConfig.from_pretrained(resolve(o.model), trust_remote_code=o.trust_remote_code,
+                                                local_files_only=not o.allow_download)
             self._n_layers = int(config.num_hidden_layers) + 1
         return self._n_layers
 

@@ -26,6 +26,7 @@ class SentenceTransformersOptions(Options):
     batch_size: int = Field(64, ge=1)
     device: str = Field("cpu", description="cpu, cuda, cuda:N, mps or auto")
     trust_remote_code: bool = Field(False, description="allow code shipped with the model to run")
+    allow_download: bool = Field(False, description="let a hub id be downloaded; otherwise only the local Hugging Face cache is used")
 
 
 class SentenceTransformersEncoder(Encoder):
@@ -36,7 +37,7 @@ class SentenceTransformersEncoder(Encoder):
     description = "sentence-transformers model (own pooling/normalisation), e.g. all-MiniLM-L6-v2, all-mpnet-base-v2"
     Options = SentenceTransformersOptions
     requires: ClassVar[tuple[str, ...]] = ("torch", "sentence_transformers")
-    view_options = frozenset({"normalize", "batch_size", "device"})
+    view_options = frozenset({"normalize", "batch_size", "device", "allow_download"})
     version = "1"
 
     def __init__(self, options: SentenceTransformersOptions):
@@ -57,7 +58,7 @@ class SentenceTransformersEncoder(Encoder):
         o = self.options
         device = torch_device(o.device)
         self.model = SentenceTransformer(resolve(o.model), device=str(device),
-                                         trust_remote_code=o.trust_remote_code, local_files_only=True)
+                                         trust_remote_code=o.trust_remote_code, local_files_only=not o.allow_download)
         if o.max_length is not None:
             self.model.max_seq_length = o.max_length
         self.model.eval()
