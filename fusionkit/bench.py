@@ -1,0 +1,312 @@
+"""``fusionkit bench``: a grid of recipes (encoder sets x fusion heads x datasets x seeds).
+
+Every (encoder, clip) pair is encoded once, before any head is fitted; cells then read the
+cache. A finished cell is never run again, so an interrupted grid resumes where it stopped.
+"""
+
+from __future__ import annotations
+
+import copy
+import csv
+import hashlib
+import io
+import json
+import logging
+import os
+import re
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import click
+
+log = logging.getLogger("fusionkit")
+ROW_FIELDS = ["cell", "dataset", "encoders", "head", "seeds", "status", "uar", "uar_std", "wa", "macro_f1",
+              "weighted_f1", "n_clips", "folds", "computed", "encode_s", "fit_s", "peak_mb", "error"]
+
+
+@dataclass
+class Cell:
+    id: str
+    dataset: str
+    encoders: str
+    head: str
+    seeds: str
+    recipe: dict  # raw recipe, validated before anything runs
+
+
+def _slug(s: str) -> str:
+    return re.sub(r"[^A-Za-z0-9.+-]+", "-", s).strip("-")[:60] or "x"
+
+
+def _label(item: dict, fallback: str) -> str:
+    return str(item.get("name") or fallback)
+
+
+def load_grid(path: Path, overrides: list[str]) -> tuple[str, list[Cell]]:
+    """Expand a grid file into cells; raise RecipeError listing every problem of every cell."""
+    import yaml
+
+    from fusionkit.recipe import RecipeError, load_raw, resolve_recipe_path, validate
+
+    try:
+        grid = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except (OSError, yaml.YAMLError) as exc:
+        raise RecipeError([f"{path}: cannot read grid ({exc})"]) from None
+    if not isinstance(grid, dict) or "base" not in grid:
+        raise RecipeError([f"{path}: a grid is a mapping with 'base' (a recipe file) and 'axes'"])
+    base_ref = grid["base"]
+    base_path = (path.parent / base_ref) if not Path(base_ref).is_absolute() else Path(base_ref)
+    base = load_raw(resolve_recipe_path(base_path if base_path.exists() else base_ref), overrides)
+    axes = grid.get("axes") or {}
+    unknown = set(axes) - {"encoders", "fusion", "data", "seeds"}
+    if unknown:
+        raise RecipeError([f"{path}: axes.{sorted(unknown)[0]}: unknown axis (encoders, fusion, data, seeds)"])
+    enc_axis = [{"name": e.get("name"), "encoders": e["encoders"]} if isinstance(e, dict) and "encoders" in e
+                else {"name": None, "encoders": e} for e in axes.get("encoders") or [{"encoders": base.get("encoders")}]]
+    fusion_axis = axes.get("fusion") or [base.get("fusion")]
+    data_axis = axes.get("data") or [base.get("data")]
+    seed_axis = axes.get("seeds") or [base.get("seeds") or [base.get("seed", 0)]]
+    cells, problems = [], []
+    for data in data_axis:
+        for enc in enc_axis:
+            for fusion in fusion_axis:
+                for seeds in seed_axis:
+                    raw = copy.deepcopy(base)
+                    raw["data"] = {**(raw.get("data") or {}), **copy.deepcopy(data)}
+                    raw["encoders"] = copy.deepcopy(enc["encoders"])
+                    raw["fusion"] = {k: v for k, v in copy.deepcopy(fusion).items() if k != "name"}
+                    raw["seeds"] = list(seeds) if isinstance(seeds, list) else [seeds]
+                    enc_label = enc["name"] or "+".join(e.get("name") or e.get("plugin", "?") for e in enc["encoders"])
+                    head_label = _label(fusion, fusion.get("plugin", "?"))
+                    ds_label = _label(data, data.get("dataset", "?"))
+                    seed_label = ",".join(map(str, raw["seeds"]))
+                    raw["name"] = f"{ds_label}/{enc_label}/{head_label}"
+                    digest = hashlib.sha256(json.dumps(raw, sort_keys=True, default=str).encode()).hexdigest()[:8]
+                    cid = f"{_slug(ds_label)}__{_slug(enc_label)}__{_slug(head_label)}__s{_slug(seed_label)}__{digest}"
+                    _, errs = validate(raw, f"{path} [{raw['name']}]")
+                    problems += errs
+                    cells.append(Cell(cid, ds_label, enc_label, head_label, seed_label, raw))
+    if problems:
+        raise RecipeError(sorted(set(problems), key=problems.index))
+    return str(grid.get("name") or path.stem), cells
+
+
+def encode_all(cells: list[Cell], out: Path) -> dict:
+    """Encode every distinct (dataset, encoder) once, before any head; return seconds per encoder."""
+    from fusionkit.recipe import Recipe
+    from fusionkit.run import prepare
+
+    timings_path = out / "encode.json"
+    timings = json.loads(timings_path.read_text()) if timings_path.exists() else {}
+    by_data: dict[str, tuple[dict, dict]] = {}
+    for cell in cells:
+        data_key = json.dumps(cell.recipe["data"], sort_keys=True, default=str)
+        raw_encs = by_data.setdefault(data_key, (cell.recipe, {}))[1]
+        for e in cell.recipe["encoders"]:
+            ekey = json.dumps({"plugin": e["plugin"], "options": e.get("options") or {}}, sort_keys=True)
+            raw_encs.setdefault(ekey, e)
+    for data_key, (template, encs) in by_data.items():
+        raw = copy.deepcopy(template)
+        raw["encoders"] = [{"plugin": e["plugin"], "options": e.get("options") or {}, "name": f"e{i}"}
+                           for i, e in enumerate(encs.values())]
+        recipe = Recipe.model_validate(raw)
+        prep = prepare(recipe)
+        for i, ekey in enumerate(encs):
+            counts = prep.embeddings["per_encoder"][f"e{i}"]
+            entry = timings.setdefault(data_key + "|" + ekey, {"seconds": 0.0, "computed": 0})
+            if counts["computed"]:
+                entry["seconds"] = counts["seconds"]
+                entry["computed"] = counts["computed"]
+    from fusionkit.cache import atomic_write_text
+
+    atomic_write_text(timings_path, json.dumps(timings, indent=2))
+    return timings
+
+
+def _cell_encode_seconds(cell: Cell, timings: dict) -> float:
+    data_key = json.dumps(cell.recipe["data"], sort_keys=True, default=str)
+    total = 0.0
+    for e in cell.recipe["encoders"]:
+        ekey = json.dumps({"plugin": e["plugin"], "options": e.get("options") or {}}, sort_keys=True)
+        total += timings.get(data_key + "|" + ekey, {}).get("seconds", 0.0)
+    return round(total, 1)
+
+
+def run_cell(raw: dict, cell_dir: str) -> dict:
+    """Run one cell in this (worker) process; return its row fields (status, metrics, time, memory)."""
+    import resource
+
+    os.environ["FUSIONKIT_PROGRESS"] = "0"
+    logging.getLogger("fusionkit").setLevel(logging.WARNING)
+    from fusionkit.recipe import Recipe
+    from fusionkit.run import run
+
+    try:
+        recipe = Recipe.model_validate(raw)
+        m = run(recipe, Path(cell_dir))
+        row = {"status": "done", "uar": m["uar"], "uar_std": m["uar_std"], "wa": m["wa"], "macro_f1": m["macro_f1"],
+               "weighted_f1": m["weighted_f1"], "n_clips": m["n_clips"], "folds": len(m["folds"]),
+               "computed": m["embeddings"]["computed"], "fit_s": m["timing"]["fit_seconds"], "error": ""}
+    except Exception as exc:  # noqa: BLE001 - a failed cell is recorded and the grid goes on
+        row = {"status": "failed", "error": f"{type(exc).__name__}: {exc}"}
+    row["peak_mb"] = round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1)
+    return row
+
+
+def _cell_file(out: Path, cell: Cell) -> Path:
+    return out / "cells" / cell.id / "cell.json"
+
+
+def run_grid(grid_path: Path, out: Path, overrides: list[str], workers: int, retry_failed: bool) -> list[dict]:
+    from concurrent.futures import ProcessPoolExecutor, as_completed
+    import multiprocessing as mp
+
+    from fusionkit.cache import atomic_write_text
+    from fusionkit.progress import bar
+
+    name, cells = load_grid(grid_path, overrides)
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "grid.json").write_text(json.dumps({"name": name, "grid": str(grid_path), "overrides": overrides,
+                                               "cells": [c.__dict__ for c in cells]}, indent=2, default=str))
+    todo = []
+    for cell in cells:
+        f = _cell_file(out, cell)
+        if f.exists():
+            status = json.loads(f.read_text()).get("status")
+            if status == "done" or (status == "failed" and not retry_failed):
+                continue
+        todo.append(cell)
+    click.echo(f"{name}: {len(cells)} cells, {len(cells) - len(todo)} already finished, {len(todo)} to run", err=True)
+    if todo:
+        t = time.perf_counter()
+        timings = encode_all(todo, out)
+        click.echo(f"encoding phase: {time.perf_counter() - t:.1f} s", err=True)
+        ctx = mp.get_context("spawn")
+        with ProcessPoolExecutor(max_workers=workers, mp_context=ctx, max_tasks_per_child=1) as pool:
+            futures = {pool.submit(run_cell, c.recipe, str(out / "cells" / c.id)): c for c in todo}
+            with bar(total=len(todo), desc=f"grid {name}", unit="cell") as progress:
+                for fut in as_completed(futures):
+                    cell = futures[fut]
+                    try:
+                        row = fut.result()
+                    except Exception as exc:  # noqa: BLE001 - e.g. a worker killed by the OS
+                        row = {"status": "failed", "error": f"{type(exc).__name__}: {exc}"}
+                    row.update(cell=cell.id, dataset=cell.dataset, encoders=cell.encoders, head=cell.head,
+                               seeds=cell.seeds, encode_s=_cell_encode_seconds(cell, timings))
+                    atomic_write_text(_cell_file(out, cell), json.dumps(row, indent=2))
+                    if row["status"] != "done":
+                        click.echo(f"cell {cell.id} failed: {row['error']}", err=True)
+                    progress.update(1)
+    return render(out)
+
+
+def collect(out: Path) -> list[dict]:
+    rows = []
+    for f in sorted((out / "cells").glob("*/cell.json")):
+        row = json.loads(f.read_text())
+        rows.append({k: row.get(k, "") for k in ROW_FIELDS})
+    return rows
+
+
+def render(out: Path) -> list[dict]:
+    """Write results.csv, results.md and uar_heatmap.png from the finished cells in ``out``."""
+    from fusionkit.cache import atomic_write_text
+
+    rows = collect(out)
+    buf = io.StringIO()
+    w = csv.DictWriter(buf, fieldnames=ROW_FIELDS)
+    w.writeheader()
+    w.writerows(rows)
+    atomic_write_text(out / "results.csv", buf.getvalue())
+    best = {}
+    for r in rows:
+        if r["status"] == "done" and (r["dataset"] not in best or r["uar"] > best[r["dataset"]]["uar"]):
+            best[r["dataset"]] = r
+    lines = ["| dataset | encoders | head | seeds | UAR | ± std | WA | macro F1 | embeddings computed | encode s | fit s | peak MB |",
+             "|---|---|---|---|---|---|---|---|---|---|---|---|"]
+    for r in sorted(rows, key=lambda r: (r["dataset"], -(r["uar"] if r["status"] == "done" else -1))):
+        if r["status"] != "done":
+            lines.append(f"| {r['dataset']} | {r['encoders']} | {r['head']} | {r['seeds']} | failed: {r['error'][:80]} |||||||| ")
+            continue
+        b = "**" if best.get(r["dataset"]) is r else ""
+        lines.append(f"| {r['dataset']} | {b}{r['encoders']}{b} | {b}{r['head']}{b} | {r['seeds']} | {b}{r['uar']:.3f}{b} | "
+                     f"{r['uar_std']:.3f} | {r['wa']:.3f} | {r['macro_f1']:.3f} | {r['computed']} | {r['encode_s']} | "
+                     f"{r['fit_s']} | {r['peak_mb']} |")
+    lines += ["", "Best cell per dataset in bold. UAR: mean over speaker-independent folds (and seeds).", "",
+              "![UAR heatmap](uar_heatmap.png)", ""]
+    atomic_write_text(out / "results.md", "\n".join(lines))
+    if any(r["status"] == "done" for r in rows):
+        heatmap([r for r in rows if r["status"] == "done"], out / "uar_heatmap.png")
+    return rows
+
+
+def heatmap(rows: list[dict], path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    import numpy as np
+
+    datasets = sorted({r["dataset"] for r in rows})
+    fig, axes = plt.subplots(1, len(datasets), figsize=(1 + 6 * len(datasets), 1.5 + 0.5 * max(
+        len({r["encoders"] for r in rows if r["dataset"] == d}) for d in datasets)), squeeze=False)
+    for ax, d in zip(axes[0], datasets):
+        sub = [r for r in rows if r["dataset"] == d]
+        encs = sorted({r["encoders"] for r in sub})
+        heads = sorted({r["head"] for r in sub})
+        grid = np.full((len(encs), len(heads)), np.nan)
+        for r in sub:  # several seeds' cells: mean
+            i, j = encs.index(r["encoders"]), heads.index(r["head"])
+            grid[i, j] = r["uar"] if np.isnan(grid[i, j]) else (grid[i, j] + r["uar"]) / 2
+        im = ax.imshow(grid, cmap="viridis", aspect="auto")
+        ax.set_xticks(range(len(heads)), heads, rotation=45, ha="right")
+        ax.set_yticks(range(len(encs)), encs)
+        bi, bj = np.unravel_index(np.nanargmax(grid), grid.shape)
+        for i in range(len(encs)):
+            for j in range(len(heads)):
+                if not np.isnan(grid[i, j]):
+                    ax.text(j, i, f"{grid[i, j]:.3f}", ha="center", va="center", fontsize=8,
+                            color="black" if grid[i, j] > np.nanmean(grid) else "white",
+                            fontweight="bold" if (i, j) == (bi, bj) else "normal")
+        ax.add_patch(plt.Rectangle((bj - 0.5, bi - 0.5), 1, 1, fill=False, ec="red", lw=2))
+        ax.set_title(f"{d}: UAR (best boxed)")
+        fig.colorbar(im, ax=ax, fraction=0.046)
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+
+
+@click.command("bench")
+@click.argument("grid", required=False, type=click.Path(path_type=Path))
+@click.option("--out", type=click.Path(path_type=Path), help="Output folder (default bench-out/GRIDNAME).")
+@click.option("--set", "overrides", multiple=True, metavar="KEY.PATH=VALUE", help="Override a field of the base recipe.")
+@click.option("--workers", type=int, default=None, help="Cells fitted in parallel (default: CPU count, at most 2).")
+@click.option("--retry-failed", is_flag=True, help="Run failed cells again.")
+@click.option("--report", "report_dir", type=click.Path(path_type=Path, exists=True, file_okay=False),
+              help="Only re-render results.csv/.md and the heatmap of a finished folder.")
+def bench_command(grid, out, overrides, workers, retry_failed, report_dir):
+    """Run a benchmark GRID (encoders x fusion heads x datasets x seeds), resumably."""
+    import sys
+
+    from fusionkit.recipe import RecipeError
+
+    if report_dir:
+        rows = render(report_dir)
+        click.echo(f"{len(rows)} cells rendered into {report_dir}/results.md")
+        return
+    if grid is None:
+        raise click.UsageError("give a GRID file, or --report DIR")
+    out = out or Path("bench-out") / grid.stem
+    try:
+        rows = run_grid(grid, out, list(overrides), workers or min(2, os.cpu_count() or 1), retry_failed)
+    except RecipeError as exc:
+        for line in exc.lines:
+            click.echo(f"error: {line}", err=True)
+        sys.exit(2)
+    done = [r for r in rows if r["status"] == "done"]
+    click.echo((out / "results.md").read_text())
+    failed = len(rows) - len(done)
+    click.echo(f"{len(done)} cells done, {failed} failed; results in {out}/ (results.csv, results.md, uar_heatmap.png)")
+    if failed:
+        sys.exit(1)

@@ -1,0 +1,119 @@
+"""Cutting recordings of any length into windows, read block by block (memory stays constant)."""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+from typing import Iterator
+
+import numpy as np
+
+from fusionkit.audio import AudioError, to_mono_resampled
+
+AUDIO_SUFFIXES = {".wav", ".flac", ".ogg", ".mp3", ".aiff", ".aif", ".au"}
+TARGET_SR = 16000
+
+
+def window_starts(total: float, window: float, hop: float) -> list[tuple[float, float]]:
+    """Full windows every ``hop`` seconds, plus a last shorter one if at least half a window remains."""
+    if total <= window:
+        return [(0.0, total)] if total > 0 else []
+    n = int(math.floor((total - window) / hop + 1e-9)) + 1
+    spans = [(i * hop, i * hop + window) for i in range(n)]
+    tail_start = n * hop
+    if total - tail_start >= window / 2 and spans[-1][1] < total:
+        spans.append((tail_start, total))
+    return spans
+
+
+def _open(path: Path):
+    import soundfile as sf
+
+    if not path.exists():
+        raise AudioError("file not found")
+    if path.stat().st_size == 0:
+        raise AudioError("empty file (0 bytes)")
+    try:
+        return sf.SoundFile(str(path))
+    except Exception as exc:  # noqa: BLE001
+        raise AudioError(f"not readable as audio ({str(exc).splitlines()[0]})") from None
+
+
+def iter_windows(source, sampling_rate: int | None, window: float, hop: float,
+                 regions: list[tuple[float, float]] | None = None) -> Iterator[tuple[float, float, np.ndarray]]:
+    """Yield (start s, end s, mono 16 kHz signal) for each window of a file or array."""
+    if isinstance(source, (str, Path)):
+        f = _open(Path(source))
+        with f:
+            sr, total = f.samplerate, f.frames / f.samplerate
+            if f.frames == 0:
+                raise AudioError("no audio samples")
+            for s, e in _spans(total, window, hop, regions):
+                f.seek(int(s * sr))
+                block = f.read(int(round((e - s) * sr)), dtype="float32", always_2d=True)
+                if len(block) == 0:
+                    continue
+                yield s, e, to_mono_resampled(block, sr, TARGET_SR)
+        return
+    x = np.asarray(source, dtype=np.float32)
+    sr = sampling_rate or TARGET_SR
+    if x.ndim == 2 and x.shape[0] < x.shape[1]:
+        x = x.T  # (channels, frames) -> (frames, channels)
+    total = len(x) / sr
+    for s, e in _spans(total, window, hop, regions):
+        yield s, e, to_mono_resampled(x[int(s * sr): int(round(e * sr))], sr, TARGET_SR)
+
+
+def _spans(total, window, hop, regions):
+    if regions is None:
+        yield from window_starts(total, window, hop)
+        return
+    for rs, re_ in regions:
+        for s, e in window_starts(min(re_, total) - rs, window, hop):
+            if e - s >= 0.25:
+                yield rs + s, rs + e
+
+
+def speech_regions(source, sampling_rate: int | None = None, min_gap: float = 0.3) -> list[tuple[float, float]]:
+    """Speech regions (seconds) found by silero-vad, with gaps shorter than ``min_gap`` merged."""
+    import torch
+    from silero_vad import get_speech_timestamps, load_silero_vad
+
+    from fusionkit.audio import load_audio
+
+    x = load_audio(source, TARGET_SR) if isinstance(source, (str, Path)) else to_mono_resampled(
+        np.asarray(source), sampling_rate or TARGET_SR, TARGET_SR)
+    model = _vad_model(load_silero_vad)
+    stamps = get_speech_timestamps(torch.from_numpy(x), model, sampling_rate=TARGET_SR, return_seconds=True)
+    merged: list[list[float]] = []
+    for st in stamps:
+        if merged and st["start"] - merged[-1][1] < min_gap:
+            merged[-1][1] = st["end"]
+        else:
+            merged.append([float(st["start"]), float(st["end"])])
+    return [(s, e) for s, e in merged]
+
+
+_VAD = None
+
+
+def _vad_model(loader):
+    global _VAD
+    if _VAD is None:
+        _VAD = loader()
+    return _VAD
+
+
+def smooth_probabilities(segments: list, width: int, classes: list[str]) -> list:
+    """Moving average of each window's probabilities over ``width`` neighbours (centred)."""
+    from dataclasses import replace
+
+    if not segments:
+        return segments
+    P = np.array([[s.probabilities[c] for c in classes] for s in segments])
+    kernel = np.ones(width) / width
+    pad = width // 2
+    padded = np.pad(P, ((pad, width - 1 - pad), (0, 0)), mode="edge")
+    smoothed = np.stack([np.convolve(padded[:, k], kernel, mode="valid") for k in range(len(classes))], axis=1)
+    return [replace(s, probabilities=dict(zip(classes, map(float, p))), label=classes[int(np.argmax(p))])
+            for s, p in zip(segments, smoothed)]

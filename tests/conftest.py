@@ -1,0 +1,29 @@
+"""Shared fixtures: every test gets its own cache folder and no progress bars."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[1]
+SHARED_DATA = (REPO / ".." / "shared" / "data").resolve()
+
+
+@pytest.fixture(autouse=True)
+def _isolated_cache(tmp_path_factory, monkeypatch):
+    monkeypatch.setenv("FUSIONKIT_CACHE_DIR", str(tmp_path_factory.getbasetemp() / "fk-cache"))
+    monkeypatch.setenv("FUSIONKIT_PROGRESS", "0")
+    from fusionkit import plugins
+
+    plugins.reset()
+    yield
+    plugins.reset()
+
+
+def corpus(name: str) -> Path:
+    """Path of a real corpus under ../shared/data, or skip the test."""
+    path = SHARED_DATA / name
+    if not path.exists():
+        pytest.skip(f"corpus {name} not available at {path}")
+    return path
