@@ -39,6 +39,8 @@ def clip_digests(clips: Sequence[Clip]) -> tuple[dict[str, str], dict[str, str]]
                 skipped[clip.id] = "empty file (0 bytes)"
                 continue
             digests[clip.id] = file_digest(clip.path)
+        except FileNotFoundError:
+            skipped[clip.id] = f"file not found ({clip.path})"
         except OSError as exc:
             skipped[clip.id] = f"cannot read file ({exc.strerror})"
     return digests, skipped

@@ -156,7 +156,7 @@ def test_run_over_odd_and_bad_audio(tmp_path, fk_env, odd_corpus):
     assert "empty file (0 bytes)" in skipped["empty"]
     assert "not readable as audio" in skipped["notaudio"]
     assert "truncated: the WAV header promises 12800 frames" in skipped["truncated"]
-    assert "No such file" in skipped["gone"] or "not found" in skipped["gone"]
+    assert skipped["gone"].startswith("file not found (") and "gone.wav" in skipped["gone"]
     with open(tmp_path / "run" / "predictions.csv", newline="") as fh:
         predicted = {r["clip_id"] for r in csv.DictReader(fh)}
     assert {"stereo", "hires"} <= predicted
