@@ -1,0 +1,75 @@
+"""Metric values against hand-computed examples."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from fusionkit.metrics import ccc, classification_metrics, pearson, regression_metrics, summarize
+
+
+def test_classification_by_hand_with_an_absent_class():
+    y_true = np.array([0, 0, 0, 1, 1, 2])
+    y_pred = np.array([0, 0, 1, 1, 0, 2])
+    m = classification_metrics(y_true, y_pred, 4)  # class 3 never in the test labels
+    assert m["confusion"] == [[2, 1, 0, 0], [1, 1, 0, 0], [0, 0, 1, 0], [0, 0, 0, 0]]
+    # recalls 2/3, 1/2, 1 over the 3 present classes (the absent one is not counted as 0)
+    assert m["uar"] == pytest.approx((2 / 3 + 1 / 2 + 1) / 3)
+    assert m["wa"] == pytest.approx(4 / 6)
+    assert m["per_class"]["precision"] == pytest.approx([2 / 3, 1 / 2, 1.0, 0.0])
+    assert m["per_class"]["recall"] == pytest.approx([2 / 3, 1 / 2, 1.0, 0.0])
+    assert m["per_class"]["f1"] == pytest.approx([2 / 3, 1 / 2, 1.0, 0.0])
+    assert m["per_class"]["support"] == [3, 2, 1, 0]
+    assert m["macro_f1"] == pytest.approx((2 / 3 + 1 / 2 + 1) / 3)
+    assert m["weighted_f1"] == pytest.approx((3 * 2 / 3 + 2 * 1 / 2 + 1 * 1) / 6)
+
+
+def test_prediction_of_a_class_absent_from_the_test_labels():
+    m = classification_metrics(np.array([0, 0, 1, 1]), np.array([0, 3, 1, 1]), 4)
+    assert m["uar"] == pytest.approx(0.75)
+    assert m["wa"] == pytest.approx(0.75)
+    # class 0: P = 1, R = 1/2, F1 = 2/3; class 1: F1 = 1; class 3 is not in the test labels
+    assert m["macro_f1"] == pytest.approx((2 / 3 + 1) / 2)
+    assert m["confusion"][0] == [1, 0, 0, 1]
+
+
+def test_uar_differs_from_wa_on_imbalance():
+    y_true = np.array([0] * 8 + [1] * 2)
+    y_pred = np.zeros(10, dtype=int)  # always the majority class
+    m = classification_metrics(y_true, y_pred, 2)
+    assert m["wa"] == pytest.approx(0.8)
+    assert m["uar"] == pytest.approx(0.5)
+
+
+@pytest.mark.parametrize("pred, expected", [
+    ([1, 2, 3, 4], 1.0),
+    ([2, 3, 4, 5], 2.5 / 3.5),       # shifted by 1: cov 1.25, vars 1.25 + 1.25, bias 1
+    ([2, 4, 6, 8], 5 / 12.5),        # scaled by 2: cov 2.5, vars 1.25 + 5, bias 2.5^2
+    ([4, 3, 2, 1], -1.0),
+    ([2.5, 2.5, 2.5, 2.5], 0.0),     # constant prediction
+])
+def test_ccc_by_hand(pred, expected):
+    assert ccc(np.array([1, 2, 3, 4]), np.array(pred)) == pytest.approx(expected)
+
+
+def test_regression_metrics_per_target():
+    y = np.array([[1, 10], [2, 20], [3, 30], [4, 40]], dtype=float)
+    p = np.array([[2, 10], [3, 20], [4, 30], [5, 40]], dtype=float)
+    m = regression_metrics(y, p, ["arousal", "valence"])
+    assert m["ccc_arousal"] == pytest.approx(2.5 / 3.5)
+    assert m["ccc_valence"] == pytest.approx(1.0)
+    assert m["ccc"] == pytest.approx((2.5 / 3.5 + 1) / 2)
+    assert m["rmse_arousal"] == pytest.approx(1.0) and m["mae_arousal"] == pytest.approx(1.0)
+    assert m["pearson_arousal"] == pytest.approx(1.0)
+    assert pearson(np.array([1, 2, 3]), np.array([1, 1, 1])) == 0.0
+
+
+def test_summarize_t_interval_by_hand():
+    s = summarize([0.5, 0.7, 0.9])
+    assert s["mean"] == pytest.approx(0.7)
+    assert s["std"] == pytest.approx(0.2)  # n - 1
+    half = 4.302653 * 0.2 / np.sqrt(3)  # t(0.975, df=2)
+    assert s["ci95"] == pytest.approx([0.7 - half, 0.7 + half], abs=1e-5)
+    assert s["n"] == 3
+    one = summarize([0.8])
+    assert (one["std"], one["ci95"]) == (0.0, [0.8, 0.8])

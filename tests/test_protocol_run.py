@@ -1,0 +1,181 @@
+"""The evaluation protocol end to end on tiny manifest corpora: labels, seeds, cross-corpus, regression."""
+
+from __future__ import annotations
+
+import csv
+import json
+
+import numpy as np
+import pytest
+from protocol_fakes import write_tone
+
+from fusionkit.interfaces import Clip
+from fusionkit.labels import apply_labels, regression_targets
+from fusionkit.recipe import LabelSpec, Recipe, RecipeError, load_recipe
+from fusionkit.run import results_table, run
+
+FREQ = {"ang": 520.0, "hap": 380.0, "neu": 200.0, "angry": 520.0, "happy": 380.0, "neutral": 200.0, "bored": 150.0}
+LLD = {"plugin": "lld", "options": {"descriptors": ["mfcc", "rms", "centroid"], "functionals": ["mean", "std"],
+                                    "trim_db": None, "workers": 1}}
+XGB = {"plugin": "xgboost", "options": {"n_estimators": 30, "max_depth": 2, "n_jobs": 1}}
+KEYS = {"uar", "wa", "macro_f1", "uar_std", "wa_std", "macro_f1_std", "summary", "folds", "skipped", "embeddings",
+        "protocol", "classes", "pooled", "uar_pooled"}
+
+
+def make_corpus(folder, labels, speakers, per=3, seed=0):
+    """A manifest corpus: per speaker and label, ``per`` noisy tones whose pitch gives the label away."""
+    rng = np.random.default_rng(seed)
+    rows = []
+    for s in speakers:
+        for lab in labels:
+            for k in range(per):
+                name = f"{s}_{lab}_{k}.wav"
+                f = FREQ[lab] * rng.uniform(0.95, 1.05)
+                write_tone(folder / name, f, seconds=0.3, noise=0.02, seed=int(rng.integers(1 << 30)))
+                arousal = {"ang": 4.5, "hap": 3.5, "neu": 2.0, "angry": 4.5, "happy": 3.5, "neutral": 2.0,
+                           "bored": 1.0}[lab] + rng.normal(0, 0.2)
+                rows.append({"path": name, "label": lab, "speaker": s, "arousal": f"{arousal:.3f}",
+                             "session": s[:2]})
+    with open(folder / "manifest.csv", "w", newline="") as fh:
+        w = csv.DictWriter(fh, fieldnames=list(rows[0]))
+        w.writeheader()
+        w.writerows(rows)
+    return folder / "manifest.csv"
+
+
+@pytest.fixture(scope="module")
+def corpora(tmp_path_factory):
+    root = tmp_path_factory.mktemp("corpora")
+    a = make_corpus(root / "a", ["ang", "hap", "neu"], ["a1", "a2", "a3", "a4"])
+    b = make_corpus(root / "b", ["angry", "happy", "neutral", "bored"], ["b1", "b2", "b3"], per=2, seed=1)
+    return a, b, root / "cache"
+
+
+def recipe(corpora, **extra) -> Recipe:
+    a, _, cache = corpora
+    raw = {"name": "t", "data": {"dataset": "manifest", "root": str(a)}, "encoders": [LLD], "fusion": XGB,
+           "cache": {"dir": str(cache)}, **extra}
+    return Recipe.model_validate(raw)
+
+
+# ------------------------------------------------------------------ labels
+
+
+def clip(label):
+    return Clip(id=label, path=None, label=label, speaker="s")
+
+
+def test_labels_rename_merge_subset():
+    clips = [clip(x) for x in ("ang", "hap", "exc", "neu", "sad")]
+    kept, classes = apply_labels(clips, LabelSpec(map={"ang": "angry", "exc": "happy", "hap": "happy"},
+                                                  include=["happy", "angry", "neutral"]))
+    assert classes == ["happy", "angry"]  # include order; neutral never occurs under that name
+    assert [(c.label, c.meta["original_label"]) for c in kept] == [("angry", "ang"), ("happy", "hap"), ("happy", "exc")]
+    kept, classes = apply_labels([clip(x) for x in ("b", "a", "c")], LabelSpec())
+    assert classes == ["a", "b", "c"] and len(kept) == 3
+
+
+def test_labels_warn_about_unused_map_keys(caplog):
+    apply_labels([clip("ang")], LabelSpec(map={"angry": "x"}, include=["ang", "typo"]))
+    assert "angry never occur" in caplog.text and "no clip is labelled typo" in caplog.text
+
+
+def test_regression_targets_need_numbers():
+    good = Clip("a", None, None, "s", meta={"arousal": "3.5", "valence": 2})
+    bad = Clip("b", None, None, "s", meta={"arousal": "n/a", "valence": 2})
+    kept, Y = regression_targets([good, bad], ["arousal", "valence"])
+    assert [c.id for c in kept] == ["a"] and Y.tolist() == [[3.5, 2.0]]
+    with pytest.raises(ValueError, match="no data clip has numeric dominance"):
+        regression_targets([good], ["dominance"])
+
+
+# ------------------------------------------------------------------ runs
+
+
+def test_run_records_labels_and_keeps_metrics_keys(corpora, tmp_path):
+    r = recipe(corpora, data={"dataset": "manifest", "root": str(corpora[0]),
+                              "labels": {"map": {"ang": "angry", "hap": "happy", "neu": "neutral"},
+                                         "include": ["neutral", "angry"]}},
+               split={"kind": "loso"})
+    m = run(r, tmp_path)
+    assert KEYS <= set(m)
+    assert m["classes"] == ["neutral", "angry"]
+    p = m["protocol"]
+    assert p["label_map"] == {"ang": "angry", "hap": "happy", "neu": "neutral"}
+    assert p["include"] == ["neutral", "angry"]
+    assert p["class_counts"] == {"neutral": 12, "angry": 12}
+    assert p["split"]["kind"] == "loso" and p["folds"] == 4 and p["speaker_independent"]
+    assert "classes present in its test labels" in p["scoring"]
+    assert m["uar"] > 0.8  # pitch separates the classes
+    saved = json.loads((tmp_path / "metrics.json").read_text())
+    assert saved["protocol"]["label_map"] == p["label_map"]
+    report = (tmp_path / "report.md").read_text()
+    assert "neutral (12), angry (12)" in report and "leave-one-speaker-out over 4 speakers" in report
+    for png in ("confusion.png", "recall.png", "folds.png"):
+        assert (tmp_path / png).stat().st_size > 1000
+
+
+def test_seeds_give_mean_std_and_interval_over_folds_and_seeds(corpora, tmp_path):
+    r = recipe(corpora, split={"kind": "speaker-kfold", "folds": 2, "shuffle": True}, seeds=[0, 1, 2])
+    m = run(r, tmp_path)
+    assert len(m["folds"]) == 6 and {f["seed"] for f in m["folds"]} == {0, 1, 2}
+    s = m["summary"]["uar"]
+    values = [f["uar"] for f in m["folds"]]
+    assert s["n"] == 6 and s["mean"] == pytest.approx(np.mean(values)) and s["std"] == pytest.approx(np.std(values, ddof=1))
+    assert s["ci95"][0] <= s["mean"] <= s["ci95"][1]
+    assert set(m["seeds"]["per_seed"]) == {"0", "1", "2"}
+    assert m["seeds"]["over_seeds"]["uar"]["n"] == 3
+    assert m["protocol"]["seeds"] == [0, 1, 2]
+    text = results_table(m)
+    assert "95% CI" in text and "over seeds" in text and "seeds [0, 1, 2]" in text
+    assert len(list((tmp_path / "models").iterdir())) == 6
+
+
+def test_cross_corpus_shared_classes_and_per_class_recall(corpora, tmp_path):
+    a, b, _ = corpora
+    r = recipe(corpora,
+               data={"dataset": "manifest", "root": str(a),
+                     "labels": {"map": {"ang": "angry", "hap": "happy", "neu": "neutral"}}},
+               test_data={"dataset": "manifest", "root": str(b)}, seeds=[0, 1])
+    assert r.split.kind == "cross-corpus"
+    m = run(r, tmp_path)
+    assert m["classes"] == ["angry", "happy", "neutral"]  # 'bored' only in the test corpus: left out
+    assert m["protocol"]["labels"]["left_out"] == {"train_only": [], "test_only": ["bored"]}
+    assert m["protocol"]["test_corpus"] == "manifest"
+    assert m["protocol"]["test_class_counts"] == {"angry": 6, "happy": 6, "neutral": 6}
+    assert len(m["folds"]) == 2  # one fold per seed
+    f = m["folds"][0]
+    assert f["test_speakers"] == ["b1", "b2", "b3"] and f["train_size"] == 36 and f["test_size"] == 18
+    assert len(m["pooled"]["per_class"]["recall"]) == 3
+    assert "recall: angry" in results_table(m)
+    assert m["uar"] > 0.6
+
+
+def test_regression_with_ridge_reports_ccc(corpora, tmp_path):
+    r = recipe(corpora, task={"kind": "regression", "targets": ["arousal"]}, fusion={"plugin": "ridge"},
+               split={"kind": "session"})
+    m = run(r, tmp_path)
+    assert m["task"] == "regression" and m["targets"] == ["arousal"]
+    assert m["protocol"]["split"]["kind"] == "session" and len(m["folds"]) == 4
+    assert m["ccc_arousal"] > 0.6 and m["ccc"] == pytest.approx(m["ccc_arousal"])
+    assert -1 <= m["ccc_pooled"] <= 1
+    with open(tmp_path / "predictions.csv") as fh:
+        assert next(csv.reader(fh)) == ["clip_id", "seed", "fold", "speaker", "true_arousal", "pred_arousal"]
+    assert (tmp_path / "scatter.png").stat().st_size > 1000
+    assert "CCC" in (tmp_path / "report.md").read_text()
+    from fusionkit_plugins.ridge_head import RidgeHead
+
+    head = RidgeHead.load(tmp_path / "models" / "fold0", RidgeHead.Options())
+    assert head.W.shape[1] == 1
+
+
+def test_head_must_match_the_task(corpora, tmp_path):
+    a = corpora[0]
+    bad = tmp_path / "r.yaml"
+    bad.write_text(f"data: {{dataset: manifest, root: {a}}}\nencoders: [{{plugin: lld}}]\nfusion: {{plugin: ridge}}\n")
+    with pytest.raises(RecipeError, match="'ridge' is a regression head but task.kind is classification"):
+        load_recipe(bad)
+    bad.write_text(f"data: {{dataset: manifest, root: {a}}}\nencoders: [{{plugin: lld}}]\nfusion: {{plugin: xgboost}}\n"
+                   "task: {kind: regression, targets: [arousal]}\n")
+    with pytest.raises(RecipeError, match="'xgboost' is a classification head but task.kind is regression"):
+        load_recipe(bad)
