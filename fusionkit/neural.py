@@ -1,0 +1,228 @@
+"""Base class of the torch fusion heads (``concat-ffn``, ``self-attention``, ``cross-attention``,
+``transformer``). This module does not import torch; :mod:`fusionkit.torch_heads` does, and is
+imported inside methods only.
+
+Every encoder's features become one :class:`Block`:
+
+* pooled ``(N, D)``            -> kind ``pooled``   (one token)
+* layered ``(N, L, D)``        -> kind ``layers``   (a learned softmax-weighted sum over layers
+                                  gives one token; or, with ``layers: sequence``, L tokens)
+* a list of N ``(T_i, D)``     -> kind ``sequence`` (T_i tokens, padded, with a mask; longer
+                                  sequences are average-pooled in time to ``max_frames``)
+
+Standardisation statistics are fitted on the training fold (per layer for layered inputs, over
+all frames for sequences). Early stopping uses a validation set of whole speakers drawn from the
+training fold (``groups``); class weights counter imbalance; everything is seeded.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, ClassVar, Literal
+
+import numpy as np
+from pydantic import Field
+
+from fusionkit.heads import (
+    HeadFileError, Standardizer, check_names, encoder_names, load_arrays, present_classes, read_config,
+    save_arrays, write_config,
+)
+from fusionkit.interfaces import FusionHead, Options
+
+
+class NeuralOptions(Options):
+    width: int = Field(128, ge=4, description="hidden width (attention heads: the common token width)")
+    dropout: float = Field(0.3, ge=0, lt=1, description="dropout in the network")
+    input_dropout: float = Field(0.1, ge=0, lt=1, description="dropout on the standardised inputs")
+    lr: float = Field(1e-3, gt=0, description="AdamW learning rate")
+    weight_decay: float = Field(1e-2, ge=0, description="AdamW weight decay")
+    epochs: int = Field(150, ge=1, description="maximum training epochs")
+    patience: int = Field(15, ge=1, description="stop after this many epochs without a better validation UAR")
+    batch_size: int = Field(64, ge=2)
+    val_fraction: float = Field(0.2, gt=0, lt=1, description="share of the training speakers held out for early stopping")
+    class_weight: bool = Field(True, description="weight the loss inversely to class frequency")
+    refit: bool = Field(False, description="after early stopping, retrain on the whole training fold for the best number of epochs")
+    layers: Literal["weighted", "sequence"] = Field(
+        "weighted", description="(N, L, D) inputs: learned softmax-weighted sum of layers, or the layers as a token sequence")
+    max_frames: int = Field(64, ge=1, description="sequences longer than this are average-pooled in time to this length")
+    threads: int | None = Field(1, ge=1, description="torch CPU threads while fitting and predicting (null: torch's default); one is fastest for these small networks")
+
+
+@dataclass
+class Block:
+    """One encoder's standardised features, ready for torch."""
+
+    name: str
+    kind: Literal["pooled", "layers", "sequence"]
+    dim: int
+    n_layers: int  # 1 unless kind == "layers"
+    data: np.ndarray  # pooled (N, D) | layers (N, L, D) | sequence (N, T, D) padded
+    mask: np.ndarray | None = None  # sequence: (N, T) True where a frame is real
+
+    def spec(self) -> dict[str, Any]:
+        return {"name": self.name, "kind": self.kind, "dim": self.dim, "n_layers": self.n_layers}
+
+
+def _kind(x) -> str:
+    if isinstance(x, (list, tuple)):
+        return "sequence"
+    ndim = np.asarray(x).ndim
+    if ndim == 2:
+        return "pooled"
+    if ndim == 3:
+        return "layers"
+    raise ValueError(f"features must be (N, D), (N, L, D) or a list of (T, D); got an array of {ndim} dimensions")
+
+
+def shrink(seq: np.ndarray, max_frames: int) -> np.ndarray:
+    """Average-pool a (T, D) sequence in time to at most ``max_frames`` frames."""
+    seq = np.asarray(seq, dtype=np.float64).reshape(-1, np.asarray(seq).shape[-1])
+    if len(seq) <= max_frames:
+        return seq
+    edges = np.linspace(0, len(seq), max_frames + 1).round().astype(int)
+    return np.stack([seq[a:b].mean(axis=0) for a, b in zip(edges[:-1], edges[1:])])
+
+
+def pad(seqs: list[np.ndarray], dim: int) -> tuple[np.ndarray, np.ndarray]:
+    """Pad sequences to (N, T_max, D) with a (N, T_max) mask; an empty sequence gets one zero frame."""
+    t_max = max(1, max(len(s) for s in seqs))
+    out = np.zeros((len(seqs), t_max, dim), dtype=np.float32)
+    mask = np.zeros((len(seqs), t_max), dtype=bool)
+    for i, s in enumerate(seqs):
+        if len(s) == 0:
+            mask[i, 0] = True
+            continue
+        out[i, : len(s)] = s
+        mask[i, : len(s)] = True
+    return out, mask
+
+
+class NeuralHead(FusionHead):
+    """Shared fit/predict/save/load of the torch heads; subclasses say which network to build."""
+
+    Options = NeuralOptions
+    requires: ClassVar[tuple[str, ...]] = ("torch", "sklearn")
+    accepts_sequences = True
+    network: ClassVar[str] = ""  # a name known to fusionkit.torch_heads.build_network
+
+    # -- inputs
+    def _fit_scalers(self, X: dict) -> None:
+        self.kinds: dict[str, str] = {}
+        self.scalers: dict[str, Standardizer] = {}
+        for name in self.encoders:
+            x = X[name]
+            kind = _kind(x)
+            self.kinds[name] = kind
+            if kind == "sequence":
+                frames = np.concatenate([shrink(s, self.options.max_frames) for s in x if len(s)], axis=0)
+                self.scalers[name] = Standardizer().fit(frames)
+            elif kind == "layers":
+                arr = np.asarray(x, dtype=np.float64)
+                self.scalers[name] = Standardizer(arr.mean(axis=0), np.where(arr.std(axis=0) > 1e-8, arr.std(axis=0), 1.0))
+            else:
+                self.scalers[name] = Standardizer().fit(np.asarray(x, dtype=np.float64))
+
+    def blocks(self, X: dict) -> list[Block]:
+        check_names(X, self.encoders)
+        out = []
+        for name in self.encoders:
+            x, kind, scaler = X[name], self.kinds[name], self.scalers[name]
+            if _kind(x) != kind:
+                raise ValueError(f"encoder '{name}': fitted on {kind} features, got {_kind(x)}")
+            width = scaler.mean.shape[-1]
+            if kind == "sequence":
+                seqs = [scaler.transform(shrink(s, self.options.max_frames)) if len(s) else np.zeros((0, width)) for s in x]
+                if any(s.shape[-1] != width for s in seqs):
+                    raise ValueError(f"encoder '{name}': fitted on {width}-dimensional frames, got another width")
+                data, mask = pad(seqs, width)
+                out.append(Block(name, kind, width, 1, data, mask))
+                continue
+            arr = np.asarray(x, dtype=np.float64)
+            if arr.shape[1:] != scaler.mean.shape:
+                raise ValueError(f"encoder '{name}': fitted on features of shape {scaler.mean.shape}, got {arr.shape[1:]}")
+            data = scaler.transform(arr).astype(np.float32)
+            out.append(Block(name, kind, width, arr.shape[1] if kind == "layers" else 1, data))
+        return out
+
+    def specs(self) -> list[dict[str, Any]]:
+        out = []
+        for name in self.encoders:
+            mean = self.scalers[name].mean
+            kind = self.kinds[name]
+            out.append({"name": name, "kind": kind, "dim": int(mean.shape[-1]),
+                        "n_layers": int(mean.shape[0]) if kind == "layers" else 1})
+        return out
+
+    def network_options(self) -> dict[str, Any]:
+        """Extra keyword arguments for the network (subclasses add theirs)."""
+        return {}
+
+    def _build(self):
+        from fusionkit.torch_heads import build_network
+
+        o = self.options
+        return build_network(self.network, self.specs(), len(self.present), width=o.width, dropout=o.dropout,
+                             input_dropout=o.input_dropout, layers=o.layers, **self.network_options())
+
+    # -- FusionHead
+    def fit(self, X, y, classes, groups=None):
+        from fusionkit.torch_heads import train
+
+        y = np.asarray(y)
+        self.classes = list(classes)
+        self.present = present_classes(y, len(self.classes))
+        self.encoders = encoder_names(X)
+        self._fit_scalers(X)
+        remap = np.full(len(self.classes), -1)
+        remap[self.present] = np.arange(len(self.present))
+        blocks = self.blocks(X)
+        self.model, self.history = train(self._build, blocks, remap[y], None if groups is None else np.asarray(groups),
+                                         self.options, self.seed)
+
+    def predict_proba(self, X):
+        from fusionkit.torch_heads import predict
+
+        p = predict(self.model, self.blocks(X), self.options)
+        out = np.zeros((p.shape[0], len(self.classes)))
+        out[:, self.present] = p
+        return out
+
+    def save(self, directory: Path) -> None:
+        from fusionkit.torch_heads import state_arrays
+
+        directory = Path(directory)
+        arrays = {f"model.{k}": v for k, v in state_arrays(self.model).items()}
+        for name in self.encoders:
+            arrays.update(self.scalers[name].arrays(f"scaler.{name}"))
+        write_config(directory, {
+            "plugin": self.name, "classes": self.classes, "present": self.present.tolist(),
+            "encoders": self.encoders, "kinds": self.kinds, "specs": self.specs(),
+            "options": self.options.model_dump(mode="json"), "seed": self.seed,
+            "network": self.network, "network_options": self.network_options(), "history": self.history,
+        })
+        save_arrays(directory, arrays)
+
+    @classmethod
+    def load(cls, directory: Path, options, seed: int = 0):
+        from fusionkit.torch_heads import load_state
+
+        directory = Path(directory)
+        config = read_config(directory, cls.name)
+        arrays = load_arrays(directory)
+        # the network and the input shaping must be those of training, whatever ``options`` says
+        try:
+            saved = cls.Options.model_validate(config["options"])
+        except Exception as exc:  # noqa: BLE001
+            raise HeadFileError(f"{directory / 'head.json'}: options: not valid for {cls.name} ({exc})") from None
+        head = cls(saved, seed)
+        head.classes = list(config["classes"])
+        head.present = np.asarray(config["present"], dtype=np.int64)
+        head.encoders = list(config["encoders"])
+        head.kinds = dict(config["kinds"])
+        head.scalers = {n: Standardizer.from_arrays(arrays, f"scaler.{n}") for n in head.encoders}
+        head.history = config.get("history", {})
+        head.model = head._build()
+        load_state(head.model, {k[len("model."):]: v for k, v in arrays.items() if k.startswith("model.")},
+                   directory / "arrays.safetensors")
+        return head

@@ -1,0 +1,336 @@
+"""Torch side of the neural fusion heads: networks, a seeded training loop with speaker-held-out
+early stopping, prediction and safetensors state I/O. Imported lazily (inside methods) only."""
+
+from __future__ import annotations
+
+import copy
+import math
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any, Callable
+
+import numpy as np
+import torch
+from torch import nn
+
+from fusionkit.heads import HeadFileError, class_weights, macro_recall, validation_split
+
+PREDICT_BATCH = 256
+
+
+# ---------------------------------------------------------------- inputs
+
+
+class EncoderInput(nn.Module):
+    """One encoder's features -> (tokens (N, T, D), mask (N, T)).
+
+    Layered inputs are reduced by a learned softmax-weighted sum over layers (one token), or
+    kept as L tokens (``layers='sequence'``). Pooled vectors are one token.
+    """
+
+    def __init__(self, spec: dict, input_dropout: float, layers: str):
+        super().__init__()
+        self.kind = spec["kind"]
+        self.as_sequence = self.kind == "layers" and layers == "sequence"
+        self.layer_logits = nn.Parameter(torch.zeros(spec["n_layers"])) if self.kind == "layers" else None
+        self.drop = nn.Dropout(input_dropout)
+
+    def layer_weights(self) -> torch.Tensor | None:
+        return None if self.layer_logits is None else torch.softmax(self.layer_logits, dim=0)
+
+    def forward(self, x: torch.Tensor, mask: torch.Tensor | None) -> tuple[torch.Tensor, torch.Tensor]:
+        if self.kind == "pooled":
+            tokens = x.unsqueeze(1)
+        elif self.kind == "layers" and not self.as_sequence:
+            tokens = torch.einsum("nld,l->nd", x, self.layer_weights()).unsqueeze(1)
+        else:
+            tokens = x
+        if mask is None:
+            mask = torch.ones(tokens.shape[:2], dtype=torch.bool, device=tokens.device)
+        return self.drop(tokens), mask
+
+
+def masked_mean(tokens: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    m = mask.unsqueeze(-1).to(tokens.dtype)
+    return (tokens * m).sum(dim=1) / m.sum(dim=1).clamp_min(1.0)
+
+
+class Projector(nn.Module):
+    """Per-encoder projection of tokens to the common width, plus a learned modality embedding."""
+
+    def __init__(self, dim: int, width: int):
+        super().__init__()
+        self.proj = nn.Linear(dim, width)
+        self.norm = nn.LayerNorm(width)
+        self.modality = nn.Parameter(torch.zeros(width))
+
+    def forward(self, tokens: torch.Tensor) -> torch.Tensor:
+        return self.norm(self.proj(tokens)) + self.modality
+
+
+# ---------------------------------------------------------------- networks
+
+
+class ConcatFFN(nn.Module):
+    """Pooled (or layer-weighted) vectors of every encoder, concatenated, then an MLP."""
+
+    def __init__(self, specs, n_classes, width, dropout, input_dropout, layers, depth: int = 1):
+        super().__init__()
+        self.inputs = nn.ModuleList(EncoderInput(s, input_dropout, layers) for s in specs)
+        dims = sum(s["dim"] for s in specs)
+        hidden: list[nn.Module] = []
+        for i in range(depth):
+            hidden += [nn.Linear(dims if i == 0 else width, width), nn.GELU(), nn.Dropout(dropout)]
+        self.mlp = nn.Sequential(*hidden, nn.Linear(width, n_classes))
+
+    def forward(self, xs, masks):
+        pooled = [masked_mean(*inp(x, m)) for inp, x, m in zip(self.inputs, xs, masks)]
+        return self.mlp(torch.cat(pooled, dim=1))
+
+
+class SelfAttentionFusion(nn.Module):
+    """One token per encoder (projected to ``width``), multi-head scaled dot-product attention
+    across the tokens, then a classifier on the concatenated attended tokens."""
+
+    def __init__(self, specs, n_classes, width, dropout, input_dropout, layers, heads: int = 4):
+        super().__init__()
+        self.inputs = nn.ModuleList(EncoderInput(s, input_dropout, layers) for s in specs)
+        self.proj = nn.ModuleList(Projector(s["dim"], width) for s in specs)
+        self.attn = nn.MultiheadAttention(width, heads, dropout=dropout, batch_first=True)
+        self.norm = nn.LayerNorm(width)
+        self.ffn = nn.Sequential(nn.Linear(width, 2 * width), nn.GELU(), nn.Dropout(dropout), nn.Linear(2 * width, width))
+        self.norm2 = nn.LayerNorm(width)
+        self.out = nn.Sequential(nn.Dropout(dropout), nn.Linear(width * len(specs), n_classes))
+
+    def forward(self, xs, masks):
+        tokens = torch.stack([p(masked_mean(*inp(x, m))) for inp, p, x, m in zip(self.inputs, self.proj, xs, masks)], dim=1)
+        h = self.norm(tokens + self.attn(tokens, tokens, tokens, need_weights=False)[0])
+        h = self.norm2(h + self.ffn(h))
+        return self.out(h.flatten(1))
+
+
+class CrossBlock(nn.Module):
+    """Queries from one encoder attend to keys/values from the others (MulT-style), + FFN."""
+
+    def __init__(self, width, heads, dropout):
+        super().__init__()
+        self.attn = nn.MultiheadAttention(width, heads, dropout=dropout, batch_first=True)
+        self.norm = nn.LayerNorm(width)
+        self.ffn = nn.Sequential(nn.Linear(width, 2 * width), nn.GELU(), nn.Dropout(dropout), nn.Linear(2 * width, width))
+        self.norm2 = nn.LayerNorm(width)
+
+    def forward(self, q, kv, kv_mask):
+        h = self.norm(q + self.attn(q, kv, kv, key_padding_mask=~kv_mask, need_weights=False)[0])
+        return self.norm2(h + self.ffn(h))
+
+
+class CrossAttentionFusion(nn.Module):
+    """Each encoder's token sequence attends to the other encoders' tokens; each attended
+    sequence is mean-pooled over its frames; the pooled vectors are concatenated and classified.
+    With a single encoder, it attends to itself."""
+
+    def __init__(self, specs, n_classes, width, dropout, input_dropout, layers, heads: int = 4):
+        super().__init__()
+        self.inputs = nn.ModuleList(EncoderInput(s, input_dropout, layers) for s in specs)
+        self.proj = nn.ModuleList(Projector(s["dim"], width) for s in specs)
+        self.cross = nn.ModuleList(CrossBlock(width, heads, dropout) for _ in specs)
+        self.out = nn.Sequential(nn.Dropout(dropout), nn.Linear(width * len(specs), n_classes))
+
+    def forward(self, xs, masks):
+        toks, ms = [], []
+        for inp, p, x, m in zip(self.inputs, self.proj, xs, masks):
+            t, mm = inp(x, m)
+            toks.append(p(t))
+            ms.append(mm)
+        pooled = []
+        for i, block in enumerate(self.cross):
+            others = [j for j in range(len(toks)) if j != i] or [i]
+            kv = torch.cat([toks[j] for j in others], dim=1)
+            kv_mask = torch.cat([ms[j] for j in others], dim=1)
+            pooled.append(masked_mean(block(toks[i], kv, kv_mask), ms[i]))
+        return self.out(torch.cat(pooled, dim=1))
+
+
+class TransformerFusion(nn.Module):
+    """A small pre-norm transformer encoder over a [CLS] token and every encoder's tokens, each
+    projected to ``width`` with a learned modality embedding; the [CLS] output is classified."""
+
+    def __init__(self, specs, n_classes, width, dropout, input_dropout, layers, heads: int = 4, depth: int = 2):
+        super().__init__()
+        self.inputs = nn.ModuleList(EncoderInput(s, input_dropout, layers) for s in specs)
+        self.proj = nn.ModuleList(Projector(s["dim"], width) for s in specs)
+        self.cls = nn.Parameter(torch.zeros(1, 1, width))
+        layer = nn.TransformerEncoderLayer(width, heads, dim_feedforward=2 * width, dropout=dropout,
+                                           activation="gelu", batch_first=True, norm_first=True)
+        self.encoder = nn.TransformerEncoder(layer, depth, enable_nested_tensor=False)
+        self.norm = nn.LayerNorm(width)
+        self.out = nn.Linear(width, n_classes)
+
+    def forward(self, xs, masks):
+        toks, ms = [], []
+        for inp, p, x, m in zip(self.inputs, self.proj, xs, masks):
+            t, mm = inp(x, m)
+            toks.append(p(t))
+            ms.append(mm)
+        n = toks[0].shape[0]
+        tokens = torch.cat([self.cls.expand(n, -1, -1), *toks], dim=1)
+        mask = torch.cat([torch.ones(n, 1, dtype=torch.bool, device=tokens.device), *ms], dim=1)
+        h = self.encoder(tokens, src_key_padding_mask=~mask)
+        return self.out(self.norm(h[:, 0]))
+
+
+NETWORKS: dict[str, Callable[..., nn.Module]] = {
+    "concat-ffn": ConcatFFN,
+    "self-attention": SelfAttentionFusion,
+    "cross-attention": CrossAttentionFusion,
+    "transformer": TransformerFusion,
+}
+
+
+def build_network(kind: str, specs: list[dict], n_classes: int, **kwargs: Any) -> nn.Module:
+    if kind not in NETWORKS:
+        raise ValueError(f"unknown network '{kind}' (known: {', '.join(NETWORKS)})")
+    return NETWORKS[kind](specs, n_classes, **kwargs)
+
+
+# ---------------------------------------------------------------- data
+
+
+class Tensors:
+    """Blocks as torch tensors; ``batch(idx)`` slices every encoder (sequences trimmed to the batch's longest)."""
+
+    def __init__(self, blocks):
+        self.data = [torch.from_numpy(np.ascontiguousarray(b.data, dtype=np.float32)) for b in blocks]
+        self.masks = [None if b.mask is None else torch.from_numpy(b.mask) for b in blocks]
+        self.lengths = [None if b.mask is None else torch.from_numpy(b.mask.sum(axis=1)) for b in blocks]
+        self.n = len(blocks[0].data)
+
+    def batch(self, idx: torch.Tensor):
+        xs, ms = [], []
+        for x, m, lens in zip(self.data, self.masks, self.lengths):
+            if m is None:
+                xs.append(x[idx])
+                ms.append(None)
+            else:
+                t = int(max(1, lens[idx].max()))
+                xs.append(x[idx, :t])
+                ms.append(m[idx, :t])
+        return xs, ms
+
+
+@contextmanager
+def seeded(seed: int, threads: int | None):
+    """Seed torch (restoring the global RNG afterwards), deterministic algorithms, thread count."""
+    prev_det = torch.are_deterministic_algorithms_enabled()
+    prev_threads = torch.get_num_threads()
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        torch.use_deterministic_algorithms(True)
+        if threads:
+            torch.set_num_threads(threads)
+        try:
+            yield
+        finally:
+            torch.use_deterministic_algorithms(prev_det)
+            torch.set_num_threads(prev_threads)
+
+
+def _logits(model: nn.Module, data: Tensors, idx: np.ndarray, batch: int = PREDICT_BATCH) -> torch.Tensor:
+    model.eval()
+    out = []
+    with torch.no_grad():
+        for start in range(0, len(idx), batch):
+            xs, ms = data.batch(torch.from_numpy(idx[start : start + batch]))
+            out.append(model(xs, ms))
+    return torch.cat(out) if out else torch.zeros(0)
+
+
+def _run_epochs(model, data: Tensors, y: torch.Tensor, train_idx, val_idx, o, seed: int, epochs: int, weight):
+    """Train; with ``val_idx``, keep the weights of the epoch with the best validation UAR."""
+    opt = torch.optim.AdamW(model.parameters(), lr=o.lr, weight_decay=o.weight_decay)
+    loss_fn = nn.CrossEntropyLoss(weight=weight)
+    gen = torch.Generator().manual_seed(seed)
+    train_idx = torch.from_numpy(train_idx)
+    best = {"epoch": 0, "uar": -math.inf, "loss": math.inf, "state": None}
+    y_val = None if val_idx is None else y[torch.from_numpy(val_idx)].numpy()
+    since = 0
+    for epoch in range(1, epochs + 1):
+        model.train()
+        perm = train_idx[torch.randperm(len(train_idx), generator=gen)]
+        for start in range(0, len(perm), o.batch_size):
+            idx = perm[start : start + o.batch_size]
+            if len(idx) < 2:
+                continue
+            xs, ms = data.batch(idx)
+            loss = loss_fn(model(xs, ms), y[idx])
+            opt.zero_grad()
+            loss.backward()
+            nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+            opt.step()
+        if val_idx is None:
+            continue
+        logits = _logits(model, data, val_idx)
+        uar = macro_recall(y_val, torch.softmax(logits, dim=1).numpy())
+        vloss = float(loss_fn(logits, torch.from_numpy(y_val)))
+        if uar > best["uar"] + 1e-9 or (abs(uar - best["uar"]) <= 1e-9 and vloss < best["loss"]):
+            best = {"epoch": epoch, "uar": uar, "loss": vloss, "state": copy.deepcopy(model.state_dict())}
+            since = 0
+        else:
+            since += 1
+            if since >= o.patience:
+                break
+    if val_idx is not None and best["state"] is not None:
+        model.load_state_dict(best["state"])
+    return {"best_epoch": best["epoch"] if val_idx is not None else epochs,
+            "val_uar": None if val_idx is None else round(float(best["uar"]), 6)}
+
+
+def train(build: Callable[[], nn.Module], blocks, y: np.ndarray, groups: np.ndarray | None, o, seed: int):
+    """Fit a network built by ``build``; returns (model, history).
+
+    The validation set (whole speakers from ``groups``) is used for early stopping only; with
+    ``o.refit`` a fresh network is then trained on the whole fold for the best number of epochs.
+    """
+    with seeded(seed, o.threads):
+        data = Tensors(blocks)
+        yt = torch.from_numpy(np.asarray(y, dtype=np.int64))
+        n_classes = int(y.max()) + 1
+        tr, va = validation_split(y, groups, o.val_fraction, seed)
+        weight = torch.tensor(class_weights(y[tr], n_classes), dtype=torch.float32) if o.class_weight else None
+        model = build()
+        history = _run_epochs(model, data, yt, tr, va, o, seed, o.epochs, weight)
+        history.update({"train_size": int(len(tr)), "val_size": int(len(va)), "refit": bool(o.refit)})
+        if o.refit:
+            torch.manual_seed(seed)
+            model = build()
+            all_idx = np.arange(len(y))
+            weight = torch.tensor(class_weights(y, n_classes), dtype=torch.float32) if o.class_weight else None
+            _run_epochs(model, data, yt, all_idx, None, o, seed, max(1, history["best_epoch"]), weight)
+        model.eval()
+    weights = [inp.layer_weights() for inp in getattr(model, "inputs", [])]
+    history["layer_weights"] = [None if w is None else [round(float(v), 4) for v in w.detach()] for w in weights]
+    return model, history
+
+
+def predict(model: nn.Module, blocks, o) -> np.ndarray:
+    with seeded(0, o.threads):
+        data = Tensors(blocks)
+        logits = _logits(model, data, np.arange(data.n))
+    return torch.softmax(logits.double(), dim=1).numpy()
+
+
+# ---------------------------------------------------------------- state I/O
+
+
+def state_arrays(model: nn.Module) -> dict[str, np.ndarray]:
+    return {k: v.detach().cpu().numpy().copy() for k, v in model.state_dict().items()}
+
+
+def load_state(model: nn.Module, arrays: dict[str, np.ndarray], source: Path) -> None:
+    state = {k: torch.from_numpy(np.array(v)) for k, v in arrays.items()}
+    try:
+        model.load_state_dict(state, strict=True)
+    except RuntimeError as exc:
+        first = str(exc).strip().splitlines()[0]
+        raise HeadFileError(f"{source}: weights do not fit the network described in head.json ({first})") from None
+    model.eval()

@@ -1,0 +1,29 @@
+"""``concat-ffn``: standardise each encoder, concatenate, a feed-forward network (torch)."""
+
+from __future__ import annotations
+
+from pydantic import Field
+
+from fusionkit import hookimpl
+from fusionkit.neural import NeuralHead, NeuralOptions
+
+
+class ConcatFFNOptions(NeuralOptions):
+    depth: int = Field(1, ge=1, le=4, description="hidden layers of the MLP")
+
+
+class ConcatFFNHead(NeuralHead):
+    """Early fusion: per-encoder z-scores (layers: learned weighted sum; sequences: mean) -> MLP."""
+
+    name = "concat-ffn"
+    description = "standardised concatenation + feed-forward network (torch, safetensors)"
+    Options = ConcatFFNOptions
+    network = "concat-ffn"
+
+    def network_options(self):
+        return {"depth": self.options.depth}
+
+
+@hookimpl
+def register_fusions(register):
+    register(ConcatFFNHead)
