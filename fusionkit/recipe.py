@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import copy
+import difflib
+import re
 from pathlib import Path
 from typing import Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 BUILTIN_RECIPES = Path(__file__).parent / "recipes"
 PATH_FIELDS = (("data", "root"), ("test_data", "root"), ("split", "file"), ("cache", "dir"))
@@ -96,13 +98,14 @@ class Recipe(Strict):
     seeds: list[int] | None = None
     cache: CacheSpec = Field(default_factory=CacheSpec)
 
-    @model_validator(mode="after")
-    def _unique_encoder_names(self) -> "Recipe":
-        keys = [e.key for e in self.encoders]
+    @field_validator("encoders")
+    @classmethod
+    def _unique_encoder_names(cls, encoders: list[EncoderSpec]) -> list[EncoderSpec]:
+        keys = [e.key for e in encoders]
         dupes = sorted({k for k in keys if keys.count(k) > 1})
         if dupes:
             raise ValueError(f"encoder names must be unique; give each a 'name:' ({', '.join(dupes)} repeated)")
-        return self
+        return encoders
 
     @model_validator(mode="after")
     def _cross_corpus(self) -> "Recipe":
@@ -251,8 +254,18 @@ def _explain(err: dict) -> str:
         return "required field is missing"
     if kind == "extra_forbidden":
         return "unknown field"
-    shown = repr(got) if not isinstance(got, (dict, list)) else type(got).__name__
-    return f"{msg[0].lower() + msg[1:]}, got {shown}"
+    if kind in ("value_error", "assertion_error"):  # our own validators: their message says it all
+        return msg.split(", ", 1)[1] if msg.startswith(("Value error, ", "Assertion failed, ")) else msg
+    msg = re.sub(r" or instance of \w+", "", msg)
+    text = msg[0].lower() + msg[1:]
+    if not isinstance(got, (dict, list)):
+        text += f", got {got!r}"
+    if kind in ("literal_error", "enum") and isinstance(got, str):
+        choices = re.findall(r"'([^']*)'", str((err.get("ctx") or {}).get("expected", "")))
+        close = difflib.get_close_matches(got, choices, n=1, cutoff=0.5)
+        if close:
+            text += f"; did you mean '{close[0]}'?"
+    return text
 
 
 def pydantic_lines(source: str, exc: ValidationError, prefix: tuple = ()) -> list[str]:
@@ -297,35 +310,40 @@ def validate(raw: dict, source: str) -> tuple[Recipe | None, list[str]]:
             cls.Options.model_validate(options)
         except ValidationError as exc:
             problems += pydantic_lines(source, exc, loc + ("options",))
-    if recipe is not None and not problems:
-        problems += _check_semantics(recipe, source)
+    if recipe is not None:  # paths and cross-field rules, reported together with everything else
+        problems += [p for p in _check_semantics(recipe, source) if p not in problems]
     return (recipe if not problems else None), problems
 
 
 def _check_semantics(recipe: Recipe, source: str) -> list[str]:
-    from fusionkit.plugins import registry
+    """Paths that must exist and rules across sections; plugins that cannot be loaded are skipped here."""
+    from fusionkit.plugins import PluginError, registry
 
     reg = registry()
+
+    def plugin(kind: str, name: str):
+        try:
+            return reg.get(kind, name)
+        except PluginError:
+            return None  # reported by validate()
+
     problems = []
-    ds = reg.get("dataset", recipe.data.dataset)
-    if ds.needs_root and recipe.data.root is None:
-        problems.append(f"{source}: data.root: the {recipe.data.dataset} dataset needs the corpus folder (--set data.root=PATH)")
-    elif ds.needs_root and recipe.data.root is not None and not recipe.data.root.exists():
-        problems.append(f"{source}: data.root: {recipe.data.root} does not exist")
-    if recipe.test_data is not None:
-        tds = reg.get("dataset", recipe.test_data.dataset)
-        if tds.needs_root and recipe.test_data.root is None:
-            problems.append(f"{source}: test_data.root: the {recipe.test_data.dataset} dataset needs the corpus folder "
-                            "(--set test_data.root=PATH)")
-        elif tds.needs_root and recipe.test_data.root is not None and not recipe.test_data.root.exists():
-            problems.append(f"{source}: test_data.root: folder {recipe.test_data.root} does not exist")
+    for field, spec in (("data", recipe.data), ("test_data", recipe.test_data)):
+        ds = plugin("dataset", spec.dataset) if spec is not None else None
+        if ds is None or not getattr(ds, "needs_root", True):
+            continue
+        if spec.root is None:
+            problems.append(f"{source}: {field}.root: the {spec.dataset} dataset needs the corpus folder "
+                            f"(--set {field}.root=PATH)")
+        elif not spec.root.exists():
+            problems.append(f"{source}: {field}.root: {spec.root} does not exist")
     if recipe.split.kind == "file" and recipe.split.file is None:
         problems.append(f"{source}: split.file: a 'file' split needs the path of a clip-id,fold CSV")
     elif recipe.split.kind == "file" and not recipe.split.file.exists():
         problems.append(f"{source}: split.file: {recipe.split.file} does not exist")
-    fusion = reg.get("fusion", recipe.fusion.plugin)
+    fusion = plugin("fusion", recipe.fusion.plugin)
     head_task = getattr(fusion, "task", "classification")
-    if head_task != recipe.task.kind:
+    if fusion is not None and head_task != recipe.task.kind:
         problems.append(f"{source}: fusion.plugin: '{recipe.fusion.plugin}' is a {head_task} head but task.kind is "
                         f"{recipe.task.kind}")
     return problems

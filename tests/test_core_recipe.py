@@ -157,3 +157,21 @@ def test_dump_round_trips(tmp_path, fk_env):
     again.write_text(dump(r))
     assert load_recipe(again) == r
     assert yaml.safe_load(dump(r))["seeds"] == [1, 2]
+
+
+def test_messages_for_choices_duplicates_and_paths_together(tmp_path, fk_env):
+    recipe = small_recipe(split__kind="kfold", data={"dataset": "ravdess"})
+    recipe["encoders"].append({"plugin": "lld"})
+    path = write_recipe(tmp_path / "r.yaml", recipe)
+    lines = error_lines(validate(path))
+    assert any("split.kind: input should be 'speaker-kfold'" in l and "got 'kfold'; did you mean 'speaker-kfold'?" in l
+               for l in lines), lines
+    assert f"error: {path}: encoders: encoder names must be unique; give each a 'name:' (lld repeated)" in lines
+    # a missing corpus folder is reported in the same pass as the typo in a plugin name
+    recipe = small_recipe(data={"dataset": "ravdess", "root": str(tmp_path / "nope")}, fusion={"plugin": "xgbost"})
+    path = write_recipe(tmp_path / "r2.yaml", recipe)
+    lines = error_lines(validate(path))
+    assert len(lines) == 2, lines
+    assert "did you mean 'xgboost'" in lines[0] and lines[1].endswith(f"data.root: {tmp_path / 'nope'} does not exist")
+    path = write_recipe(tmp_path / "r3.yaml", small_recipe(fusion="xgboost"))
+    assert error_lines(validate(path)) == [f"error: {path}: fusion: input should be a valid dictionary, got 'xgboost'"]
