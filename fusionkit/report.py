@@ -96,7 +96,7 @@ def plot_folds(folds: list[dict], path: Path, keys=("uar", "wa", "macro_f1"), su
     for k, name in enumerate(keys):
         ax.bar(x + (k - (len(keys) - 1) / 2) * width, [f[name] for f in folds], width=width, label=name,
                color=COLORS.get(name))
-    if summary and keys[0] in summary:
+    if summary and keys[0] in summary and summary[keys[0]]["n"] > 1:
         s = summary[keys[0]]
         ax.axhspan(s["ci95"][0], s["ci95"][1], color="grey", alpha=0.18, lw=0, label=f"{keys[0]} 95% CI")
         ax.axhline(s["mean"], color="black", lw=1, ls="--", label=f"mean {keys[0]} {s['mean']:.3f}")
@@ -135,7 +135,7 @@ def plot_scatter(run_dir: Path, targets: list[str], path: Path, pooled: dict) ->
 
 
 def _fmt_ci(s: dict) -> str:
-    return f"{s['ci95'][0]:.3f} to {s['ci95'][1]:.3f}"
+    return f"{s['ci95'][0]:.3f} to {s['ci95'][1]:.3f}" if s["n"] > 1 else "n/a (one score)"
 
 
 def _header(m: dict) -> list[str]:
@@ -259,7 +259,7 @@ def _classification_report(run_dir: Path, m: dict) -> list[str]:
 def _regression_report(run_dir: Path, m: dict) -> list[str]:
     targets = m["targets"]
     s = m["summary"]
-    keys = ["ccc", *[f"ccc_{t}" for t in targets]]
+    keys = ["ccc", *[f"ccc_{t}" for t in targets]] if len(targets) > 1 else [f"ccc_{targets[0]}"]
     plot_scatter(run_dir, targets, run_dir / "scatter.png", m["pooled"])
     plot_folds(m["folds"], run_dir / "folds.png", keys=tuple(keys), summary=s, ylabel="CCC")
     return [

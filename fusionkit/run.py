@@ -429,6 +429,12 @@ def protocol_lines(metrics: dict) -> list[str]:
     return lines
 
 
+def _ci_text(s: dict) -> str:
+    if s["n"] < 2:
+        return "n/a (one score)"
+    return f"[{s['ci95'][0]:.3f}, {s['ci95'][1]:.3f}]"
+
+
 def results_table(metrics: dict) -> str:
     s = metrics["summary"]
     if metrics.get("task") == "regression":
@@ -441,7 +447,7 @@ def results_table(metrics: dict) -> str:
         *protocol_lines(metrics),
         "",
         f"{'metric':<16} {'mean':>7} {'std':>7}   95% CI   (n={s[keys[0]]['n']} folds x seeds)",
-        *[f"{k:<16} {s[k]['mean']:7.3f} {s[k]['std']:7.3f}   [{s[k]['ci95'][0]:.3f}, {s[k]['ci95'][1]:.3f}]" for k in keys],
+        *[f"{k:<16} {s[k]['mean']:7.3f} {s[k]['std']:7.3f}   " + _ci_text(s[k]) for k in keys],
         pooled,
     ]
     if "seeds" in metrics:
