@@ -147,3 +147,24 @@ def test_catalogued_but_missing_plugin_says_not_installed(fk_env):
         empty.get("encoder", "lld")
     with pytest.raises(PluginError, match="unknown encoder plugin 'nope'"):
         empty.get("encoder", "nope")
+
+
+def test_missing_requirement_of_a_builtin_names_its_extra(fk_env):
+    from fusionkit.interfaces import Encoder
+    from fusionkit.interfaces import Options as BaseOptions
+    from fusionkit.plugins import PluginError, PluginInfo, Registry, _add
+
+    class NoSmile(Encoder):
+        name = "egemaps"
+        Options = BaseOptions
+        requires = ("fk_no_such_opensmile",)
+
+        def encode_batch(self, inputs):
+            return []
+
+    reg = Registry()
+    _add(reg, set(), PluginInfo("egemaps", "encoder", NoSmile, "fusionkit", "fusionkit_plugins.egemaps"))
+    with pytest.raises(PluginError) as err:
+        reg.get("encoder", "egemaps")
+    assert str(err.value) == ("encoder plugin 'egemaps' is not installed: needs fk_no_such_opensmile "
+                              "(pip install 'fusionkit[egemaps]')")
