@@ -18,7 +18,9 @@ import logging
 import os
 import time
 from pathlib import Path
-from typing import Any, Literal, Sequence
+from typing import Any, Callable, Literal, Sequence
+
+import numpy as np
 
 from pydantic import Field, ValidationError
 
@@ -127,6 +129,24 @@ def transcribe_one(model, audio, language: str | None, options: AsrOptions) -> s
         condition_on_previous_text=options.condition_on_previous_text, initial_prompt=options.initial_prompt,
     )
     return " ".join(s.text.strip() for s in segments if s.text.strip())
+
+
+def make_transcriber(spec) -> Callable[[np.ndarray], str]:
+    """A function: mono float32 16 kHz signal -> transcript, for the recipe's ``text`` section (not cached).
+
+    Used to label new audio with a saved model (``fusionkit predict``); the model loads on first call.
+    """
+    options = parse_options(spec.options)
+    _key, _ident, path = model_identity(spec.model, spec.language, options)
+    model = None
+
+    def transcribe(signal: np.ndarray) -> str:
+        nonlocal model
+        if model is None:
+            model = load_whisper(path, options)
+        return transcribe_one(model, np.asarray(signal, dtype=np.float32), spec.language, options)
+
+    return transcribe
 
 
 def _digests(clips: Sequence[Clip], known: dict[str, str], failed: dict[str, str]) -> dict[str, str]:

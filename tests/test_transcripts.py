@@ -144,3 +144,10 @@ def test_real_whisper_tiny_on_ravdess(tmp_path):
     again = [Clip(c.id, c.path, "x", "s") for c in clips]
     transcripts.transcribe_clips(again, spec, {}, tmp_path, None)
     assert [c.text for c in again] == [c.text for c in clips]
+
+
+def test_make_transcriber_for_new_audio(tmp_path, fake_model):
+    transcribe = transcripts.make_transcriber(TextSpec(source="asr", model=str(fake_model)))
+    assert FakeWhisper.calls == 0  # the model loads on first use
+    assert transcribe(np.zeros(16000 * 3, dtype=np.float32)) == "3.0 seconds of tone"
+    assert transcribe(np.zeros(800, dtype=np.float32)) == ""
