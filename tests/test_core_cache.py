@@ -173,3 +173,53 @@ def test_ctrl_c_during_encoding_then_resume(tmp_path, fk_env, monkeypatch):
     assert resumed.exit_code == 0, resumed.output
     m = json.loads((tmp_path / "run2" / "metrics.json").read_text())
     assert m["embeddings"]["computed"] == 20 and m["embeddings"]["cached"] == 12
+
+
+SLOW = INTERRUPTING.replace("CALLS[\"n\"] += 1", "CALLS[\"n\"] += 1\n            import time; time.sleep(0.3)")
+
+
+def test_real_sigint_mid_encoding_then_resume(tmp_path):
+    """A real Ctrl-C (SIGINT) to a running `fusionkit run`: exit 130, whole entries only, the rerun resumes."""
+    import os
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    from safetensors.numpy import load_file
+
+    from core_fixtures import with_pythonpath
+
+    site = fake_distribution(tmp_path / "site", "fk-slow", {"encoder": {"stopper": "fk_slow"}}, {"fk_slow": SLOW})
+    cache = tmp_path / "cache"
+    recipe = write_recipe(tmp_path / "r.yaml", small_recipe(encoders=[{"plugin": "stopper"}]))
+    env = {**os.environ, **with_pythonpath(site), "FUSIONKIT_CACHE_DIR": str(cache), "FUSIONKIT_PROGRESS": "0"}
+    env.pop("FK_TEST_STOP_AFTER", None)
+    code = ("import signal, sys; signal.signal(signal.SIGINT, signal.default_int_handler); "
+            "from fusionkit.cli import main; sys.argv[0] = 'fusionkit'; main()")
+
+    def start(out: str) -> subprocess.Popen:
+        return subprocess.Popen([sys.executable, "-c", code, "run", str(recipe), "--out", str(tmp_path / out)],
+                                env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+
+    def done_entries() -> list:
+        return [p for p in cache.rglob("*.safetensors") if p.parent.parent.name.startswith("stopper-")]
+
+    proc = start("run1")
+    deadline = time.monotonic() + 120
+    while len(done_entries()) < 4 and proc.poll() is None and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert proc.poll() is None, "the run ended before it could be interrupted: " + proc.stderr.read()
+    proc.send_signal(signal.SIGINT)
+    _, err = proc.communicate(timeout=60)
+    assert proc.returncode == 130, err
+    assert "interrupted" in err and "Traceback" not in err
+    kept = done_entries()
+    assert 4 <= len(kept) < 32
+    assert all(load_file(str(p))["features"].shape == (2,) for p in kept)
+    assert not list(cache.rglob("*.tmp"))
+    proc = start("run2")
+    _, err = proc.communicate(timeout=120)
+    assert proc.returncode == 0, err
+    m = json.loads((tmp_path / "run2" / "metrics.json").read_text())
+    assert m["embeddings"]["cached"] == len(kept) and m["embeddings"]["computed"] == 32 - len(kept)
