@@ -1,0 +1,129 @@
+"""``catboost``: CatBoost on the concatenated pooled embeddings; saved in CatBoost's native .cbm
+format, with early stopping on a validation set of whole training speakers."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import ClassVar
+
+import numpy as np
+from pydantic import Field
+
+from fusionkit import hookimpl
+from fusionkit.features import full_proba
+from fusionkit.heads import (
+    HeadFileError, check_names, encoder_names, pooled_blocks, present_classes, read_config,
+    validation_split, write_config,
+)
+from fusionkit.interfaces import FusionHead, Options
+
+
+class CatBoostOptions(Options):
+    iterations: int = Field(600, ge=1, description="maximum boosting rounds")
+    depth: int = Field(6, ge=1, le=16, description="tree depth")
+    learning_rate: float = Field(0.08, gt=0)
+    l2_leaf_reg: float = Field(3.0, ge=0)
+    rsm: float = Field(0.1, gt=0, le=1, description="share of features considered per split (speeds up wide inputs)")
+    border_count: int = Field(64, ge=2, le=255, description="histogram bins per feature")
+    class_weight: bool = Field(True, description="auto_class_weights=Balanced")
+    early_stopping: bool = Field(True, description="hold out training speakers and keep the best iteration")
+    val_fraction: float = Field(0.2, gt=0, lt=1, description="share of training speakers held out when early stopping")
+    patience: int = Field(50, ge=1, description="rounds without validation improvement before stopping")
+    refit: bool = Field(True, description="after early stopping, refit on the whole training fold for the best number of rounds")
+    threads: int = Field(2, ge=1)
+
+
+class CatBoostHead(FusionHead):
+    """Early fusion for trees: every encoder's pooled vector concatenated, CatBoost MultiClass."""
+
+    name = "catboost"
+    description = "CatBoost on concatenated pooled embeddings (native .cbm model)"
+    Options = CatBoostOptions
+    requires: ClassVar[tuple[str, ...]] = ("catboost",)
+
+    def _model(self, iterations: int):
+        from catboost import CatBoostClassifier
+
+        o = self.options
+        return CatBoostClassifier(
+            iterations=iterations, depth=o.depth, learning_rate=o.learning_rate, l2_leaf_reg=o.l2_leaf_reg,
+            rsm=o.rsm, border_count=o.border_count, loss_function="MultiClass",
+            auto_class_weights="Balanced" if o.class_weight else None, random_seed=self.seed,
+            thread_count=o.threads, verbose=False, allow_writing_files=False,
+        )
+
+    def _matrix(self, X) -> np.ndarray:
+        check_names(X, self.encoders)
+        return np.concatenate(pooled_blocks(X, self.encoders), axis=1).astype(np.float32)
+
+    def fit(self, X, y, classes, groups=None):
+        o = self.options
+        y = np.asarray(y)
+        self.classes = list(classes)
+        self.present = present_classes(y, len(self.classes))
+        self.encoders = encoder_names(X)
+        remap = np.full(len(self.classes), -1)
+        remap[self.present] = np.arange(len(self.present))
+        yy = remap[y]
+        M = self._matrix(X)
+        self.width = M.shape[1]
+        self.best_iteration = o.iterations
+        if len(self.present) == 1:
+            self.model = None
+            return
+        if o.early_stopping:
+            tr, va = validation_split(yy, None if groups is None else np.asarray(groups), o.val_fraction, self.seed)
+            if len(np.unique(yy[tr])) == len(self.present):
+                model = self._model(o.iterations)
+                model.fit(M[tr], yy[tr], eval_set=(M[va], yy[va]), early_stopping_rounds=o.patience, use_best_model=True)
+                self.best_iteration = int(model.get_best_iteration() or 0) + 1
+                if not o.refit:
+                    self.model = model
+                    return
+        self.model = self._model(self.best_iteration)
+        self.model.fit(M, yy)
+
+    def predict_proba(self, X):
+        M = self._matrix(X)
+        if M.shape[1] != self.width:
+            raise ValueError(f"catboost head: fitted on {self.width} concatenated features, got {M.shape[1]}")
+        if self.model is None:
+            return full_proba(np.ones((len(M), 1)), self.present, len(self.classes))
+        return full_proba(self.model.predict_proba(M), self.present, len(self.classes))
+
+    def save(self, directory: Path) -> None:
+        directory = Path(directory)
+        directory.mkdir(parents=True, exist_ok=True)
+        if self.model is not None:
+            self.model.save_model(str(directory / "model.cbm"), format="cbm")
+        write_config(directory, {
+            "plugin": self.name, "classes": self.classes, "present": self.present.tolist(),
+            "encoders": self.encoders, "width": self.width, "best_iteration": self.best_iteration,
+            "options": self.options.model_dump(mode="json"), "seed": self.seed,
+        })
+
+    @classmethod
+    def load(cls, directory: Path, options, seed: int = 0):
+        directory = Path(directory)
+        config = read_config(directory, cls.name)
+        head = cls(cls.Options.model_validate(config["options"]), seed)
+        head.classes = list(config["classes"])
+        head.present = np.asarray(config["present"], dtype=np.int64)
+        head.encoders = list(config["encoders"])
+        head.width = int(config["width"])
+        head.best_iteration = int(config["best_iteration"])
+        head.model = None
+        if len(head.present) > 1:
+            path = directory / "model.cbm"
+            if not path.exists():
+                raise HeadFileError(f"{path}: missing (was the head saved into this folder?)")
+            from catboost import CatBoostClassifier
+
+            head.model = CatBoostClassifier()
+            head.model.load_model(str(path), format="cbm")
+        return head
+
+
+@hookimpl
+def register_fusions(register):
+    register(CatBoostHead)

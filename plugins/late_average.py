@@ -1,0 +1,133 @@
+"""``late-average``: one base head per encoder, class probabilities averaged.
+
+Weights are equal, proportional to each head's out-of-fold UAR above chance (``score``), or
+searched on a simplex grid to maximise the out-of-fold UAR of the average (``search``). The
+out-of-fold probabilities come from speaker-grouped inner folds of the training fold only.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, ClassVar, Literal
+
+import numpy as np
+from pydantic import Field, model_validator
+
+from fusionkit import hookimpl
+from fusionkit.ensemble import (
+    base_probas, combine, fit_bases, load_bases, out_of_fold, save_bases, simplex_grid, validate_base,
+)
+from fusionkit.heads import (
+    class_weights, encoder_names, macro_recall, present_classes, read_config, write_config,
+)
+from fusionkit.interfaces import FusionHead, Options
+
+
+class LateAverageOptions(Options):
+    base: str = Field("linear", description="fusion head fitted on each encoder alone")
+    base_options: dict[str, Any] = Field(default_factory=dict, description="options of the base head")
+    weighting: Literal["equal", "score", "search"] = Field(
+        "search", description="equal weights; out-of-fold UAR above chance; or grid search of the out-of-fold UAR")
+    average: Literal["proba", "log", "auto"] = Field(
+        "auto", description="average probabilities, or log-probabilities (geometric mean); 'auto' picks the one with "
+                            "the better out-of-fold UAR (log with equal weighting)")
+    inner_folds: int = Field(4, ge=2, description="speaker-grouped inner folds for the out-of-fold probabilities")
+    grid_step: float = Field(0.05, gt=0, le=0.5, description="weight grid step of 'search' (coarsened to 0.1 / 0.25 for 4+ / 6+ encoders)")
+
+    @model_validator(mode="after")
+    def _base_valid(self):
+        validate_base(self.base, self.base_options)
+        return self
+
+
+def log_loss(y: np.ndarray, p: np.ndarray, weight: np.ndarray) -> float:
+    w = weight[y]
+    return float(-(w * np.log(np.clip(p[np.arange(len(y)), y], 1e-12, 1.0))).sum() / w.sum())
+
+
+def search_weights(probas: list[np.ndarray], y: np.ndarray, space: str, step: float) -> tuple[np.ndarray, float]:
+    """The grid weights with the best UAR (ties: lower class-balanced log loss, then nearer equal)."""
+    n = len(probas)
+    step = max(step, 0.1) if n >= 4 else step
+    step = max(step, 0.25) if n >= 6 else step
+    cw = class_weights(y, probas[0].shape[1])
+    best_key, best = None, None
+    for w in simplex_grid(n, step):
+        p = combine(probas, w, space)
+        key = (-macro_recall(y, p), round(log_loss(y, p, cw), 9), float(np.abs(w - 1.0 / n).sum()))
+        if best_key is None or key < best_key:
+            best_key, best = key, w
+    return best, -best_key[0]
+
+
+class LateAverageHead(FusionHead):
+    """Late fusion: a base head per encoder; a (validation-weighted) average of their probabilities."""
+
+    name = "late-average"
+    description = "one head per encoder, probabilities averaged with out-of-fold tuned weights"
+    Options = LateAverageOptions
+    requires: ClassVar[tuple[str, ...]] = ("sklearn",)
+    accepts_sequences = True
+
+    def fit(self, X, y, classes, groups=None):
+        o = self.options
+        y = np.asarray(y)
+        self.classes = list(classes)
+        present_classes(y, len(self.classes))
+        self.encoders = encoder_names(X)
+        groups = None if groups is None else np.asarray(groups)
+        n = len(self.encoders)
+        self.scores: dict[str, float] = {}
+        self.space = "log" if o.average == "auto" else o.average
+        if o.weighting == "equal" or n == 1:
+            self.weights = np.full(n, 1.0 / n)
+        else:
+            oof = [out_of_fold(o.base, o.base_options, X[e], y, self.classes, groups, o.inner_folds, self.seed, e)
+                   for e in self.encoders]
+            self.scores = {e: macro_recall(y, p) for e, p in zip(self.encoders, oof)}
+            spaces = ["proba", "log"] if o.average == "auto" else [o.average]
+            if o.weighting == "score":
+                chance = 1.0 / len(np.unique(y))
+                raw = np.array([max(self.scores[e] - chance, 1e-3) for e in self.encoders])
+                self.weights = raw / raw.sum()
+                fused = {s: macro_recall(y, combine(oof, self.weights, s)) for s in spaces}
+                self.space = max(spaces, key=lambda s: (fused[s], s == "log"))
+            else:
+                found = {s: search_weights(oof, y, s, o.grid_step) for s in spaces}
+                self.space = max(spaces, key=lambda s: (found[s][1], s == "log"))
+                self.weights = found[self.space][0]
+                fused = {s: f[1] for s, f in found.items()}
+            self.scores.update({f"fused_{s}": v for s, v in fused.items()})
+        self.bases = fit_bases(o.base, o.base_options, X, y, self.classes, groups, self.seed)
+
+    def predict_proba(self, X):
+        probas = base_probas(self.bases, X)
+        return combine([probas[e] for e in self.encoders], self.weights, self.space)
+
+    def save(self, directory: Path) -> None:
+        directory = Path(directory)
+        order = save_bases(directory, self.bases)
+        write_config(directory, {
+            "plugin": self.name, "classes": self.classes, "encoders": order,
+            "weights": [float(w) for w in self.weights], "average": self.space, "oof_uar": self.scores,
+            "options": self.options.model_dump(mode="json"), "seed": self.seed,
+        })
+
+    @classmethod
+    def load(cls, directory: Path, options, seed: int = 0):
+        directory = Path(directory)
+        config = read_config(directory, cls.name)
+        saved = cls.Options.model_validate(config["options"])
+        head = cls(saved, seed)
+        head.classes = list(config["classes"])
+        head.encoders = list(config["encoders"])
+        head.weights = np.asarray(config["weights"], dtype=np.float64)
+        head.space = config["average"]
+        head.scores = dict(config.get("oof_uar", {}))
+        head.bases = load_bases(directory, saved.base, saved.base_options, head.encoders, seed)
+        return head
+
+
+@hookimpl
+def register_fusions(register):
+    register(LateAverageHead)

@@ -1,0 +1,93 @@
+"""``stacking``: one base head per encoder; a logistic-regression meta-classifier learns to
+combine their out-of-fold probabilities (speaker-grouped inner folds of the training fold)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, ClassVar, Literal
+
+import numpy as np
+from pydantic import Field, model_validator
+
+from fusionkit import hookimpl
+from fusionkit.ensemble import base_probas, fit_bases, load_bases, out_of_fold, save_bases, validate_base
+from fusionkit.heads import encoder_names, macro_recall, present_classes, read_config, write_config
+from fusionkit.interfaces import FusionHead, Options
+from fusionkit_plugins.linear_head import LinearHead, LinearOptions
+
+
+class StackingOptions(Options):
+    base: str = Field("linear", description="fusion head fitted on each encoder alone")
+    base_options: dict[str, Any] = Field(default_factory=dict, description="options of the base head")
+    inner_folds: int = Field(5, ge=2, description="speaker-grouped inner folds for the out-of-fold probabilities")
+    meta_input: Literal["proba", "log"] = Field("log", description="meta-classifier reads probabilities or log-probabilities")
+    meta_C: float = Field(0.1, gt=0, description="inverse L2 strength of the meta logistic regression")
+    class_weight: Literal["balanced", "none"] = Field("balanced", description="class weighting of the meta-classifier")
+
+    @model_validator(mode="after")
+    def _base_valid(self):
+        validate_base(self.base, self.base_options)
+        return self
+
+
+class StackingHead(FusionHead):
+    """Stacked generalisation over per-encoder heads."""
+
+    name = "stacking"
+    description = "per-encoder heads + logistic-regression meta-classifier on out-of-fold probabilities"
+    Options = StackingOptions
+    requires: ClassVar[tuple[str, ...]] = ("sklearn",)
+    accepts_sequences = True
+
+    def _meta_options(self) -> LinearOptions:
+        o = self.options
+        return LinearOptions(C=o.meta_C, class_weight=o.class_weight, block_weighting="none")
+
+    def _meta_inputs(self, probas: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        if self.options.meta_input == "log":
+            return {e: np.log(np.clip(p, 1e-6, 1.0)) for e, p in probas.items()}
+        return dict(probas)
+
+    def fit(self, X, y, classes, groups=None):
+        o = self.options
+        y = np.asarray(y)
+        self.classes = list(classes)
+        present_classes(y, len(self.classes))
+        self.encoders = encoder_names(X)
+        groups = None if groups is None else np.asarray(groups)
+        oof = {e: out_of_fold(o.base, o.base_options, X[e], y, self.classes, groups, o.inner_folds, self.seed, e)
+               for e in self.encoders}
+        self.scores = {e: macro_recall(y, p) for e, p in oof.items()}
+        self.meta = LinearHead(self._meta_options(), self.seed)
+        self.meta.fit(self._meta_inputs(oof), y, self.classes, groups)
+        self.bases = fit_bases(o.base, o.base_options, X, y, self.classes, groups, self.seed)
+
+    def predict_proba(self, X):
+        return self.meta.predict_proba(self._meta_inputs(base_probas(self.bases, X)))
+
+    def save(self, directory: Path) -> None:
+        directory = Path(directory)
+        order = save_bases(directory, self.bases)
+        self.meta.save(directory / "meta")
+        write_config(directory, {
+            "plugin": self.name, "classes": self.classes, "encoders": order, "oof_uar": self.scores,
+            "options": self.options.model_dump(mode="json"), "seed": self.seed,
+        })
+
+    @classmethod
+    def load(cls, directory: Path, options, seed: int = 0):
+        directory = Path(directory)
+        config = read_config(directory, cls.name)
+        saved = cls.Options.model_validate(config["options"])
+        head = cls(saved, seed)
+        head.classes = list(config["classes"])
+        head.encoders = list(config["encoders"])
+        head.scores = dict(config.get("oof_uar", {}))
+        head.bases = load_bases(directory, saved.base, saved.base_options, head.encoders, seed)
+        head.meta = LinearHead.load(directory / "meta", head._meta_options(), seed)
+        return head
+
+
+@hookimpl
+def register_fusions(register):
+    register(StackingHead)
