@@ -115,6 +115,7 @@ def load_whisper(path: str, options: AsrOptions):
         from faster_whisper import WhisperModel
     except ImportError:
         raise TranscriptError("text.source asr needs faster-whisper (pip install 'fusionkit[ctranslate2]')") from None
+    logging.getLogger("faster_whisper").setLevel(logging.WARNING)  # one INFO line per clip otherwise
     threads = options.cpu_threads or (os.cpu_count() or 1)
     try:
         return WhisperModel(path, device=options.device, compute_type=options.compute_type, cpu_threads=threads)
