@@ -8,8 +8,10 @@ from pathlib import Path
 import numpy as np
 
 
-# containers whose header frame count may be an estimate (VBR MP3, Ogg): a shortfall is not truncation
-ESTIMATED_LENGTH_FORMATS = frozenset({"MPEG", "OGG"})
+# containers whose header frame count may be an estimate (VBR MP3 without a Xing header, Ogg):
+# only a large shortfall counts as truncation there
+ESTIMATED_LENGTH_FORMATS = frozenset({"MP3", "MPEG", "OGG"})
+ESTIMATE_TOLERANCE = 0.9
 
 
 class AudioError(Exception):
@@ -53,7 +55,8 @@ def load_audio(path: str | Path, target_sr: int = 16000) -> np.ndarray:
         raise AudioError(f"not readable as audio ({_short(exc)})") from None
     if data.shape[0] == 0:
         raise AudioError("no audio samples (truncated or empty)")
-    if info.format not in ESTIMATED_LENGTH_FORMATS and 0 < data.shape[0] < info.frames:
+    promised = info.frames * (ESTIMATE_TOLERANCE if info.format in ESTIMATED_LENGTH_FORMATS else 1)
+    if 0 < data.shape[0] < promised:
         raise AudioError(f"truncated: header promises {info.frames} frames, {data.shape[0]} could be decoded")
     # (frames, channels) -> mono here, where the layout is known, before resampling
     return to_mono_resampled(data.mean(axis=1), sr, target_sr)

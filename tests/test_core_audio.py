@@ -162,3 +162,19 @@ def test_run_over_odd_and_bad_audio(tmp_path, fk_env, odd_corpus):
     assert {"stereo", "hires"} <= predicted
     assert len(predicted) == metrics["n_clips"] == 26
     assert not predicted & set(skipped)
+
+
+@pytest.mark.parametrize("fmt", ["MP3", "OGG", "FLAC"])
+def test_compressed_formats_whole_and_cut(tmp_path, fmt):
+    from fusionkit.audio import AudioError, load_audio
+
+    if fmt not in sf.available_formats():
+        pytest.skip(f"this libsndfile cannot write {fmt}")
+    y = voice(np.random.default_rng(5), 180, seconds=2.0)
+    path = tmp_path / f"clip.{fmt.lower()}"
+    sf.write(path, y, SR, format=fmt)
+    assert abs(len(load_audio(path)) - len(y)) < 0.02 * len(y)
+    whole = path.read_bytes()
+    path.write_bytes(whole[: len(whole) // 3])
+    with pytest.raises(AudioError, match="truncated|not readable"):
+        load_audio(path)
