@@ -71,10 +71,11 @@ def encode_clips(
             result.skipped[clip.id] = "no transcript" if encoder.modality == "text" else "no readable audio file"
             continue
         arrays = cache.get(key, required)
-        if arrays is None:
+        selected = _select(encoder, arrays) if arrays is not None else None
+        if selected is None:  # not cached, or an entry this version of the encoder cannot use
             misses.append((clip, key))
         else:
-            result.features[clip.id] = encoder.select(arrays)
+            result.features[clip.id] = selected
             result.cached += 1
     if misses:
         encoder.load()
@@ -83,12 +84,26 @@ def encode_clips(
             for batch, inputs, failures in _batches(encoder, misses):
                 result.skipped.update(failures)
                 for (clip, key), arrays in _encode_safely(encoder, batch, inputs, result.skipped):
+                    try:
+                        selected = encoder.select(arrays)
+                    except Exception as exc:  # noqa: BLE001 - one clip's odd output costs only that clip
+                        result.skipped[clip.id] = f"{encoder.name} output unusable: {type(exc).__name__}: {exc}"
+                        continue
                     cache.put(key, arrays)
-                    result.features[clip.id] = encoder.select(arrays)
+                    result.features[clip.id] = selected
                     result.computed += 1
                 progress.update(len(batch) + len(failures))
     result.seconds = time.perf_counter() - start
     return result
+
+
+def _select(encoder: Encoder, arrays: dict[str, np.ndarray]) -> np.ndarray | None:
+    """The encoder's view of a cached entry, or None when the entry does not fit it."""
+    try:
+        return encoder.select(arrays)
+    except Exception:  # noqa: BLE001 - e.g. an entry written by an older version: re-encode
+        log.debug("%s: cached entry unusable; re-encoding", encoder.name, exc_info=True)
+        return None
 
 
 def _encode_safely(encoder, batch, inputs, skipped) -> Iterator:
@@ -125,6 +140,9 @@ def _batches(encoder: Encoder, misses: list[tuple[Clip, str]]):
             except AudioError as exc:
                 failures[clip.id] = str(exc)
                 log.warning("%s: skipped: %s", clip.path, exc)
+            except Exception as exc:  # noqa: BLE001 - a decoder bug on one file must not end the run
+                failures[clip.id] = f"cannot decode ({type(exc).__name__}: {exc})"
+                log.warning("%s: skipped: cannot decode (%s: %s)", clip.path, type(exc).__name__, exc)
         return ok, inputs, failures
 
     with ThreadPoolExecutor(max_workers=1) as pool:
