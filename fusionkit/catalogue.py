@@ -11,8 +11,12 @@ CATALOGUE = Path(__file__).with_name("registry.toml")  # a link to the repositor
 
 
 def catalogue() -> list[dict]:
-    with open(CATALOGUE, "rb") as fh:
-        return tomllib.load(fh)["plugin"]
+    """The ``[[plugin]]`` entries; empty when the file is missing (listing still shows what is installed)."""
+    try:
+        with open(CATALOGUE, "rb") as fh:
+            return tomllib.load(fh).get("plugin", [])
+    except FileNotFoundError:
+        return []
 
 
 def plugin_rows(reg: Registry) -> list[dict]:

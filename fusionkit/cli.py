@@ -126,7 +126,7 @@ def plugins_list(as_json: bool) -> None:
     if as_json:
         click.echo(json.dumps(rows, indent=2))
         return
-    widths = {k: max(len(k), *(len(str(r[k])) for r in rows)) for k in ("kind", "name", "status", "origin")}
+    widths = {k: max([len(k), *(len(str(r[k])) for r in rows)]) for k in ("kind", "name", "status", "origin")}
     header = "  ".join(k.ljust(widths[k]) for k in widths) + "  description"
     click.echo(header)
     for r in rows:
