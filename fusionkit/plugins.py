@@ -137,7 +137,7 @@ def _check_class(cls: object, kind: str) -> None:
 
 def _entry_points():
     """Every (kind, entry point) pair, built-ins first, honouring the environment switches."""
-    only_builtin = os.environ.get(AUTOLOAD_ENV, "").strip() not in ("", "0", "false")
+    only_builtin = os.environ.get(AUTOLOAD_ENV, "").strip().lower() not in ("", "0", "false", "no", "off")
     for kind, group in GROUPS.items():
         found = [(ep, ep.dist.name if ep.dist is not None else "?") for ep in metadata.entry_points(group=group)]
         for ep, dist in sorted(found, key=lambda e: (e[1] != BUILTIN_DISTRIBUTION, e[0].name, e[1])):

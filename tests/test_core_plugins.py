@@ -90,8 +90,9 @@ def test_autoload_switch_hides_third_party_plugins(tmp_path, monkeypatch, fk_env
     assert "example-energy" not in reg.names("encoder")
     assert {"lld", "xgboost", "synthetic"} <= {p.name for p in reg.all()}
     assert all(p.distribution == "fusionkit" for p in reg.all())
-    monkeypatch.setenv("FUSIONKIT_DISABLE_PLUGIN_AUTOLOAD", "0")
-    assert "extra-enc" in build_registry().names("encoder")
+    for off in ("0", "false", "False", "no", ""):
+        monkeypatch.setenv("FUSIONKIT_DISABLE_PLUGIN_AUTOLOAD", off)
+        assert "extra-enc" in build_registry().names("encoder"), off
 
 
 def test_block_switch_blocks_one_plugin(tmp_path, monkeypatch, fk_env):
