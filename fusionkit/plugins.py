@@ -167,7 +167,7 @@ def build_registry() -> Registry:
             continue
         try:
             module = ep.load()
-        except Exception as exc:  # noqa: BLE001 - any plugin failure is isolated
+        except (Exception, SystemExit) as exc:  # noqa: BLE001 - any plugin failure is isolated, even sys.exit()
             registry.problems.append(
                 PluginInfo(ep.name, kind, None, dist, ep.value, "broken", f"{type(exc).__name__}: {exc}")
             )
@@ -175,7 +175,13 @@ def build_registry() -> Registry:
         if id(module) in seen_modules:
             continue
         seen_modules.add(id(module))
-        pm.register(module, name=f"{dist}:{ep.group}:{ep.name}")
+        try:
+            pm.register(module, name=f"{dist}:{ep.group}:{ep.name}")  # checks hook signatures
+        except Exception as exc:  # noqa: BLE001 - e.g. pluggy.PluginValidationError
+            registry.problems.append(
+                PluginInfo(ep.name, kind, None, dist, ep.value, "broken", f"{type(exc).__name__}: {exc}")
+            )
+            continue
         for hook_kind, hook_name in HOOKS.items():
             hook = getattr(module, hook_name, None)
             if hook is None:
@@ -189,7 +195,7 @@ def build_registry() -> Registry:
                 hook(register=register)
             except PluginError:
                 raise
-            except Exception as exc:  # noqa: BLE001
+            except (Exception, SystemExit) as exc:  # noqa: BLE001
                 registry.problems.append(
                     PluginInfo(ep.name, kind, None, dist, ep.value, "broken", f"{hook_name} raised {type(exc).__name__}: {exc}")
                 )

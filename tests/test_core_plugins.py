@@ -169,3 +169,23 @@ def test_missing_requirement_of_a_builtin_names_its_extra(fk_env):
         reg.get("encoder", "egemaps")
     assert str(err.value) == ("encoder plugin 'egemaps' is not installed: needs fk_no_such_opensmile "
                               "(pip install 'fusionkit[egemaps]')")
+
+
+def test_exit_on_import_and_bad_hook_signature_are_broken(tmp_path, monkeypatch, fk_env):
+    from fusionkit.plugins import build_registry
+
+    bad_signature = """
+        from fusionkit import hookimpl
+
+        @hookimpl
+        def register_encoders(reg, extra):
+            pass
+    """
+    site = fake_distribution(tmp_path / "site", "fk-rude",
+                             {"encoder": {"quitter": "fk_quitter", "wrongsig": "fk_wrongsig"}},
+                             {"fk_quitter": "import sys\nsys.exit('no thanks')\n", "fk_wrongsig": bad_signature})
+    monkeypatch.syspath_prepend(str(site))
+    by_name = {p.name: p for p in build_registry().all()}
+    assert by_name["quitter"].status == "broken" and "SystemExit: no thanks" in by_name["quitter"].reason
+    assert by_name["wrongsig"].status == "broken" and "extra" in by_name["wrongsig"].reason
+    assert by_name["lld"].status == "installed"
