@@ -85,6 +85,8 @@ class HFTextEncoder(Encoder):
             if getattr(config, "is_encoder_decoder", False):
                 model = model.get_encoder()
         self.tokenizer = AutoTokenizer.from_pretrained(path, **local)
+        if self.tokenizer.pad_token is None and self.tokenizer.eos_token is not None:
+            self.tokenizer.pad_token = self.tokenizer.eos_token  # padding is masked out anyway
         self.device = torch_device(o.device)
         self.model = model.to(self.device).eval()
         self.limit = self._token_limit(config)
@@ -115,15 +117,16 @@ class HFTextEncoder(Encoder):
             self.truncated += n_truncated
             log.warning("hf-text: %d of %d texts in this batch truncated to %d tokens (%d so far)",
                         n_truncated, len(texts), self.limit, self.truncated)
-        batch = self.tokenizer(texts, padding=True, truncation=True, max_length=self.limit, return_tensors="pt")
-        batch = {k: v.to(self.device) for k, v in batch.items() if k in self.accepts}
+        tokens = self.tokenizer(texts, padding=True, truncation=True, max_length=self.limit, return_tensors="pt")
+        feed = {k: v.to(self.device) for k, v in tokens.items() if k in self.accepts}
         with torch.inference_mode():
-            out = self.model(**batch, output_hidden_states=True)
+            out = self.model(**feed, output_hidden_states=True)
         hidden = torch.stack(out.hidden_states, dim=1).float()  # (B, L+1, T, D)
-        mask = batch["attention_mask"].to(hidden.dtype)  # (B, T)
+        real_tokens = tokens["attention_mask"].to(self.device)
+        mask = real_tokens.to(hidden.dtype)  # (B, T)
         weights = mask[:, None, :, None]
         mean = (hidden * weights).sum(dim=2) / weights.sum(dim=2).clamp(min=1.0)
-        first = batch["attention_mask"].argmax(dim=1)  # first real token, whichever side pads
+        first = real_tokens.argmax(dim=1)  # first real token, whichever side pads
         cls = hidden[torch.arange(len(texts)), :, first, :]
         results = []
         for i in range(len(texts)):
