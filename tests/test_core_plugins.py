@@ -37,8 +37,10 @@ def test_broken_plugin_is_listed_not_fatal(broken_site, tmp_path):
 
 
 def test_run_without_the_broken_plugin_works(broken_site, tmp_path):
+    # a healthy third-party encoder next to the broken one (numpy only: no librosa start-up in the subprocess)
+    fake_distribution(broken_site, "fk-healthy", {"encoder": {"quick": "fk_quick"}}, {"fk_quick": encoder_module("quick")})
     env = with_pythonpath(broken_site, {"FUSIONKIT_CACHE_DIR": str(tmp_path / "cache")})
-    recipe = write_recipe(tmp_path / "r.yaml", small_recipe())
+    recipe = write_recipe(tmp_path / "r.yaml", small_recipe(encoders=[{"plugin": "quick"}]))
     proc = run_cli(["run", str(recipe), "--out", str(tmp_path / "run")], env)
     assert proc.returncode == 0, proc.stderr
     assert json.loads((tmp_path / "run" / "metrics.json").read_text())["n_clips"] == 32
