@@ -46,3 +46,26 @@ def test_help_lists_the_core_commands(tmp_path):
     out = probe(["--help"], tmp_path)
     for command in ("run", "validate", "plugins"):
         assert f"  {command} " in out["stdout"]
+
+
+def test_a_broken_optional_command_does_not_break_the_cli(monkeypatch, capsys):
+    import importlib
+
+    from fusionkit import cli
+
+    real = importlib.import_module
+
+    def fake(name, *args):
+        if name == "fusionkit.bench":
+            raise RuntimeError("bench is broken")
+        if name == "fusionkit.bundle":
+            err = ModuleNotFoundError("No module named 'fusionkit.bundle'")
+            err.name = "fusionkit.bundle"
+            raise err
+        return real(name, *args)
+
+    monkeypatch.setattr(importlib, "import_module", fake)
+    cli._register_extra_commands()
+    err = capsys.readouterr().err
+    assert "warning: 'fusionkit bench' is unavailable: RuntimeError: bench is broken" in err
+    assert "bundle" not in err  # simply absent: nothing to warn about
