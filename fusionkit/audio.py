@@ -45,7 +45,7 @@ def load_audio(path: str | Path, target_sr: int = 16000) -> np.ndarray:
         raise AudioError("file not found")
     if path.stat().st_size == 0:
         raise AudioError("empty file (0 bytes)")
-    truncated = riff_truncation(path)
+    truncated = container_truncation(path)
     if truncated:
         raise AudioError(truncated)
     try:
@@ -60,6 +60,45 @@ def load_audio(path: str | Path, target_sr: int = 16000) -> np.ndarray:
         raise AudioError(f"truncated: header promises {info.frames} frames, {data.shape[0]} could be decoded")
     # (frames, channels) -> mono here, where the layout is known, before resampling
     return to_mono_resampled(data.mean(axis=1), sr, target_sr)
+
+
+def container_truncation(path: str | Path) -> str | None:
+    """Why a WAV or AIFF file is cut short (see :func:`riff_truncation`), or None."""
+    try:
+        return riff_truncation(path) or aiff_truncation(path)
+    except OSError:
+        return None  # unreadable: the decoder will say so
+
+
+def aiff_truncation(path: str | Path) -> str | None:
+    """Like :func:`riff_truncation`, for AIFF/AIFF-C: the ``SSND`` chunk against the bytes present."""
+    import struct
+
+    size = Path(path).stat().st_size
+    with open(path, "rb") as fh:
+        head = fh.read(12)
+        if len(head) < 12 or head[:4] != b"FORM" or head[8:12] not in (b"AIFF", b"AIFC"):
+            return None
+        frames = frame_bytes = 0
+        offset = 12
+        while offset + 8 <= size:
+            fh.seek(offset)
+            chunk_id, chunk_size = struct.unpack(">4sI", fh.read(8))
+            body = offset + 8
+            if chunk_id == b"COMM":
+                comm = fh.read(8)
+                if len(comm) == 8:
+                    channels, frames, bits = struct.unpack(">HIH", comm)
+                    frame_bytes = channels * ((bits + 7) // 8)
+            elif chunk_id == b"SSND":
+                promised, present = chunk_size - 8, size - body - 8
+                if promised <= present or chunk_size < 8:
+                    return None
+                if frames and frame_bytes and promised == frames * frame_bytes:
+                    return f"truncated: the AIFF header promises {frames} frames, the file holds {max(present, 0) // frame_bytes}"
+                return f"truncated: the AIFF header promises {promised} data bytes, the file holds {max(present, 0)}"
+            offset = body + chunk_size + (chunk_size & 1)
+    return None
 
 
 def riff_truncation(path: str | Path) -> str | None:

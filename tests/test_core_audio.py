@@ -178,3 +178,17 @@ def test_compressed_formats_whole_and_cut(tmp_path, fmt):
     path.write_bytes(whole[: len(whole) // 3])
     with pytest.raises(AudioError, match="truncated|not readable"):
         load_audio(path)
+
+
+def test_truncated_aiff_is_reported(tmp_path):
+    from fusionkit.audio import AudioError, container_truncation, load_audio
+
+    path = tmp_path / "clip.aiff"
+    sf.write(path, voice(np.random.default_rng(6), 140), SR, format="AIFF", subtype="PCM_16")
+    assert container_truncation(path) is None and len(load_audio(path)) == 12800
+    whole = path.read_bytes()
+    data_at = whole.index(b"SSND") + 16
+    path.write_bytes(whole[: data_at + 2 * 3000])
+    assert sf.info(str(path)).frames == 3000  # libsndfile quietly shortens it
+    with pytest.raises(AudioError, match="truncated: the AIFF header promises 12800 frames, the file holds 3000"):
+        load_audio(path)
