@@ -105,7 +105,7 @@ def plot_folds(folds: list[dict], path: Path, keys=("uar", "wa", "macro_f1"), su
     ax.set_ylim(lo, 1.0)
     ax.set_ylabel(ylabel)
     ax.set_title("per-fold scores", fontsize=10)
-    ax.legend(fontsize=7, ncol=len(keys) + 2, loc="upper center", bbox_to_anchor=(0.5, -0.1 if len(folds) <= 12 else -0.25),
+    ax.legend(fontsize=7, ncol=len(keys) + 2, loc="upper center", bbox_to_anchor=(0.5, (-0.1 if len(folds) <= 12 else -0.25) - (0.06 if any("\n" in lab for lab in labels) else 0)),
               frameon=False)
     fig.tight_layout()
     fig.savefig(path, dpi=120, bbox_inches="tight")
@@ -138,6 +138,11 @@ def _fmt_ci(s: dict) -> str:
     return f"{s['ci95'][0]:.3f} to {s['ci95'][1]:.3f}" if s["n"] > 1 else "n/a (one score)"
 
 
+def _plugin_text(spec: dict, name: str) -> str:
+    opts = ", ".join(f"{k}={v}" for k, v in (spec.get("options") or {}).items())
+    return f"`{name}`" + (f" ({opts})" if opts else "")
+
+
 def _header(m: dict) -> list[str]:
     p = m["protocol"]
     corpus = f"**{p['corpus']}**" + (f" (train) -> **{p['test_corpus']}** (test)" if p.get("test_corpus") else "")
@@ -166,7 +171,8 @@ def _header(m: dict) -> list[str]:
         f"- Split: {p.get('split_description', p['split']['kind'])}; seeds {p['seeds']}; "
         + ("speaker-independent (no speaker on both sides of any fold)." if p["speaker_independent"]
            else f"**NOT speaker-independent**: {p.get('speaker_overlap', '?')} speaker(s) on both sides."),
-        f"- Encoders: {', '.join(e.get('name') or e['plugin'] for e in p['encoders'])}; head: {p['fusion']['plugin']}.",
+        f"- Encoders: {'; '.join(_plugin_text(e, e.get('name') or e['plugin']) for e in p['encoders'])}. "
+        f"Head: {_plugin_text(p['fusion'], p['fusion']['plugin'])}.",
         f"- Scoring: {p['scoring']}.",
         "",
     ]
