@@ -355,8 +355,20 @@ def load_recipe(ref: str | Path, overrides: list[str] = ()) -> Recipe:
     raw = load_raw(path, overrides)
     recipe, problems = validate(raw, str(path))
     if problems:
-        raise RecipeError(problems)
+        raise RecipeError([_blame_override(line, str(path), overrides) for line in problems])
     return recipe  # type: ignore[return-value]
+
+
+def _blame_override(line: str, source: str, overrides: list[str]) -> str:
+    """Point a problem at the ``--set`` that caused it, when one did."""
+    for item in reversed(list(overrides)):
+        key = item.split("=", 1)[0].strip()
+        section = key.rsplit(".", 1)[0] if "." in key else None
+        # the field itself or anything inside the value it was given, or a rule on its section as a whole
+        if (line.startswith((f"{source}: {key}: ", f"{source}: {key}."))
+                or (section and line.startswith(f"{source}: {section}: "))):
+            return f"{line} (from --set {item})"
+    return line
 
 
 def plugin_options(kind: str, name: str, options: dict):

@@ -175,3 +175,14 @@ def test_messages_for_choices_duplicates_and_paths_together(tmp_path, fk_env):
     assert "did you mean 'xgboost'" in lines[0] and lines[1].endswith(f"data.root: {tmp_path / 'nope'} does not exist")
     path = write_recipe(tmp_path / "r3.yaml", small_recipe(fusion="xgboost"))
     assert error_lines(validate(path)) == [f"error: {path}: fusion: input should be a valid dictionary, got 'xgboost'"]
+
+
+def test_problems_caused_by_set_say_so(tmp_path, fk_env):
+    path = write_recipe(tmp_path / "r.yaml", small_recipe(fusion__options={"max_depth": "deep"}))
+    result = validate(path, "split.folds=four", "fusion.options.n_estimators=5", "encoders.0.options.n_mfc=3")
+    lines = error_lines(result)
+    assert len(lines) == 3, lines
+    assert any("split.folds" in l and l.endswith("(from --set split.folds=four)") for l in lines)
+    assert any("encoders.0.options.n_mfc: unknown field (from --set encoders.0.options.n_mfc=3)" in l for l in lines)
+    (depth,) = [l for l in lines if "max_depth" in l]
+    assert "--set" not in depth  # that one is the file's own doing
