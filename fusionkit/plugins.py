@@ -84,11 +84,14 @@ def suggest(name: str, choices: list[str]) -> str:
 
 
 def missing_requirements(cls: type) -> list[str]:
-    """Import names the plugin needs that are not installed (checked without importing them)."""
+    """Import names the plugin needs that are not installed (checked without importing them).
+
+    Only the top-level package is looked up: ``find_spec("torch.nn")`` would import torch.
+    """
     out = []
     for mod in getattr(cls, "requires", ()):
         try:
-            if importlib.util.find_spec(mod) is None:
+            if importlib.util.find_spec(mod.split(".")[0]) is None:
                 out.append(mod)
         except (ImportError, ValueError):
             out.append(mod)
