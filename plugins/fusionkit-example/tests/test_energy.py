@@ -67,3 +67,9 @@ def test_registered_through_the_entry_point():
     from fusionkit.plugins import build_registry
 
     assert build_registry().get("encoder", "example-energy") is EnergyEncoder
+
+
+def test_cache_key_follows_the_output_not_the_speed():
+    key = EnergyEncoder(EnergyOptions()).cache_key()
+    assert EnergyEncoder(EnergyOptions(batch_size=8)).cache_key() == key
+    assert EnergyEncoder(EnergyOptions(frame_ms=30)).cache_key() != key

@@ -98,6 +98,15 @@ class EnergyEncoder(Encoder):
     version = "1"
     sample_rate = 16000
 
+    # options that change how fast, never what comes out: left out of the cache key, so that
+    # changing them re-encodes nothing
+    runtime_options: ClassVar[frozenset[str]] = frozenset({"batch_size"})
+
+    def identity(self) -> dict:
+        ident = super().identity()
+        ident["options"] = {k: v for k, v in ident["options"].items() if k not in self.runtime_options}
+        return ident
+
     def feature_names(self) -> list[str]:
         """Names of the vector's entries, in order."""
         rows = ["rms_db", "zcr"] + (["rms_db_delta", "zcr_delta"] if self.options.deltas else [])
