@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Any, ClassVar, Literal, Sequence, Union
 
 import numpy as np
-from pydantic import Field
+from pydantic import Field, field_validator
 
 from fusionkit.interfaces import Encoder, Options, Pooling
 from fusionkit.layers import (
@@ -35,6 +35,13 @@ class LayeredOptions(Options):
     device: Literal["cpu", "cuda", "mps"] = Field("cpu", description="cuda/mps run in float16")
     max_seconds: float = Field(30.0, gt=0.5, le=600, description="longer audio is encoded in chunks of at most this length; statistics are merged exactly")
     trust_remote_code: bool = Field(False, description="allow custom model code shipped with the checkpoint")
+
+    @field_validator("layers")
+    @classmethod
+    def _layers_nonempty(cls, v):
+        if isinstance(v, list) and (not v or len(set(v)) != len(v)):
+            raise ValueError("layers list must be non-empty without repeats")
+        return v
 
 
 class LayeredEncoder(Encoder):
@@ -114,7 +121,17 @@ class LayeredEncoder(Encoder):
         return AutoConfig.from_pretrained(self.model_path, trust_remote_code=self.options.trust_remote_code)
 
     def n_layers(self) -> int:
-        """L+1: the number of hidden states the model returns."""
+        """L+1: the number of hidden states the model returns (config.json is read directly when it
+        can be, so that a run served from the cache never imports torch or transformers)."""
+        if self.model is None:
+            path = Path(self.model_path) / "config.json"
+            if path.is_file():
+                import json
+
+                try:
+                    return int(json.loads(path.read_text(encoding="utf-8"))["num_hidden_layers"]) + 1
+                except (ValueError, KeyError, TypeError):
+                    pass  # unusual config: let transformers read it
         return int(self.config().num_hidden_layers) + 1
 
     # ---------------------------------------------------------- work
@@ -173,7 +190,10 @@ class LayeredEncoder(Encoder):
 
     # ---------------------------------------------------------- selection
     def required_keys(self) -> set[str]:
-        return {sequence_key(i) for i in self.sequence_layers()} | {"mean", "std", "max"}
+        """Also checks ``layers`` against the model (from its config) before anything is encoded."""
+        chosen = layer_indices(self.options.layers, self.n_layers())
+        seq = {sequence_key(i) for i in chosen} if self.options.pooling == "none" else set()
+        return seq | {"mean", "std", "max"}
 
     def select(self, arrays: dict[str, np.ndarray]) -> np.ndarray:
         return select_layers(arrays, self.options.layers, self.options.pooling)

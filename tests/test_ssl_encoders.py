@@ -183,6 +183,8 @@ def test_options_are_validated():
         Wav2Vec2Options(device="tpu")
     with pytest.raises(ValidationError):
         W2VBertOptions(unknown=1)
+    with pytest.raises(ValidationError, match="non-empty without repeats"):
+        Wav2Vec2Options(layers=[1, 1])
     assert Wav2Vec2Options(layers=[1, 3]).layers == [1, 3]
 
 
@@ -192,3 +194,42 @@ def test_registered_as_plugins():
     reg = registry()
     assert reg.get("encoder", "wav2vec2") is Wav2Vec2Encoder
     assert reg.get("encoder", "w2v-bert") is W2VBertEncoder
+
+
+def test_layers_out_of_range_fail_before_encoding(models, tmp_path):
+    clips = _clips(tmp_path, n=1)
+    from fusionkit.encode import clip_digests
+
+    enc = make("wavlm", models["wavlm"], layers=[0, LAYERS + 1])
+    with pytest.raises(LayerError, match=f"layers: {LAYERS + 1} is out of range"):
+        encode_clips(enc, clips, tmp_path / "cache", clip_digests(clips)[0])
+    assert enc.model is None  # nothing was loaded or encoded
+
+
+def test_cache_hits_need_neither_torch_nor_transformers(models, tmp_path):
+    """A run served from the cache must not pay for importing the model stack."""
+    import subprocess
+    import sys
+    import textwrap
+
+    from fusionkit.encode import clip_digests
+
+    clips = _clips(tmp_path, n=2)
+    digests = clip_digests(clips)[0]
+    assert encode_clips(make("hubert", models["hubert"]), clips, tmp_path / "cache", digests).computed == 2
+    code = textwrap.dedent(f"""
+        import sys
+        from pathlib import Path
+        from fusionkit.encode import encode_clips
+        from fusionkit.interfaces import Clip
+        from fusionkit_plugins.wav2vec2 import Wav2Vec2Encoder, Wav2Vec2Options
+        clips = [Clip(id=c, path=Path(p), label="x", speaker="s") for c, p in {[(c.id, str(c.path)) for c in clips]!r}]
+        enc = Wav2Vec2Encoder(Wav2Vec2Options(model={str(models["hubert"])!r}, layers=-1, pooling="max"))
+        res = encode_clips(enc, clips, Path({str(tmp_path / "cache")!r}), {digests!r})
+        assert (res.computed, res.cached) == (0, 2), (res.computed, res.cached)
+        heavy = [m for m in ("torch", "transformers") if m in sys.modules]
+        assert not heavy, heavy
+        print("ok")
+    """)
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0 and proc.stdout.strip().endswith("ok"), proc.stderr[-2000:]
