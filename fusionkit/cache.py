@@ -92,3 +92,51 @@ def _umask() -> int:
 
 def atomic_write_text(path: Path, text: str) -> None:
     atomic_write_bytes(path, text.encode("utf-8"))
+
+
+# ---------------------------------------------------------------- inspection and cleaning
+
+
+def _is_stray_tmp(path: Path) -> bool:
+    return path.name.startswith(".") and path.name.endswith(".tmp")
+
+
+def cache_report(root: Path) -> list[dict]:
+    """One row per folder directly under the cache root: what made it, entries, bytes, stray temp files."""
+    root = Path(root)
+    if not root.is_dir():
+        return []
+    rows = []
+    for folder in sorted(p for p in root.iterdir() if p.is_dir()):
+        files = [p for p in folder.rglob("*") if p.is_file()]
+        try:
+            identity = json.loads((folder / "identity.json").read_text())
+        except (OSError, ValueError):
+            identity = {}
+        rows.append({
+            "folder": folder.name,
+            "plugin": identity.get("plugin", "") if isinstance(identity, dict) else "",
+            "entries": sum(p.suffix == ".safetensors" and not _is_stray_tmp(p) for p in files),
+            "bytes": sum(p.stat().st_size for p in files),
+            "stray_tmp": sum(_is_stray_tmp(p) for p in files),
+        })
+    return rows
+
+
+def remove_stray_tmp(root: Path, min_age_s: float = 3600.0) -> int:
+    """Delete temporary files left by killed writers, if older than ``min_age_s``; return how many.
+
+    The age guard keeps the in-flight files of a run that is still going.
+    """
+    import time
+
+    cutoff = time.time() - min_age_s
+    removed = 0
+    for path in Path(root).rglob(".*.tmp"):
+        try:
+            if path.is_file() and path.stat().st_mtime <= cutoff:
+                path.unlink()
+                removed += 1
+        except OSError:
+            continue
+    return removed

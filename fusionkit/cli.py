@@ -135,6 +135,67 @@ def plugins_list(as_json: bool) -> None:
         click.echo(f"{line}  {detail}")
 
 
+@main.group("cache")
+def cache_group() -> None:
+    """Inspect or clean the embedding cache."""
+
+
+cache_dir_option = click.option(
+    "--dir", "cache_dir", type=click.Path(file_okay=False, path_type=Path),
+    help="Cache folder (default: $FUSIONKIT_CACHE_DIR, else the user cache dir).")
+
+
+def _cache_root(cache_dir: Path | None) -> Path:
+    from fusionkit.cache import default_cache_dir
+
+    return cache_dir or default_cache_dir()
+
+
+@cache_group.command("info")
+@cache_dir_option
+@click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
+def cache_info(cache_dir: Path | None, as_json: bool) -> None:
+    """Where the cache is, and per folder: the plugin, entries, size, stray temporary files."""
+    from fusionkit.cache import cache_report
+
+    root = _cache_root(cache_dir)
+    rows = cache_report(root)
+    if as_json:
+        click.echo(json.dumps({"dir": str(root), "folders": rows}, indent=2))
+        return
+    click.echo(f"cache: {root}" + ("" if root.is_dir() else " (does not exist yet)"))
+    if not rows:
+        return
+    width = max(len(r["folder"]) for r in rows)
+    for r in rows:
+        tmp = f", {r['stray_tmp']} stray .tmp" if r["stray_tmp"] else ""
+        click.echo(f"  {r['folder']:<{width}}  {r['entries']:>7} entries  {_size(r['bytes']):>9}{tmp}")
+    total = sum(r["bytes"] for r in rows)
+    click.echo(f"  total {_size(total)}; delete a folder to drop it (it is rebuilt when needed)")
+
+
+def _size(n: float) -> str:
+    if n < 1000:
+        return f"{n:.0f} B"
+    for unit in ("KB", "MB"):
+        n /= 1000
+        if n < 1000:
+            return f"{n:.1f} {unit}"
+    return f"{n / 1000:.1f} GB"
+
+
+@cache_group.command("clean")
+@cache_dir_option
+@click.option("--min-age", type=float, default=3600.0, show_default=True,
+              help="Only files older than this many seconds (protects runs in progress).")
+def cache_clean(cache_dir: Path | None, min_age: float) -> None:
+    """Delete temporary files left by interrupted writes (never a finished entry)."""
+    from fusionkit.cache import remove_stray_tmp
+
+    root = _cache_root(cache_dir)
+    click.echo(f"{root}: removed {remove_stray_tmp(root, min_age)} stray temporary file(s)")
+
+
 def _register_extra_commands() -> None:
     """Commands that live in their own modules (bench, export, predict), added when present."""
     import importlib

@@ -223,3 +223,34 @@ def test_real_sigint_mid_encoding_then_resume(tmp_path):
     assert proc.returncode == 0, err
     m = json.loads((tmp_path / "run2" / "metrics.json").read_text())
     assert m["embeddings"]["cached"] == len(kept) and m["embeddings"]["computed"] == 32 - len(kept)
+
+
+def test_cache_info_and_clean_commands(tmp_path):
+    import os
+    import time
+
+    from fusionkit.cache import EmbeddingCache
+    from fusionkit.cli import main
+
+    root = tmp_path / "cache"
+    cache = EmbeddingCache(root, "lld-0123456789abcdef", {"plugin": "lld"})
+    for i in range(3):
+        cache.put(f"{i:02d}" * 16, {"features": np.ones(10, dtype=np.float32)})
+    old_tmp = cache.path("aa" * 16).parent / ".dead.safetensors.x.tmp"
+    old_tmp.parent.mkdir(parents=True, exist_ok=True)
+    old_tmp.write_bytes(b"partial")
+    os.utime(old_tmp, (time.time() - 7200, time.time() - 7200))
+    fresh_tmp = cache.path("bb" * 16).parent / ".inflight.safetensors.y.tmp"
+    fresh_tmp.parent.mkdir(parents=True, exist_ok=True)
+    fresh_tmp.write_bytes(b"being written")
+    info = CliRunner().invoke(main, ["cache", "info", "--dir", str(root), "--json"])
+    assert info.exit_code == 0, info.output
+    (row,) = json.loads(info.stdout)["folders"]
+    assert row == {**row, "folder": "lld-0123456789abcdef", "plugin": "lld", "entries": 3, "stray_tmp": 2}
+    text = CliRunner().invoke(main, ["cache", "info", "--dir", str(root)]).stdout
+    assert "lld-0123456789abcdef" in text and "3 entries" in text and "2 stray .tmp" in text
+    clean = CliRunner().invoke(main, ["cache", "clean", "--dir", str(root)])
+    assert clean.exit_code == 0 and "removed 1 stray" in clean.stdout
+    assert not old_tmp.exists() and fresh_tmp.exists()  # a run in progress keeps its file
+    CliRunner().invoke(main, ["cache", "clean", "--dir", str(root), "--min-age", "0"])
+    assert not fresh_tmp.exists() and len(entries(root)) == 3  # finished entries are never touched

@@ -34,7 +34,8 @@ def probe(args: list[str], tmp_path) -> dict:
     return {**json.loads(line[2:]), "stdout": proc.stdout, "stderr": proc.stderr}
 
 
-@pytest.mark.parametrize("args", [["--help"], ["plugins", "list"], ["plugins", "list", "--json"], ["--version"]])
+@pytest.mark.parametrize("args", [["--help"], ["plugins", "list"], ["plugins", "list", "--json"], ["--version"],
+                                  ["cache", "info"]])
 def test_cli_imports_nothing_heavy(args, tmp_path):
     out = probe(args, tmp_path)
     assert out["code"] in (0, None), out["stderr"]
@@ -44,7 +45,7 @@ def test_cli_imports_nothing_heavy(args, tmp_path):
 
 def test_help_lists_the_core_commands(tmp_path):
     out = probe(["--help"], tmp_path)
-    for command in ("run", "validate", "plugins"):
+    for command in ("run", "validate", "plugins", "cache"):
         assert f"  {command} " in out["stdout"]
 
 
