@@ -96,6 +96,9 @@ class Recipe(Strict):
     split: SplitSpec = Field(default_factory=SplitSpec)
     seed: int = 0
     seeds: list[int] | None = None
+    normalize: Literal["none", "corpus", "speaker"] = Field(
+        "none", description="z-score each encoder's pooled features per corpus or per speaker (no labels used) "
+                            "before the folds; recorded in the protocol")
     cache: CacheSpec = Field(default_factory=CacheSpec)
 
     @field_validator("encoders")

@@ -171,6 +171,8 @@ def _header(m: dict) -> list[str]:
         f"- Split: {p.get('split_description', p['split']['kind'])}; seeds {p['seeds']}; "
         + ("speaker-independent (no speaker on both sides of any fold)." if p["speaker_independent"]
            else f"**NOT speaker-independent**: {p.get('speaker_overlap', '?')} speaker(s) on both sides."),
+        *([f"- Features z-scored per {p['normalize']} (each group's own mean and std, no labels used)."]
+          if p.get("normalize", "none") != "none" else []),
         f"- Encoders: {'; '.join(_plugin_text(e, e.get('name') or e['plugin']) for e in p['encoders'])}. "
         f"Head: {_plugin_text(p['fusion'], p['fusion']['plugin'])}.",
         f"- Scoring: {p['scoring']}.",

@@ -209,6 +209,11 @@ def run(recipe: Recipe, run_dir: Path | None = None, recipe_source: str = "") ->
     atomic_write_text(run_dir / "recipe.yaml", dump(recipe))
     t0 = time.perf_counter()
     prep = prepare(recipe, run_dir)
+    if recipe.normalize != "none":
+        from fusionkit.normalize import normalize_features
+
+        test_ids = {c.id for c in prep.clips[prep.n_train:]} if prep.n_train is not None else set()
+        prep.features = normalize_features(prep.features, prep.sequences, prep.clips, recipe.normalize, test_ids)
     fit = _fit_regression if recipe.task.kind == "regression" else _fit_classification
     fold_rows, pred_rows, header, fit_seconds = fit(recipe, prep, run_dir)
     if not fold_rows:
@@ -332,6 +337,7 @@ def _protocol(recipe: Recipe, prep: Prepared, fold_rows: list[dict], definitions
         "split_description": _split_text(recipe, prep, n_folds),
         "folds": n_folds,
         "seeds": recipe.run_seeds(),
+        "normalize": recipe.normalize,
         "n_speakers": len({c.speaker for c in prep.clips}),
         "speaker_independent": overlap == 0,
         "speaker_overlap": overlap,
@@ -417,7 +423,8 @@ def protocol_lines(metrics: dict) -> list[str]:
     """The protocol in a few lines, printed above the results."""
     p = metrics["protocol"]
     corpus = p["corpus"] + (f" -> {p['test_corpus']}" if p.get("test_corpus") else "")
-    lines = [f"protocol: {corpus}; {p.get('split_description', p['split']['kind'])}; seeds {p['seeds']}"]
+    norm = f"; features z-scored per {p['normalize']}" if p.get("normalize", "none") != "none" else ""
+    lines = [f"protocol: {corpus}; {p.get('split_description', p['split']['kind'])}; seeds {p['seeds']}{norm}"]
     if metrics.get("task") == "regression":
         lines.append(f"targets: {', '.join(metrics['targets'])} (CCC per target; ccc = their mean)")
     else:

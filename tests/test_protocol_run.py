@@ -179,3 +179,31 @@ def test_head_must_match_the_task(corpora, tmp_path):
                    "task: {kind: regression, targets: [arousal]}\n")
     with pytest.raises(RecipeError, match="'xgboost' is a classification head but task.kind is regression"):
         load_recipe(bad)
+
+
+def test_normalize_per_group_by_hand():
+    from fusionkit.normalize import normalize_features
+
+    clips = [Clip("a", None, "x", "s1"), Clip("b", None, "x", "s1"), Clip("c", None, "x", "s2"), Clip("d", None, "x", "s2")]
+    feats = {"e": {"a": np.array([1.0, 5.0]), "b": np.array([3.0, 5.0]), "c": np.array([10.0, 0.0]),
+                   "d": np.array([30.0, 2.0])}}
+    by_speaker = normalize_features(feats, {"e": False}, clips, "speaker")["e"]
+    assert by_speaker["a"].tolist() == [-1.0, 0.0] and by_speaker["b"].tolist() == [1.0, 0.0]  # constant column -> 0
+    assert by_speaker["c"].tolist() == [-1.0, -1.0] and by_speaker["d"].tolist() == [1.0, 1.0]
+    by_corpus = normalize_features(feats, {"e": False}, clips, "corpus", test_ids={"c", "d"})["e"]
+    assert by_corpus["c"].tolist() == by_speaker["c"].tolist()
+    assert normalize_features(feats, {"e": False}, clips, "none") is feats
+    with pytest.raises(ValueError, match="e give frame sequences"):
+        normalize_features(feats, {"e": True}, clips, "speaker")
+
+
+def test_cross_corpus_with_corpus_normalisation_is_recorded(corpora, tmp_path):
+    a, b, _ = corpora
+    r = recipe(corpora, data={"dataset": "manifest", "root": str(a),
+                              "labels": {"map": {"ang": "angry", "hap": "happy", "neu": "neutral"}}},
+               test_data={"dataset": "manifest", "root": str(b)}, normalize="corpus")
+    m = run(r, tmp_path)
+    assert m["protocol"]["normalize"] == "corpus"
+    assert "z-scored per corpus" in results_table(m)
+    assert "n/a (one score)" in results_table(m)  # one fold, one seed: no interval
+    assert "z-scored per corpus" in (tmp_path / "report.md").read_text()
