@@ -23,7 +23,8 @@ from pydantic import Field
 from fusionkit import hookimpl
 from fusionkit_plugins.hf_layered import LayeredEncoder, LayeredOptions
 
-# model types whose outputs for real frames do not change with masked padding (checked in tests)
+# model types whose outputs for real frames do not change with masked padding, given a
+# layer-norm feature encoder (checked in tests)
 MASK_EXACT = frozenset({"wav2vec2", "hubert", "wavlm", "unispeech", "unispeech-sat"})
 
 
@@ -66,7 +67,9 @@ class Wav2Vec2Encoder(LayeredEncoder):
         if getattr(fe, "sampling_rate", 16000) != self.sample_rate:
             raise ValueError(f"model: {self.options.model} expects {fe.sampling_rate} Hz audio; only 16 kHz models are supported")
         self.uses_mask = bool(getattr(fe, "return_attention_mask", False)) or getattr(config, "feat_extract_norm", "") == "layer"
-        self.padding_invariant = self.uses_mask and config.model_type in MASK_EXACT
+        # a group-norm first conv normalises over time, so padding shifts it even with a mask
+        self.padding_invariant = (self.uses_mask and config.model_type in MASK_EXACT
+                                  and getattr(config, "feat_extract_norm", "") == "layer")
         self.receptive_field = _receptive_field(config.conv_kernel, config.conv_stride)
         return fe, model
 
