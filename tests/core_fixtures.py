@@ -99,7 +99,8 @@ def encoder_module(name: str, cls: str = "Plugged", description: str = "a test e
 
 def run_cli(args: list[str], env: dict | None = None, cwd: Path | None = None, timeout: float = 120) -> subprocess.CompletedProcess:
     """``fusionkit ARGS`` in a fresh interpreter (so entry points and sys.modules start clean)."""
-    full_env = {**os.environ, "FUSIONKIT_PROGRESS": "0", **(env or {})}
+    clean = {k: v for k, v in os.environ.items() if not k.startswith("FUSIONKIT_")}  # the user's switches stay out
+    full_env = {**clean, "FUSIONKIT_PROGRESS": "0", **(env or {})}
     code = "import sys; from fusionkit.cli import main; sys.argv[0] = 'fusionkit'; main()"
     return subprocess.run([sys.executable, "-c", code, *args], env=full_env, cwd=cwd, capture_output=True,
                           text=True, timeout=timeout)

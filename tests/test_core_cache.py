@@ -193,7 +193,8 @@ def test_real_sigint_mid_encoding_then_resume(tmp_path):
     site = fake_distribution(tmp_path / "site", "fk-slow", {"encoder": {"stopper": "fk_slow"}}, {"fk_slow": SLOW})
     cache = tmp_path / "cache"
     recipe = write_recipe(tmp_path / "r.yaml", small_recipe(encoders=[{"plugin": "stopper"}]))
-    env = {**os.environ, **with_pythonpath(site), "FUSIONKIT_CACHE_DIR": str(cache), "FUSIONKIT_PROGRESS": "0"}
+    env = {**{k: v for k, v in os.environ.items() if not k.startswith("FUSIONKIT_")}, **with_pythonpath(site),
+           "FUSIONKIT_CACHE_DIR": str(cache), "FUSIONKIT_PROGRESS": "0"}
     env.pop("FK_TEST_STOP_AFTER", None)
     code = ("import signal, sys; signal.signal(signal.SIGINT, signal.default_int_handler); "
             "from fusionkit.cli import main; sys.argv[0] = 'fusionkit'; main()")
