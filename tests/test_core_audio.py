@@ -5,6 +5,7 @@ from __future__ import annotations
 import csv
 import json
 import struct
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -192,3 +193,26 @@ def test_truncated_aiff_is_reported(tmp_path):
     assert sf.info(str(path)).frames == 3000  # libsndfile quietly shortens it
     with pytest.raises(AudioError, match="truncated: the AIFF header promises 12800 frames, the file holds 3000"):
         load_audio(path)
+
+
+SHARED = next((p for p in (Path("/work/shared/data"), Path(__file__).resolve().parents[2] / "shared" / "data")
+               if p.is_dir()), None)
+
+
+@pytest.mark.corpus
+@pytest.mark.skipif(SHARED is None, reason="real corpora (../shared/data) not present")
+def test_no_real_corpus_file_is_rejected():
+    """The truncation checks must not flag healthy files: every RAVDESS and EmoDB file decodes."""
+    from fusionkit.audio import AudioError, load_audio
+
+    files = [p for corpus in ("ravdess", "emodb") for p in sorted((SHARED / corpus).rglob("*"))
+             if p.suffix.lower() in (".wav", ".flac")]
+    if not files:
+        pytest.skip("no RAVDESS/EmoDB audio under " + str(SHARED))
+    rejected = {}
+    for path in files:
+        try:
+            load_audio(path)
+        except AudioError as exc:
+            rejected[path.name] = str(exc)
+    assert not rejected, f"{len(rejected)} of {len(files)} healthy files rejected, e.g. {list(rejected.items())[:3]}"
