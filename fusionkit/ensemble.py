@@ -27,7 +27,12 @@ def validate_base(name: str, options: dict[str, Any]) -> None:
     """Raise ValueError (one line) when the base head or its options are not valid."""
     from pydantic import ValidationError
 
-    cls = base_class(name)
+    from fusionkit.plugins import PluginError
+
+    try:
+        cls = base_class(name)
+    except PluginError as exc:
+        raise ValueError(f"base: {exc}") from None
     try:
         cls.Options.model_validate(options)
     except ValidationError as exc:
