@@ -105,8 +105,19 @@ class LayeredEncoder(Encoder):
         if self.model is not None:
             return
         device = self.torch_device()
-        self.feature_extractor, model = self.load_model(self.model_path)
+        try:
+            self.feature_extractor, model = self.load_model(self.model_path)
+        except OSError as exc:
+            raise self._unreachable(exc) from None
         self.model = model.to(device=device, dtype=self.dtype).eval()
+
+    def _unreachable(self, exc: OSError) -> OSError:
+        """One line for a hub id that is neither cached nor downloadable (other errors unchanged)."""
+        if Path(self.model_path).is_dir():
+            return exc
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        return OSError(f"model: {self.options.model}: not a local folder, not in the local hub cache, "
+                       f"and not downloadable here ({first})")
 
     def load_model(self, path: str):
         """(feature extractor, model) from ``path``; subclasses check the model kind."""
@@ -118,7 +129,10 @@ class LayeredEncoder(Encoder):
             return self.model.config
         from transformers import AutoConfig
 
-        return AutoConfig.from_pretrained(self.model_path, trust_remote_code=self.options.trust_remote_code)
+        try:
+            return AutoConfig.from_pretrained(self.model_path, trust_remote_code=self.options.trust_remote_code)
+        except OSError as exc:
+            raise self._unreachable(exc) from None
 
     def n_layers(self) -> int:
         """L+1: the number of hidden states the model returns (config.json is read directly when it

@@ -233,3 +233,47 @@ def test_cache_hits_need_neither_torch_nor_transformers(models, tmp_path):
     """)
     proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)
     assert proc.returncode == 0 and proc.stdout.strip().endswith("ok"), proc.stderr[-2000:]
+
+
+def test_uncached_hub_id_is_one_clear_error(monkeypatch):
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    enc = make("hubert", "nobody-fusionkit/no-such-model")
+    with pytest.raises(OSError, match="nobody-fusionkit/no-such-model: not a local folder, not in the local hub cache"):
+        enc.required_keys()
+
+
+REAL_MODELS = {"wav2vec2": ["microsoft/wavlm-base-plus", "facebook/wav2vec2-base", "facebook/hubert-base-ls960"],
+               "w2v-bert": ["facebook/w2v-bert-2.0"]}
+
+
+@pytest.mark.slow
+@pytest.mark.corpus
+@pytest.mark.parametrize("plugin", sorted(REAL_MODELS))
+def test_real_checkpoint_on_ravdess(plugin):
+    """Only where a real checkpoint is in the local hub cache and the corpus is next to the project."""
+    from pathlib import Path
+
+    from fusionkit.audio import load_audio
+
+    root = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "ravdess"
+    if not root.is_dir():
+        pytest.skip("../shared/data/ravdess not found")
+    hub = pytest.importorskip("huggingface_hub")
+    found = None
+    for ref in REAL_MODELS[plugin]:
+        try:
+            found = hub.snapshot_download(ref, local_files_only=True)
+            break
+        except Exception:  # noqa: BLE001 - not cached here
+            continue
+    if found is None:
+        pytest.skip(f"none of {REAL_MODELS[plugin]} is in the local hub cache")
+    files = sorted(root.glob("Actor_01/*.flac"))[:3]
+    signals = [load_audio(f) for f in files]
+    enc = make("w2v-bert" if plugin == "w2v-bert" else "hubert", found, batch_size=3)
+    batched = enc.encode_batch(signals)
+    n = enc.n_layers()
+    for arrays in batched:
+        assert arrays["mean"].shape[0] == n and np.all(np.isfinite(arrays["mean"]))
+    alone = enc.encode_batch(signals[-1:])[0]
+    np.testing.assert_allclose(batched[-1]["mean"], alone["mean"], rtol=1e-3, atol=1e-4)
