@@ -12,24 +12,22 @@ from __future__ import annotations
 import math
 from functools import cached_property
 from pathlib import Path
-from typing import Any, ClassVar, Literal, Sequence, Union
+from typing import Any, ClassVar, Literal, Sequence
 
 import numpy as np
 from pydantic import Field, field_validator
 
-from fusionkit.interfaces import Encoder, Options, Pooling
+from fusionkit.interfaces import Encoder, LayerChoice, Options, Pooling
 from fusionkit.layers import (
     finish_stats, layer_indices, merge_stats, pool_layers, select_layers, sequence_key, sequences_for,
 )
-
-Layers = Union[int, list[int], Literal["all"]]
 
 
 class LayeredOptions(Options):
     """Options shared by the layered transformers encoders."""
 
     model: str = Field(..., description="model folder, hub id (from the local hub cache) or pkg:<distribution>")
-    layers: Layers = Field("all", description="layer index, list of indices or 'all'; 0 = output before the first transformer block, -1 = last")
+    layers: LayerChoice = Field("all", description="layer index, list of indices or 'all'; 0 = output before the first transformer block, -1 = last")
     pooling: Pooling = Field("mean", description="mean | mean+std | max over the clip's frames, or none (frame sequence)")
     batch_size: int = Field(8, ge=1, description="clips (chunks) per forward pass, padded within a length-sorted batch")
     device: Literal["cpu", "cuda", "mps"] = Field("cpu", description="cuda/mps run in float16")

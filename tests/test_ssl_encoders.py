@@ -251,13 +251,11 @@ REAL_MODELS = {"wav2vec2": ["microsoft/wavlm-base-plus", "facebook/wav2vec2-base
 @pytest.mark.parametrize("plugin", sorted(REAL_MODELS))
 def test_real_checkpoint_on_ravdess(plugin):
     """Only where a real checkpoint is in the local hub cache and the corpus is next to the project."""
-    from pathlib import Path
+    from conftest import corpus
 
     from fusionkit.audio import load_audio
 
-    root = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "ravdess"
-    if not root.is_dir():
-        pytest.skip("../shared/data/ravdess not found")
+    root = corpus("ravdess")
     hub = pytest.importorskip("huggingface_hub")
     found = None
     for ref in REAL_MODELS[plugin]:
