@@ -58,7 +58,24 @@ def load_grid(path: Path, overrides: list[str]) -> tuple[str, list[Cell]]:
     base_ref = grid["base"]
     base_path = (path.parent / base_ref) if not Path(base_ref).is_absolute() else Path(base_ref)
     base = load_raw(resolve_recipe_path(base_path if base_path.exists() else base_ref), overrides)
-    axes = grid.get("axes") or {}
+    blocks = grid.get("axes") or {}
+    blocks = blocks if isinstance(blocks, list) else [blocks]  # a list of axis blocks: the union of their products
+    cells, problems, seen = [], [], set()
+    for axes in blocks:
+        for cell in _expand_block(path, base, axes, problems):
+            if cell.id not in seen:
+                seen.add(cell.id)
+                cells.append(cell)
+    if problems:
+        raise RecipeError(sorted(set(problems), key=problems.index))
+    return str(grid.get("name") or path.stem), cells
+
+
+def _expand_block(path: Path, base: dict, axes: dict, problems: list[str]) -> list[Cell]:
+    from fusionkit.recipe import RecipeError, validate
+
+    if not isinstance(axes, dict):
+        raise RecipeError([f"{path}: axes: expected a mapping (or a list of mappings) of axis -> values"])
     unknown = set(axes) - {"encoders", "fusion", "data", "seeds"}
     if unknown:
         raise RecipeError([f"{path}: axes.{sorted(unknown)[0]}: unknown axis (encoders, fusion, data, seeds)"])
@@ -67,7 +84,7 @@ def load_grid(path: Path, overrides: list[str]) -> tuple[str, list[Cell]]:
     fusion_axis = axes.get("fusion") or [base.get("fusion")]
     data_axis = axes.get("data") or [base.get("data")]
     seed_axis = axes.get("seeds") or [base.get("seeds") or [base.get("seed", 0)]]
-    cells, problems = [], []
+    cells = []
     for data in data_axis:
         for enc in enc_axis:
             for fusion in fusion_axis:
@@ -87,9 +104,7 @@ def load_grid(path: Path, overrides: list[str]) -> tuple[str, list[Cell]]:
                     _, errs = validate(raw, f"{path} [{raw['name']}]")
                     problems += errs
                     cells.append(Cell(cid, ds_label, enc_label, head_label, seed_label, raw))
-    if problems:
-        raise RecipeError(sorted(set(problems), key=problems.index))
-    return str(grid.get("name") or path.stem), cells
+    return cells
 
 
 def encode_all(cells: list[Cell], out: Path) -> dict:
@@ -133,10 +148,13 @@ def _cell_encode_seconds(cell: Cell, timings: dict) -> float:
     return round(total, 1)
 
 
-def run_cell(raw: dict, cell_dir: str) -> dict:
+def run_cell(raw: dict, cell_dir: str, n_threads: int = 1) -> dict:
     """Run one cell in this (worker) process; return its row fields (status, metrics, time, memory)."""
     import resource
 
+    from fusionkit.resources import limit_threads
+
+    limit_threads(n_threads)  # before torch/xgboost are imported in this fresh process
     os.environ["FUSIONKIT_PROGRESS"] = "0"
     logging.getLogger("fusionkit").setLevel(logging.WARNING)
     from fusionkit.recipe import Recipe
@@ -164,6 +182,7 @@ def run_grid(grid_path: Path, out: Path, overrides: list[str], workers: int, ret
 
     from fusionkit.cache import atomic_write_text
     from fusionkit.progress import bar
+    from fusionkit.resources import threads
 
     name, cells = load_grid(grid_path, overrides)
     out.mkdir(parents=True, exist_ok=True)
@@ -184,7 +203,8 @@ def run_grid(grid_path: Path, out: Path, overrides: list[str], workers: int, ret
         click.echo(f"encoding phase: {time.perf_counter() - t:.1f} s", err=True)
         ctx = mp.get_context("spawn")
         with ProcessPoolExecutor(max_workers=workers, mp_context=ctx, max_tasks_per_child=1) as pool:
-            futures = {pool.submit(run_cell, c.recipe, str(out / "cells" / c.id)): c for c in todo}
+            share = max(1, threads() // workers)
+            futures = {pool.submit(run_cell, c.recipe, str(out / "cells" / c.id), share): c for c in todo}
             with bar(total=len(todo), desc=f"grid {name}", unit="cell") as progress:
                 for fut in as_completed(futures):
                     cell = futures[fut]

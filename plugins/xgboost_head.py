@@ -12,6 +12,7 @@ from pydantic import Field
 from fusionkit import hookimpl
 from fusionkit.features import concat_pooled, full_proba
 from fusionkit.interfaces import FusionHead, Options
+from fusionkit.resources import threads
 
 
 class XGBoostOptions(Options):
@@ -23,7 +24,7 @@ class XGBoostOptions(Options):
     min_child_weight: float = Field(1.0, ge=0)
     reg_lambda: float = Field(1.0, ge=0)
     class_weight: bool = Field(True, description="weight clips inversely to their class frequency")
-    n_jobs: int = Field(2, ge=1)
+    n_jobs: int | None = Field(None, ge=1, description="threads (default: FUSIONKIT_THREADS or every CPU)")
 
 
 class XGBoostHead(FusionHead):
@@ -41,7 +42,7 @@ class XGBoostHead(FusionHead):
         return xgb.XGBClassifier(
             n_estimators=o.n_estimators, max_depth=o.max_depth, learning_rate=o.learning_rate,
             subsample=o.subsample, colsample_bytree=o.colsample_bytree, min_child_weight=o.min_child_weight,
-            reg_lambda=o.reg_lambda, n_jobs=o.n_jobs, random_state=self.seed, tree_method="hist",
+            reg_lambda=o.reg_lambda, n_jobs=o.n_jobs or threads(), random_state=self.seed, tree_method="hist",
         )
 
     def fit(self, X, y, classes, groups=None):

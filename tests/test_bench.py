@@ -1,0 +1,117 @@
+"""fusionkit bench: grid expansion, encode-once, resume, failed cells, outputs."""
+
+from __future__ import annotations
+
+import csv
+import json
+from pathlib import Path
+
+import pytest
+from click.testing import CliRunner
+
+from fusionkit.cli import main
+
+BASE = """
+name: tiny
+data: {dataset: synthetic, options: {speakers: 4, clips_per_class: 3}}
+encoders: [{plugin: lld}]
+fusion: {plugin: xgboost, options: {n_estimators: 20}}
+split: {kind: speaker-kfold, folds: 2}
+"""
+
+GRID = """
+name: tiny-grid
+base: base.yaml
+axes:
+  encoders:
+    - name: lld
+      encoders: [{plugin: lld}]
+    - name: mfcc
+      encoders: [{plugin: lld, options: {descriptors: [mfcc]}}]
+  fusion:
+    - {name: xgb20, plugin: xgboost, options: {n_estimators: 20}}
+    - {name: xgb40, plugin: xgboost, options: {n_estimators: 40}}
+"""
+
+
+@pytest.fixture
+def grid(tmp_path: Path) -> Path:
+    (tmp_path / "base.yaml").write_text(BASE)
+    (tmp_path / "grid.yaml").write_text(GRID)
+    return tmp_path / "grid.yaml"
+
+
+def _bench(*args):
+    return CliRunner().invoke(main, ["bench", *map(str, args), "--workers", "2"], catch_exceptions=False)
+
+
+def _rows(out: Path) -> list[dict]:
+    with open(out / "results.csv") as fh:
+        return list(csv.DictReader(fh))
+
+
+def test_grid_runs_every_cell_encoding_once_then_resumes(grid, tmp_path):
+    out = tmp_path / "out"
+    r = _bench(grid, "--out", out)
+    assert r.exit_code == 0, r.output
+    rows = _rows(out)
+    assert len(rows) == 4 and {r["status"] for r in rows} == {"done"}
+    assert {(r["encoders"], r["head"]) for r in rows} == {(e, h) for e in ("lld", "mfcc") for h in ("xgb20", "xgb40")}
+    # the encoding phase filled the cache before any head: cells compute nothing
+    assert all(int(r["computed"]) == 0 for r in rows)
+    assert all(0.0 <= float(r["uar"]) <= 1.0 for r in rows)
+    assert (out / "uar_heatmap.png").stat().st_size > 0
+    assert "**" in (out / "results.md").read_text()  # best cell highlighted
+
+    # same folder again: nothing left to do
+    r = _bench(grid, "--out", out)
+    assert "0 to run" in r.output
+
+    # a new folder: every cell reads the cache
+    out2 = tmp_path / "out2"
+    assert _bench(grid, "--out", out2).exit_code == 0
+    assert all(int(r["computed"]) == 0 for r in _rows(out2))
+
+    # an interrupted grid (one cell never finished) re-runs only that cell
+    victim = sorted((out / "cells").glob("*/cell.json"))[0]
+    victim.unlink()
+    before = {p: p.stat().st_mtime_ns for p in (out / "cells").glob("*/cell.json")}
+    r = _bench(grid, "--out", out)
+    assert "1 to run" in r.output
+    assert victim.exists()
+    assert all(p.stat().st_mtime_ns == t for p, t in before.items())
+
+
+def test_failed_cell_is_recorded_and_grid_goes_on(grid, tmp_path):
+    text = grid.read_text().replace(
+        "    - {name: xgb40, plugin: xgboost, options: {n_estimators: 40}}",
+        "    - {name: xgb40, plugin: xgboost, options: {n_estimators: 40}}\n"
+        "    - {name: bad, plugin: xgboost, options: {max_depth: 2}}",
+    )
+    grid.write_text(text)
+    # 'bad' cells use 9 folds on a 4-speaker corpus: valid recipe, fails at run time
+    (grid.parent / "base.yaml").write_text(BASE)
+    out = tmp_path / "out"
+    r = CliRunner().invoke(main, ["bench", str(grid), "--out", str(out), "--workers", "1",
+                                  "--set", "split.folds=9"], catch_exceptions=False)
+    assert r.exit_code == 1
+    rows = _rows(out)
+    assert len(rows) == 6
+    assert all(r["status"] == "failed" and "9" in r["error"] for r in rows)
+    assert "failed" in (out / "results.md").read_text()
+
+
+def test_report_rerenders(grid, tmp_path):
+    out = tmp_path / "out"
+    _bench(grid, "--out", out)
+    (out / "results.md").unlink()
+    r = CliRunner().invoke(main, ["bench", "--report", str(out)])
+    assert r.exit_code == 0 and (out / "results.md").exists()
+
+
+def test_grid_with_unknown_head_is_rejected_before_running(grid, tmp_path):
+    grid.write_text(grid.read_text().replace("plugin: xgboost, options: {n_estimators: 40}", "plugin: xgbost"))
+    r = CliRunner().invoke(main, ["bench", str(grid), "--out", str(tmp_path / "o")])
+    assert r.exit_code == 2
+    assert "did you mean 'xgboost'" in r.output
+    assert not (tmp_path / "o" / "cells").exists()

@@ -1,0 +1,179 @@
+"""export / predict / fusionkit.load: reproduce a run's predictions, timelines, bad files."""
+
+from __future__ import annotations
+
+import csv
+import json
+import tracemalloc
+from pathlib import Path
+
+import numpy as np
+import pytest
+import soundfile as sf
+from click.testing import CliRunner
+
+import fusionkit
+from fusionkit.cli import main
+from fusionkit.windows import window_starts
+
+RECIPE = """
+name: tiny
+data: {dataset: synthetic, options: {speakers: 4, clips_per_class: 3}}
+encoders: [{plugin: lld}]
+fusion: {plugin: xgboost, options: {n_estimators: 30}}
+split: {kind: speaker-kfold, folds: 2}
+"""
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory):
+    root = tmp_path_factory.mktemp("bundle")
+    (root / "recipe.yaml").write_text(RECIPE)
+    runner = CliRunner()
+    r = runner.invoke(main, ["run", str(root / "recipe.yaml"), "--out", str(root / "run")], catch_exceptions=False)
+    assert r.exit_code == 0, r.output
+    r = runner.invoke(main, ["export", str(root / "run"), str(root / "fold0"), "--fold", "0"], catch_exceptions=False)
+    assert r.exit_code == 0, r.output
+    r = runner.invoke(main, ["export", str(root / "run"), str(root / "all")], catch_exceptions=False)
+    assert r.exit_code == 0, r.output
+    return root
+
+
+def _clip_paths(run: Path) -> dict[str, Path]:
+    import yaml
+
+    from fusionkit.recipe import Recipe
+    from fusionkit.run import load_dataset
+
+    recipe = Recipe.model_validate(yaml.safe_load((run / "recipe.yaml").read_text()))
+    return {c.id: c.path for c in load_dataset(recipe).clips()}
+
+
+def test_bundle_layout_has_no_pickle(trained):
+    files = {p.relative_to(trained / "all").as_posix() for p in (trained / "all").rglob("*") if p.is_file()}
+    assert {"recipe.yaml", "encoders.json", "labels.json", "manifest.json"} <= files
+    assert any(f.startswith("head/") for f in files)
+    assert not any(f.endswith((".pkl", ".pickle", ".joblib", ".pt")) for f in files)
+    manifest = json.loads((trained / "all" / "manifest.json").read_text())
+    assert len(manifest["content_hash"]) == 64 and "fusionkit" in manifest["versions"]
+
+
+def test_exported_fold_reproduces_the_runs_predictions(trained):
+    rows = [r for r in csv.DictReader(open(trained / "run" / "predictions.csv")) if r["fold"] == "0"]
+    paths = _clip_paths(trained / "run")
+    model = fusionkit.load(trained / "fold0")
+    for row in rows:
+        out = model.predict(paths[row["clip_id"]])
+        assert out["label"] == row["predicted"]
+        for c in model.classes:
+            assert out["probabilities"][c] == pytest.approx(float(row[f"p_{c}"]), abs=2e-6)
+
+
+def test_tampered_bundle_is_refused(trained, tmp_path):
+    import shutil
+
+    copy = tmp_path / "b"
+    shutil.copytree(trained / "all", copy)
+    (copy / "labels.json").write_text('{"classes": ["a", "b", "c", "d"]}')
+    with pytest.raises(ValueError, match="labels.json"):
+        fusionkit.load(copy)
+
+
+def _long_recording(path: Path, clips: list[Path], seconds: float, sr: int = 48000) -> list[tuple[float, float, str]]:
+    """Concatenate clips (resampled to 48 kHz stereo) up to ``seconds``, written block by block."""
+    from fusionkit.audio import to_mono_resampled
+
+    truth, t = [], 0.0
+    with sf.SoundFile(str(path), "w", samplerate=sr, channels=2, subtype="PCM_16") as f:
+        i = 0
+        while t < seconds:
+            x, s = sf.read(str(clips[i % len(clips)]), dtype="float32")
+            y = to_mono_resampled(x, s, sr)[: int((seconds - t) * sr)]
+            f.write(np.stack([y, y], axis=1))
+            truth.append((t, t + len(y) / sr, clips[i % len(clips)].stem.split("_")[1]))
+            t += len(y) / sr
+            i += 1
+    return truth
+
+
+def test_ten_minute_timeline_streams_with_constant_memory(trained, tmp_path):
+    paths = sorted(_clip_paths(trained / "run").values())
+    long = tmp_path / "long.wav"
+    _long_recording(long, paths, 600.0)
+    model = fusionkit.load(trained / "all")
+    tracemalloc.start()
+    segments = model.predict(long, window=4.0, hop=4.0)
+    _, peak = tracemalloc.get_traced_memory()
+    tracemalloc.stop()
+    assert len(segments) == len(window_starts(600.0, 4.0, 4.0)) == 150
+    assert segments[0].start == 0.0 and segments[-1].end == pytest.approx(600.0, abs=0.01)
+    # the whole file decoded as float32 would be 230 MB (48 kHz stereo); windows are read one at a time
+    assert peak < 60 * 2**20, f"peak traced memory {peak / 2**20:.0f} MB"
+
+
+def test_timeline_labels_follow_the_source_clips(trained, tmp_path):
+    paths = sorted(_clip_paths(trained / "run").values())
+    rng = np.random.default_rng(0)
+    picked = [paths[i] for i in rng.permutation(len(paths))[:30]]
+    long = tmp_path / "mix.wav"
+    truth = _long_recording(long, picked, 1e9 if False else sum(sf.info(str(p)).duration for p in picked) - 0.01)
+    model = fusionkit.load(trained / "all")
+    segs = model.predict(long, window=1.0, hop=0.5)
+    hits = total = 0
+    for s in segs:
+        mid = (s.start + s.end) / 2
+        label = next(lbl for a, b, lbl in truth if a <= mid < b)
+        hits += s.label == label
+        total += 1
+    assert hits / total > 0.5  # 4 classes: chance is 0.25 (the head saw these clips when refitted)
+
+
+def test_smoothing_keeps_window_count(trained, tmp_path):
+    paths = sorted(_clip_paths(trained / "run").values())[:10]
+    long = tmp_path / "short.wav"
+    _long_recording(long, paths, 12.0)
+    model = fusionkit.load(trained / "all")
+    raw = model.predict(long, window=2.0, hop=1.0)
+    smooth = model.predict(long, window=2.0, hop=1.0, smooth=3)
+    assert len(raw) == len(smooth)
+    for s in smooth:
+        assert sum(s.probabilities.values()) == pytest.approx(1.0, abs=1e-6)
+
+
+def test_predict_on_array_any_rate_and_stereo(trained):
+    path = sorted(_clip_paths(trained / "run").values())[0]
+    x, sr = sf.read(str(path), dtype="float32")
+    model = fusionkit.load(trained / "all")
+    a = model.predict(path)
+    from fusionkit.audio import to_mono_resampled
+
+    x44 = to_mono_resampled(x, sr, 44100)
+    b = model.predict(np.stack([x44, x44], axis=1), sampling_rate=44100)
+    assert a["label"] == b["label"]
+
+
+def test_predict_cli_labels_good_files_and_names_broken_ones(trained, tmp_path):
+    good = sorted(_clip_paths(trained / "run").values())[:3]
+    folder = tmp_path / "mixed"
+    folder.mkdir()
+    for p in good:
+        (folder / p.name).write_bytes(p.read_bytes())
+    (folder / "empty.wav").write_bytes(b"")
+    (folder / "notaudio.wav").write_text("this is not audio\n" * 20)
+    data = good[0].read_bytes()
+    (folder / "truncated.wav").write_bytes(data[: len(data) // 3])
+    r = CliRunner(mix_stderr=False).invoke(
+        main, ["predict", str(trained / "all"), str(folder), str(tmp_path / "missing.wav"), "--format", "json"])
+    assert r.exit_code == 1
+    results = json.loads(r.stdout)
+    assert sorted(Path(x["file"]).name for x in results) == sorted(p.name for p in good)
+    for name in ("empty.wav", "notaudio.wav", "truncated.wav", "missing.wav"):
+        lines = [ln for ln in r.stderr.splitlines() if name in ln]
+        assert len(lines) == 1, (name, r.stderr)
+
+
+def test_window_arithmetic():
+    assert window_starts(10.0, 4.0, 4.0) == [(0.0, 4.0), (4.0, 8.0), (8.0, 10.0)]
+    assert window_starts(9.0, 4.0, 4.0) == [(0.0, 4.0), (4.0, 8.0)]
+    assert window_starts(3.0, 4.0, 2.0) == [(0.0, 3.0)]
+    assert len(window_starts(600.0, 4.0, 2.0)) == 299
