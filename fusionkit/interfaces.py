@@ -83,6 +83,8 @@ class Encoder(ABC):
     Options: ClassVar[type[Options]] = Options
     requires: ClassVar[tuple[str, ...]] = ()
     view_options: ClassVar[frozenset[str]] = frozenset()
+    # options that change how fast, never what, is computed: not part of the cache key
+    runtime_options: ClassVar[frozenset[str]] = frozenset({"batch_size", "workers", "threads"})
     version: ClassVar[str] = "1"
     sample_rate: int = 16000
 
@@ -95,7 +97,7 @@ class Encoder(ABC):
         return None
 
     def identity(self) -> dict[str, Any]:
-        opts = self.options.model_dump(mode="json", exclude=set(self.view_options))
+        opts = self.options.model_dump(mode="json", exclude=set(self.view_options) | set(self.runtime_options))
         return {
             "plugin": self.name,
             "version": self.version,
