@@ -114,37 +114,32 @@ class WhisperEncoderPlugin(Encoder):
     def encode_batch(self, inputs: Sequence[np.ndarray]) -> list[dict[str, np.ndarray]]:
         import torch
 
+        from fusionkit.layers import finish_stats, merge_stats, pool_layers, sequence_key
+
         self.load()
-        owner, mels, frames, attend = [], [], [], []
+        owner, windows, frames = [], [], []
         pad = None if self.options.pad_to == "own" else int(round(float(self.options.pad_to) * 100)) * SAMPLES_PER_FRAME
         for i, x in enumerate(inputs):
             for start in range(0, max(len(x), 1), WINDOW_SAMPLES):
                 w = x[start:start + WINDOW_SAMPLES]
-                m = self._mel(w, pad)
                 owner.append(i)
-                mels.append(m)
+                windows.append(w)
                 frames.append(max(1, len(w) // SAMPLES_PER_FRAME))
-                attend.append(m.shape[1])
+        mels, attend = self._mel.batch(windows, pad)
         with torch.inference_mode():
             out = self._runner.forward(mels, frames, attend)
-            per_clip: list[list] = [[] for _ in inputs]
-            for j, i in enumerate(owner):
-                per_clip[i].append(out.layers[:, j, : out.lengths[j]])
-            results = []
-            for parts in per_clip:
-                states = torch.cat(parts, dim=1)  # (L+1, T, D)
-                results.append(self._arrays(states))
+            stats = pool_layers(out.layers, out.lengths)  # one vectorised pass over the batch
+        want_seq = self.options.pooling == "none"
+        seq_layers = self.layer_indices(len(out.layers) - 1) if want_seq else []
+        results = []
+        for i in range(len(inputs)):
+            items = [j for j, o in enumerate(owner) if o == i]
+            arrays = finish_stats(merge_stats([stats[j] for j in items]))
+            for layer in seq_layers:
+                seq = torch.cat([out.layers[layer][j, : out.lengths[j]] for j in items])
+                arrays[sequence_key(layer)] = seq.numpy().astype(np.float16)
+            results.append(arrays)
         return results
-
-    def _arrays(self, states) -> dict[str, np.ndarray]:
-        from fusionkit.layers import sequence_key
-        from fusionkit_plugins.whisper_model import pooled_stats
-
-        arrays = pooled_stats(states)
-        if self.options.pooling == "none":
-            for layer in self.layer_indices(states.shape[0] - 1):
-                arrays[sequence_key(layer)] = states[layer].numpy().astype(np.float16)
-        return arrays
 
     # ---------------------------------------------------------- selection
     def n_layers(self) -> int:

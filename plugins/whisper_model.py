@@ -55,9 +55,9 @@ def load_whisper_encoder(ref: str, trust_remote_code: bool = False):
 
 @dataclass
 class BatchStates:
-    """Hidden states of a batch: ``layers`` (L+1, B, T, D) and each input's valid frame count."""
+    """Hidden states of a batch: ``layers``, L+1 tensors (B, T, D), and each input's valid frame count."""
 
-    layers: "object"  # torch.Tensor
+    layers: list
     lengths: list[int]
 
 
@@ -80,27 +80,32 @@ class WhisperStates:
         self.n_layers = len(encoder.layers)
         self.max_frames = int(encoder.config.max_source_positions) * 2
 
-    def forward(self, mels: list, frames: list[int], attend: list[int] | None = None) -> BatchStates:
-        """``mels``: (n_mels, T_i) tensors; ``frames``: valid mel frames of each; ``attend``: frames attention may see.
+    def forward(self, mels, frames: list[int], attend: list[int] | None = None) -> BatchStates:
+        """States of a batch.
 
-        ``attend`` defaults to ``frames``; with padding to a fixed length it is that length.
+        ``mels``: a (B, n_mels, T) tensor with zeros past each input's frames, or a list of
+        (n_mels, T_i) tensors; ``frames``: each input's own mel frames (pooled later);
+        ``attend``: frames the model sees (default ``frames``; with ``pad_to`` the padded length).
         """
         import torch
         import torch.nn.functional as F
 
         enc = self.encoder
-        attend = attend or frames
-        width = max(m.shape[1] for m in mels)
+        attend = list(attend or frames)
+        if isinstance(mels, (list, tuple)):
+            width = max(m.shape[1] for m in mels)
+            mels = torch.stack([F.pad(m[:, :a], (0, width - min(a, m.shape[1]))) for m, a in zip(mels, attend)])
+        width = mels.shape[-1]
         if width > self.max_frames:
             raise ValueError(f"an input has {width} mel frames; the model takes at most {self.max_frames}")
-        width += width % 2
-        batch = torch.zeros(len(mels), mels[0].shape[0], width, dtype=self.dtype, device=self.device)
-        for i, m in enumerate(mels):
-            n = min(attend[i], m.shape[1])
-            batch[i, :, :n] = m[:, :n].to(self.device, self.dtype)
+        batch = mels.to(self.device, self.dtype)
+        if width % 2:
+            batch = F.pad(batch, (0, 1))
+            width += 1
         seen = torch.tensor(attend, device=self.device)
-        keep1 = (torch.arange(width, device=self.device)[None, :] < seen[:, None]).to(self.dtype)
-        x = F.gelu(enc.conv1(batch)) * keep1[:, None, :]
+        x = F.gelu(enc.conv1(batch))
+        if int(seen.min()) < width:
+            x = x * (torch.arange(width, device=self.device)[None, :] < seen[:, None]).to(self.dtype)[:, None, :]
         x = F.gelu(enc.conv2(x)).permute(0, 2, 1)
         t2 = x.shape[1]
         x = x + enc.embed_positions.weight[:t2]
@@ -108,7 +113,7 @@ class WhisperStates:
         mask = None
         if bool((seen2 < t2).any()):
             valid = torch.arange(t2, device=self.device)[None, :] < seen2[:, None]  # (B, T)
-            mask = torch.zeros(len(mels), 1, t2, t2, dtype=self.dtype, device=self.device)
+            mask = torch.zeros(len(attend), 1, 1, t2, dtype=self.dtype, device=self.device)
             mask.masked_fill_(~valid[:, None, None, :], torch.finfo(self.dtype).min)
         states = [x]
         for i, layer in enumerate(enc.layers):
@@ -117,12 +122,4 @@ class WhisperStates:
                 x = x[0]
             states.append(enc.layer_norm(x) if i == self.n_layers - 1 else x)
         lengths = [(f + 1) // 2 for f in frames]
-        return BatchStates(torch.stack(states).float(), lengths)
-
-
-def pooled_stats(frames) -> dict[str, np.ndarray]:
-    """Per-layer mean, std and max over time of (L+1, T, D) states -> three (L+1, D) arrays."""
-    mean = frames.mean(dim=1)
-    std = frames.std(dim=1, unbiased=False)
-    mx = frames.amax(dim=1)
-    return {"mean": mean.numpy(), "std": std.numpy(), "max": mx.numpy()}
+        return BatchStates([h.float() for h in states], lengths)

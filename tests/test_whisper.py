@@ -193,3 +193,16 @@ def test_registered():
     from fusionkit.plugins import registry
 
     assert registry().get("encoder", "whisper") is WhisperEncoderPlugin
+
+
+def test_batched_log_mel_equals_one_by_one():
+    mel = LogMel(80)
+    sigs = [voice(s, seed=i) for i, s in enumerate((0.004, 0.2, 1.0, 3.7))]
+    batch, frames = mel.batch(sigs)
+    assert frames == [1, 20, 100, 370] and batch.shape == (4, 80, 370)
+    for i, s in enumerate(sigs):
+        np.testing.assert_allclose(batch[i, :, : frames[i]].numpy(), mel(s).numpy(), atol=1e-6)
+        assert not batch[i, :, frames[i]:].any()
+    padded, pframes = mel.batch(sigs[:2], 480000)
+    assert pframes == [3000, 3000]
+    np.testing.assert_allclose(padded[1].numpy(), mel(sigs[1], 480000).numpy(), atol=1e-6)

@@ -44,7 +44,7 @@ def _last_layer(encoder, mel) -> np.ndarray:
     import torch
 
     with torch.inference_mode():
-        return WhisperStates(encoder).forward([mel], [mel.shape[1]]).layers[-1, 0].numpy()
+        return WhisperStates(encoder).forward([mel], [mel.shape[1]]).layers[-1][0].numpy()
 
 
 def test_float32_conversion_is_exact(hf_dir):
