@@ -1,12 +1,13 @@
-"""Benchmark fusion heads on one recipe's encoders: UAR per fold, fit time, saved model size.
+"""Benchmark fusion heads through ``fusionkit run``: UAR mean/std over folds, fit time, model size.
 
-The recipe is prepared once (encoders read through the cache); then every head in HEADS (or
-``--heads``) is fitted on every fold of the recipe's split, exactly as ``fusionkit run`` does,
-and each encoder alone is scored with the ``linear`` head (and, with ``--single``, with every head)
-as the single-encoder reference. Results are appended to a JSON-lines file.
+Each recipe is run exactly as ``fusionkit run RECIPE --out RUNS/<name>`` would (encoders read
+through the cache, one head fitted and saved per fold). Afterwards the saved fold heads are
+reloaded with the head class's ``load`` and their test-fold probabilities compared with
+``predictions.csv`` (the "reload" column). ``--single`` adds, for every recipe, a run of each of
+its encoders alone with the same head (the single-encoder reference). One JSON line per run.
 
     FUSIONKIT_CACHE_DIR=/tmp/fk-fusion .venv/bin/python benchmarks/fusion/bench_heads.py \\
-        benchmarks/fusion/whisper-lld-linear.yaml --out benchmarks/fusion/results-whisper-lld.jsonl
+        benchmarks/fusion/whisper-lld-*.yaml --runs /tmp/fk-fusion/runs --out benchmarks/fusion/results.jsonl
 """
 
 from __future__ import annotations
@@ -14,104 +15,78 @@ from __future__ import annotations
 import argparse
 import json
 import sys
-import tempfile
 import time
 from pathlib import Path
 
 import numpy as np
 
-from fusionkit.metrics import classification_metrics
 from fusionkit.plugins import registry
 from fusionkit.recipe import load_recipe
-from fusionkit.run import fold_inputs, prepare
-from fusionkit.splits import make_folds
-
-HEADS: dict[str, tuple[str, dict]] = {
-    "linear": ("linear", {}),
-    "concat-ffn": ("concat-ffn", {}),
-    "self-attention": ("self-attention", {}),
-    "cross-attention": ("cross-attention", {}),
-    "transformer": ("transformer", {}),
-    "xgboost": ("xgboost", {}),
-    "catboost": ("catboost", {}),
-    "late-average": ("late-average", {}),
-    "stacking": ("stacking", {}),
-}
+from fusionkit.reload import saved_run_difference
+from fusionkit.run import run
 
 
 def dir_bytes(path: Path) -> int:
     return sum(p.stat().st_size for p in path.rglob("*") if p.is_file())
 
 
-def evaluate(prep, folds, plugin: str, options: dict, encoders: list[str], seed: int) -> dict:
-    """Fit ``plugin`` on every fold using only ``encoders``; UAR per fold, fit seconds, model bytes."""
-    cls = registry().get("fusion", plugin)
-    opts = cls.Options.model_validate(options)
-    classes = prep.classes
-    y = np.array([classes.index(c.label) for c in prep.clips])
-    groups = np.array([c.speaker for c in prep.clips])
-    uars, fit_s, sizes = [], [], []
-    for fold in folds:
-        head = cls(opts, seed=seed)
-        Xtr = {k: v for k, v in fold_inputs(prep, fold.train).items() if k in encoders}
-        Xte = {k: v for k, v in fold_inputs(prep, fold.test).items() if k in encoders}
-        t = time.perf_counter()
-        head.fit(Xtr, y[fold.train], classes, groups[fold.train])
-        fit_s.append(time.perf_counter() - t)
-        pred = head.predict_proba(Xte).argmax(axis=1)
-        uars.append(classification_metrics(y[fold.test], pred, len(classes))["uar"])
-        with tempfile.TemporaryDirectory() as tmp:
-            head.save(Path(tmp) / "m")
-            sizes.append(dir_bytes(Path(tmp) / "m"))
-    return {"uar": float(np.mean(uars)), "uar_std": float(np.std(uars, ddof=1)), "folds": [round(u, 4) for u in uars],
-            "fit_s_per_fold": float(np.mean(fit_s)), "model_kb": float(np.mean(sizes)) / 1024}
+def bench(recipe_path: str, overrides: list[str], runs: Path, label: str, check_reload: bool) -> dict:
+    recipe = load_recipe(recipe_path, overrides)
+    run_dir = runs / label
+    t = time.perf_counter()
+    metrics = run(recipe, run_dir, recipe_source=recipe_path)
+    wall = time.perf_counter() - t
+    folds = metrics["folds"]
+    sizes = [dir_bytes(d) for d in sorted((run_dir / "models").iterdir()) if d.is_dir()]
+    return {
+        "label": label, "recipe": recipe.name, "head": recipe.fusion.plugin, "fusion_options": recipe.fusion.options,
+        "encoders": [e.key for e in recipe.encoders], "n_clips": metrics["n_clips"], "n_folds": len(folds),
+        "uar": metrics["uar"], "uar_std": metrics["uar_std"], "uar_folds": [round(f["uar"], 4) for f in folds],
+        "fit_s_per_fold": metrics["timing"]["fit_seconds"] / len(folds),
+        "model_kb": float(np.mean(sizes)) / 1024, "wall_s": wall,
+        "reload_max_diff": saved_run_difference(run_dir) if check_reload else None,
+    }
 
 
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("recipe")
+    ap.add_argument("recipes", nargs="+")
     ap.add_argument("--set", action="append", default=[], dest="overrides")
     ap.add_argument("--head", action="append", default=[], dest="heads",
-                    help="a name from HEADS, or LABEL=plugin:{json options} (repeatable; default: every HEADS entry)")
-    ap.add_argument("--single", action="store_true", help="also score every head on each encoder alone")
-    ap.add_argument("--no-baseline", action="store_true", help="skip the single-encoder linear baselines")
+                    help="run each recipe with this fusion head instead of its own (repeatable; default options)")
+    ap.add_argument("--single", action="store_true", help="also run each encoder of each recipe alone (same head)")
+    ap.add_argument("--no-reload", action="store_true", help="skip the reload-and-compare check")
+    ap.add_argument("--runs", required=True, help="folder for the run directories")
     ap.add_argument("--out", required=True, help="JSON-lines file to append results to")
     args = ap.parse_args(argv)
-    recipe = load_recipe(args.recipe, args.overrides)
-    prep = prepare(recipe)
-    folds = make_folds(prep.clips, recipe.split, recipe.seed, prep.partitions)
-    encoders = sorted(prep.features)
-    shapes = {k: np.shape(next(iter(v.values()))) for k, v in prep.features.items()}
-    print(f"{len(prep.clips)} clips, {len(folds)} folds, encoders {shapes}", flush=True)
-    jobs: list[tuple[str, str, dict, list[str]]] = []
-    if not args.no_baseline:
-        jobs += [(f"linear [{e} only]", "linear", {}, [e]) for e in encoders]
-    for item in args.heads or list(HEADS):
-        label, plugin, options = _parse(item)
-        jobs.append((label, plugin, options, encoders))
-        if args.single:
-            jobs += [(f"{label} [{e} only]", plugin, options, [e]) for e in encoders]
-    out = Path(args.out)
+    out, runs = Path(args.out), Path(args.runs)
     out.parent.mkdir(parents=True, exist_ok=True)
-    for label, plugin, options, encs in jobs:
-        t = time.perf_counter()
-        res = evaluate(prep, folds, plugin, options, encs, recipe.seed)
-        row = {"recipe": recipe.name, "head": label, "plugin": plugin, "options": options, "encoders": encs,
-               "n_clips": len(prep.clips), "n_folds": len(folds), **res, "wall_s": time.perf_counter() - t}
-        print(f"{label:40s} UAR {res['uar']:.3f} ± {res['uar_std']:.3f}  fit {res['fit_s_per_fold']:.1f} s/fold  "
-              f"{res['model_kb']:.0f} KiB", flush=True)
-        with out.open("a", encoding="utf-8") as fh:
-            fh.write(json.dumps(row) + "\n")
+    registry()
+    for path in args.recipes:
+        variants = [(None, list(args.overrides))] + [
+            (h, [*args.overrides, f"fusion.plugin={h}", "fusion.options={}"]) for h in args.heads]
+        if args.heads:
+            variants = variants[1:]
+        for head, overrides in variants:
+            recipe = load_recipe(path, overrides)
+            name = recipe.name if head is None else f"{recipe.name}/{head}"
+            _jobs(path, recipe, name, overrides, args, runs, out)
     return 0
 
 
-def _parse(item: str) -> tuple[str, str, dict]:
-    """``name`` (from HEADS) or ``label=plugin:{"json": "options"}`` -> (label, plugin, options)."""
-    if item in HEADS:
-        return item, *HEADS[item]
-    label, _, spec = item.partition("=")
-    plugin, _, raw = spec.partition(":")
-    return label, plugin, (json.loads(raw) if raw else {})
+def _jobs(path, recipe, name, base_overrides, args, runs: Path, out: Path) -> None:
+    jobs = [(name, list(base_overrides))]
+    if args.single:
+        for enc in recipe.encoders:
+            keep = [enc.model_dump(mode="json")]
+            jobs.append((f"{name}[{enc.key}-only]", [*base_overrides, f"encoders={json.dumps(keep)}"]))
+    for label, overrides in jobs:
+        row = bench(path, overrides, runs, label.replace("/", "-"), not args.no_reload)
+        row["label"] = label
+        print(f"{label:50s} UAR {row['uar']:.3f} ± {row['uar_std']:.3f}  fit {row['fit_s_per_fold']:.1f} s/fold  "
+              f"{row['model_kb']:.0f} KiB  reload max |diff| {row['reload_max_diff']}", flush=True)
+        with out.open("a", encoding="utf-8") as fh:
+            fh.write(json.dumps(row) + "\n")
 
 
 if __name__ == "__main__":
