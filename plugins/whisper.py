@@ -114,7 +114,8 @@ class WhisperEncoderPlugin(Encoder):
     def encode_batch(self, inputs: Sequence[np.ndarray]) -> list[dict[str, np.ndarray]]:
         import torch
 
-        from fusionkit.layers import finish_stats, merge_stats, pool_layers, sequence_key
+        from fusionkit.layers import finish_stats, merge_stats, sequence_key
+        from fusionkit_plugins.whisper_model import pool_batch
 
         self.load()
         owner, windows, frames = [], [], []
@@ -128,7 +129,7 @@ class WhisperEncoderPlugin(Encoder):
         mels, attend = self._mel.batch(windows, pad)
         with torch.inference_mode():
             out = self._runner.forward(mels, frames, attend)
-            stats = pool_layers(out.layers, out.lengths)  # one vectorised pass over the batch
+            stats = pool_batch(out.layers, out.lengths)
         want_seq = self.options.pooling == "none"
         seq_layers = self.layer_indices(len(out.layers) - 1) if want_seq else []
         results = []

@@ -123,3 +123,32 @@ class WhisperStates:
             states.append(enc.layer_norm(x) if i == self.n_layers - 1 else x)
         lengths = [(f + 1) // 2 for f in frames]
         return BatchStates([h.float() for h in states], lengths)
+
+
+def pool_batch(layers: list, lengths: list[int]) -> list[dict[str, np.ndarray]]:
+    """Per-item mean, std, max over its first ``lengths[b]`` frames of every layer, in few passes.
+
+    Same output as :func:`fusionkit.layers.pool_layers` (dicts of (L+1, D) arrays and
+    ``frames``, ready for ``merge_stats``) without stacking the layers into one copy:
+    masked sums are batched matrix products.
+    """
+    import torch
+
+    B, T, _ = layers[0].shape
+    n = torch.tensor(lengths, dtype=torch.long).clamp(min=1, max=T)
+    valid = torch.arange(T)[None, :] < n[:, None]  # (B, T)
+    w = (valid.float() / n[:, None].float())[:, None, :]  # (B, 1, T)
+    means, stds, maxes = [], [], []
+    for h in layers:
+        mean = torch.bmm(w, h)  # (B, 1, D)
+        c = h - mean
+        c.mul_(c)
+        stds.append(torch.bmm(w, c).clamp_(min=0).sqrt_()[:, 0])
+        means.append(mean[:, 0])
+        if bool(valid.all()):
+            maxes.append(h.amax(dim=1))
+        else:
+            maxes.append(c.copy_(h).masked_fill_(~valid[:, :, None], float("-inf")).amax(dim=1))
+    mean, std, mx = (torch.stack(x, dim=1).numpy() for x in (means, stds, maxes))  # (B, L+1, D)
+    return [{"mean": mean[b], "std": std[b], "max": mx[b], "frames": np.array([float(n[b])], dtype=np.float32)}
+            for b in range(B)]

@@ -206,3 +206,18 @@ def test_batched_log_mel_equals_one_by_one():
     padded, pframes = mel.batch(sigs[:2], 480000)
     assert pframes == [3000, 3000]
     np.testing.assert_allclose(padded[1].numpy(), mel(sigs[1], 480000).numpy(), atol=1e-6)
+
+
+def test_pool_batch_equals_pool_layers():
+    import torch
+
+    from fusionkit.layers import pool_layers
+    from fusionkit_plugins.whisper_model import pool_batch
+
+    g = torch.Generator().manual_seed(0)
+    layers = [torch.randn(3, 7, 5, generator=g) * 20 + 50 for _ in range(4)]
+    for lengths in ([7, 3, 1], [7, 7, 7]):
+        ours, ref = pool_batch(layers, lengths), pool_layers(layers, lengths)
+        for a, b in zip(ours, ref):
+            for k in ("mean", "std", "max", "frames"):
+                np.testing.assert_allclose(a[k], b[k], rtol=1e-5, atol=1e-4, err_msg=k)
