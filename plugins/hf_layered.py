@@ -31,6 +31,7 @@ class LayeredOptions(Options):
     pooling: Pooling = Field("mean", description="mean | mean+std | max over the clip's frames, or none (frame sequence)")
     batch_size: int = Field(8, ge=1, description="clips (chunks) per forward pass, padded within a length-sorted batch")
     device: Literal["cpu", "cuda", "mps"] = Field("cpu", description="cuda/mps run in float16")
+    threads: int | None = Field(None, ge=1, le=256, description="torch intra-op CPU threads while encoding; null = torch's default (one per core)")
     max_seconds: float = Field(30.0, gt=0.5, le=600, description="longer audio is encoded in chunks of at most this length; statistics are merged exactly")
     trust_remote_code: bool = Field(False, description="allow custom model code shipped with the checkpoint")
 
@@ -79,7 +80,8 @@ class LayeredEncoder(Encoder):
 
     def identity(self) -> dict[str, Any]:
         ident = super().identity()
-        ident["options"].pop("batch_size", None)  # masked padding: results do not depend on it
+        for k in ("batch_size", "threads"):  # how it runs, not what it computes (see forward_batch_size)
+            ident["options"].pop(k, None)
         return ident
 
     # ---------------------------------------------------------- loading
@@ -182,14 +184,20 @@ class LayeredEncoder(Encoder):
         seqs: list[dict | None] = [None] * len(items)
         seq_layers = self.sequence_layers()
         size = self.forward_batch_size()
-        with torch.inference_mode():
-            for start in range(0, len(order), size):
-                group = order[start : start + size]
-                hidden, lengths = self.forward([items[k][1] for k in group])
-                pooled = pool_layers(hidden, lengths)
-                frames = sequences_for(hidden, lengths, seq_layers) if seq_layers else [{}] * len(group)
-                for k, p, s in zip(group, pooled, frames):
-                    stats[k], seqs[k] = p, s
+        previous = torch.get_num_threads()
+        if self.options.threads:
+            torch.set_num_threads(self.options.threads)
+        try:
+            with torch.inference_mode():
+                for start in range(0, len(order), size):
+                    group = order[start : start + size]
+                    hidden, lengths = self.forward([items[k][1] for k in group])
+                    pooled = pool_layers(hidden, lengths)
+                    frames = sequences_for(hidden, lengths, seq_layers) if seq_layers else [{}] * len(group)
+                    for k, p, s in zip(group, pooled, frames):
+                        stats[k], seqs[k] = p, s
+        finally:
+            torch.set_num_threads(previous)
         out = []
         for i in range(len(inputs)):
             mine = [k for k, (j, _) in enumerate(items) if j == i]  # chunk order = time order

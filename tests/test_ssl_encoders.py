@@ -156,6 +156,17 @@ def test_model_identity_follows_the_weights(models, tmp_path):
     assert a.cache_key() != b.cache_key()
     assert a.cache_key() == make("hubert", models["hubert"], layers=0, pooling="max").cache_key()
     assert a.cache_key() != make("hubert", models["hubert"], max_seconds=10).cache_key()
+    assert a.cache_key() == make("hubert", models["hubert"], threads=1, batch_size=2).cache_key()
+
+
+def test_threads_option_is_restored(models):
+    import torch
+
+    before = torch.get_num_threads()
+    one = make("wav2vec2-layer", models["wav2vec2-layer"], threads=1).encode_batch([voiced(0.5)])[0]
+    assert torch.get_num_threads() == before
+    default = make("wav2vec2-layer", models["wav2vec2-layer"]).encode_batch([voiced(0.5)])[0]
+    np.testing.assert_allclose(one["mean"], default["mean"], rtol=1e-4, atol=1e-5)
 
 
 def test_wrong_kind_of_model_is_one_clear_error(models, tmp_path):
