@@ -16,22 +16,32 @@ from datetime import date
 from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
+EMODB = ["data.root={D}/emodb"]
+R2E = ["data.root={D}/ravdess", "test_data.root={D}/emodb"]
+E2R = ["data.root={D}/emodb", "test_data.root={D}/ravdess"]
 RUNS = [
-    # (recipe, overrides given data folder D)
-    ("emodb/whisper-base.yaml", ["data.root={D}/emodb"]),
-    ("protocol/emodb-whisper-seeds.yaml", ["data.root={D}/emodb"]),
-    ("cross/ravdess-to-emodb.yaml", ["data.root={D}/ravdess", "test_data.root={D}/emodb"]),
-    ("cross/emodb-to-ravdess.yaml", ["data.root={D}/emodb", "test_data.root={D}/ravdess"]),
+    # (recipe, overrides given data folder D); a name= override names the run folder
+    ("emodb/whisper-base.yaml", EMODB),
+    ("emodb/whisper-base.yaml", [*EMODB, "normalize=speaker", "name=emodb-whisper-base-spknorm"]),
+    ("protocol/emodb-whisper-seeds.yaml", EMODB),
+    ("cross/ravdess-to-emodb.yaml", R2E),
+    ("cross/ravdess-to-emodb.yaml", [*R2E, "normalize=corpus", "name=ravdess-to-emodb-whisper-base-corpusnorm"]),
+    ("cross/ravdess-to-emodb.yaml", [*R2E, "normalize=speaker", "name=ravdess-to-emodb-whisper-base-spknorm"]),
+    ("cross/emodb-to-ravdess.yaml", E2R),
+    ("cross/emodb-to-ravdess.yaml", [*E2R, "normalize=corpus", "name=emodb-to-ravdess-whisper-base-corpusnorm"]),
+    ("cross/emodb-to-ravdess.yaml", [*E2R, "normalize=speaker", "name=emodb-to-ravdess-whisper-base-spknorm"]),
 ]
 MACHINE = "2-core x86_64 CPU, 24 GiB, no GPU"
 
 
-def run_all(data: Path, out: Path) -> None:
+def run_all(data: Path, out: Path, skip_done: bool = False) -> None:
     from fusionkit.recipe import load_recipe
     from fusionkit.run import results_table, run
 
     for rel, overrides in RUNS:
         recipe = load_recipe(HERE / rel, [o.format(D=data) for o in overrides])
+        if (out / recipe.name / "metrics.json").exists() and skip_done:
+            continue
         metrics = run(recipe, out / recipe.name)
         print(f"== {rel}\n{results_table(metrics)}\n", flush=True)
 
@@ -42,18 +52,20 @@ def _ci(s: dict) -> str:
 
 def table(out: Path) -> str:
     rows, recalls = [], []
-    for rel, _ in RUNS:
+    for rel, overrides in RUNS:
         import yaml
 
-        name = yaml.safe_load((HERE / rel).read_text())["name"]
+        name = next((o.split("=", 1)[1] for o in overrides if o.startswith("name=")), None) \
+            or yaml.safe_load((HERE / rel).read_text())["name"]
         path = out / name / "metrics.json"
         if not path.exists():
             continue
         m = json.loads(path.read_text())
         p, s = m["protocol"], m["summary"]
+        extra = f" normalize={p['normalize']}" if p.get("normalize", "none") != "none" else ""
         corpus = p["corpus"] + (f" → {p['test_corpus']}" if p.get("test_corpus") else "")
         rows.append(
-            f"| `{rel}` | {corpus} | {p['split_description']} | {len(m['classes'])} | {m['n_clips']} | "
+            f"| `{rel}`{extra} | {corpus} | {p['split_description']} | {len(m['classes'])} | {m['n_clips']} | "
             f"{s['uar']['n']} | **{s['uar']['mean']:.3f}** ± {s['uar']['std']:.3f} ({_ci(s['uar'])}) | "
             f"{m['uar_pooled']:.3f} | {s['wa']['mean']:.3f} | {s['macro_f1']['mean']:.3f} | "
             f"{m['timing']['encode_seconds']:.0f} | {m['timing']['fit_seconds']:.1f} |")
@@ -71,6 +83,7 @@ def table(out: Path) -> str:
         "length; head: `linear` (standardised L2 logistic regression, balanced class weights).",
         "UAR: mean over folds (x seeds) ± std (n-1), 95% t-interval; pooled: UAR over all predictions together.",
         "encode s = embedding time of that run (0 when every embedding came from the cache); fit s = all heads.",
+        "normalize=speaker|corpus: each speaker's (corpus's) pooled features z-scored with its own mean/std, no labels used.",
         "",
         "| recipe | corpus | split | classes | clips | scores | UAR | UAR pooled | WA | macro F1 | encode s | fit s |",
         "|---|---|---|---|---|---|---|---|---|---|---|---|",
@@ -90,9 +103,10 @@ def main() -> None:
     ap.add_argument("--data", type=Path, default=Path("../shared/data"), help="folder holding ravdess/ and emodb/")
     ap.add_argument("--out", type=Path, default=Path("runs/protocol"), help="run folders")
     ap.add_argument("--only-table", action="store_true", help="do not run; tabulate existing run folders")
+    ap.add_argument("--skip-done", action="store_true", help="do not rerun runs whose metrics.json exists")
     args = ap.parse_args()
     if not args.only_table:
-        run_all(args.data.resolve(), args.out)
+        run_all(args.data.resolve(), args.out, args.skip_done)
     text = table(args.out)
     (HERE / "protocol" / "RESULTS.md").write_text(text, encoding="utf-8")
     print(text)
