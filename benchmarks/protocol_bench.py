@@ -32,6 +32,7 @@ RUNS = [
     ("cross/emodb-to-ravdess.yaml", [*E2R, "normalize=speaker", "name=emodb-to-ravdess-whisper-base-spknorm"]),
 ]
 MACHINE = "2-core x86_64 CPU, 24 GiB, no GPU"
+NOTES = "## Reading the figures"
 
 
 def run_all(data: Path, out: Path, skip_done: bool = False) -> None:
@@ -108,7 +109,11 @@ def main() -> None:
     if not args.only_table:
         run_all(args.data.resolve(), args.out, args.skip_done)
     text = table(args.out)
-    (HERE / "protocol" / "RESULTS.md").write_text(text, encoding="utf-8")
+    target = HERE / "protocol" / "RESULTS.md"
+    old = target.read_text(encoding="utf-8") if target.exists() else ""
+    if NOTES in old:  # hand-written reading notes survive a re-tabulation
+        text += old[old.index(NOTES):]
+    target.write_text(text, encoding="utf-8")
     print(text)
 
 
