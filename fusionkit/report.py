@@ -68,7 +68,7 @@ def plot_recall(recall: list[float], classes: list[str], path: Path, folds: list
     ax.bar(x, recall, color="#1f77b4", alpha=0.85, label="pooled over folds")
     for i, r in enumerate(recall):
         ax.text(i, 0.02, f"{r:.2f}", ha="center", va="bottom", fontsize=8, color="white", fontweight="bold")
-    if folds:
+    if folds and len(folds) > 1:
         rng = np.random.default_rng(0)
         for i in range(len(classes)):
             vals = [f["per_class"]["recall"][i] for f in folds if f["per_class"]["support"][i] > 0]
@@ -158,7 +158,8 @@ def _header(m: dict) -> list[str]:
         lines.append(f"- Task: regression of {', '.join(m['targets'])}.")
     else:
         counts = p.get("class_counts") or {}
-        lines.append(f"- Classes ({len(m['classes'])}): " + ", ".join(
+        which = "Training classes" if p.get("test_class_counts") else "Classes"
+        lines.append(f"- {which} ({len(m['classes'])}): " + ", ".join(
             f"{c} ({counts[c]})" if c in counts else c for c in m["classes"]) + ".")
         if p.get("test_class_counts"):
             lines.append("- Test classes: " + ", ".join(f"{c} ({n})" for c, n in p["test_class_counts"].items()) + ".")
