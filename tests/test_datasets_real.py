@@ -38,3 +38,20 @@ def test_real_emodb_counts():
     assert Counter(c.label for c in clips) == {"angry": 127, "boredom": 81, "neutral": 79, "happy": 71,
                                                "fearful": 69, "sad": 62, "disgust": 46}
     assert all(c.text for c in clips)
+
+
+def test_real_emodb_loso_and_ravdess_speaker_folds_are_speaker_independent():
+    import numpy as np
+
+    from fusionkit.recipe import SplitSpec
+    from fusionkit.splits import make_folds, speaker_overlap
+
+    emodb = EmoDB(corpus("emodb"), Options()).clips()
+    folds = make_folds(emodb, SplitSpec(kind="loso"))
+    speakers = np.array([c.speaker for c in emodb])
+    assert len(folds) == 10 and sum(len(f.test) for f in folds) == 535
+    assert all(speaker_overlap(f, speakers) == [] for f in folds)
+    ravdess = Ravdess(corpus("ravdess"), RavdessOptions()).clips()
+    folds = make_folds(ravdess, SplitSpec(kind="speaker-kfold", folds=6))
+    assert [f.test_speakers[0] for f in folds] == ["actor01", "actor05", "actor09", "actor13", "actor17", "actor21"]
+    assert all(len(f.test) == 240 for f in folds)
