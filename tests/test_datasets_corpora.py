@@ -275,3 +275,25 @@ def test_manifest_bad_rows_name_file_and_line(tmp_path, content, suffix, message
     f.write_text(content)
     with pytest.raises(ManifestError, match=message):
         Manifest(f, ManifestOptions()).clips()
+
+
+@pytest.mark.parametrize("recipe_file, tree", [
+    ("benchmarks/iemocap/whisper-base-4class.yaml", _iemocap_tree),
+    ("benchmarks/msp-podcast/ridge-dimensions.yaml", None),
+])
+def test_example_recipes_validate_and_split_fake_trees(tmp_path, recipe_file, tree):
+    from fusionkit.recipe import load_recipe
+    from fusionkit.run import load_dataset
+    from fusionkit.splits import make_folds
+
+    if tree is None:
+        (tmp_path / "Labels").mkdir()
+        (tmp_path / "Labels" / "labels_consensus.csv").write_text(LABELS)
+    else:
+        tree(tmp_path)
+    repo = Path(__file__).resolve().parents[1]
+    recipe = load_recipe(repo / recipe_file, [f"data.root={tmp_path}"])
+    dataset = load_dataset(recipe)
+    clips = [c for c in dataset.clips() if recipe.task.kind == "regression" or c.label]
+    folds = make_folds(clips, recipe.split, 0, dataset.partitions())
+    assert folds and all(len(f.test) for f in folds)
