@@ -62,6 +62,8 @@ def main() -> None:
     ap.add_argument("--pad", default="own", help="comma list: own and/or seconds, e.g. own,30")
     ap.add_argument("--batch", type=int, default=16)
     ap.add_argument("--cache", type=Path, default=None)
+    ap.add_argument("--max-iter", type=int, default=300, help="linear head lbfgs iterations (sweep setting)")
+    ap.add_argument("--tol", type=float, default=1e-3, help="linear head stopping tolerance (sweep setting)")
     ap.add_argument("--out", type=Path)
     a = ap.parse_args()
 
@@ -77,7 +79,7 @@ def main() -> None:
     digests, skipped = clip_digests(clips)
     clips = [c for c in clips if c.id in digests]
     head_cls = registry().get("fusion", "linear")
-    head_opts = head_cls.Options()
+    head_opts = head_cls.Options(max_iter=a.max_iter, tol=a.tol)
     for pad in a.pad.split(","):
         pad_to = "own" if pad == "own" else float(pad)
         enc = WhisperEncoderPlugin(WhisperOptions(model=a.model, layers="all", pad_to=pad_to, batch_size=a.batch))
@@ -90,7 +92,8 @@ def main() -> None:
         for layer in range(stack.shape[1]):
             mean, std = layer_uar(stack[:, layer], keep, classes, folds, head_cls, head_opts)
             row = {"corpus": a.corpus, "model": a.model, "pad_to": pad, "layer": layer, "uar": round(mean, 4),
-                   "uar_std": round(std, 4), "folds": len(folds), "clips": len(keep), "computed": res.computed,
+                   "uar_std": round(std, 4), "folds": len(folds), "clips": len(keep),
+                   "head": f"linear max_iter={a.max_iter} tol={a.tol}", "computed": res.computed,
                    "encode_s": round(enc_s, 1)}
             print(json.dumps(row), flush=True)
             if a.out:
