@@ -42,7 +42,8 @@ class NeuralOptions(Options):
     batch_size: int = Field(64, ge=2)
     val_fraction: float = Field(0.2, gt=0, lt=1, description="share of the training speakers held out for early stopping")
     class_weight: bool = Field(True, description="weight the loss inversely to class frequency")
-    refit: bool = Field(False, description="after early stopping, retrain on the whole training fold for the best number of epochs")
+    refit: bool = Field(True, description="after early stopping, retrain on the whole training fold (validation speakers "
+                                          "included) for the best number of epochs")
     layers: Literal["weighted", "sequence"] = Field(
         "weighted", description="(N, L, D) inputs: learned softmax-weighted sum of layers, or the layers as a token sequence")
     max_frames: int = Field(64, ge=1, description="sequences longer than this are average-pooled in time to this length")
