@@ -60,13 +60,9 @@ class LogMel:
         past a signal's end are 0. The max - 8 floor uses each signal's own frames.
         """
         import torch
-        import torch.nn.functional as F
 
         half = N_FFT // 2
-        lengths = []
-        for sig in signals:
-            n = max(len(sig), pad_samples or 0, half + 1)
-            lengths.append(n)
+        lengths = [max(len(sig), pad_samples or 0, half + 1) for sig in signals]
         frames = [n // HOP for n in lengths]
         stacked = np.zeros((len(signals), max(lengths) + 2 * half), dtype=np.float32)
         for row, sig, n in zip(stacked, signals, lengths):  # numpy: no thread hand-offs per clip

@@ -17,9 +17,6 @@ from pathlib import Path
 
 import numpy as np
 
-CHUNK_SECONDS = 30
-FRAMES_PER_SECOND = 100  # mel frames (10 ms hop)
-
 
 def is_ct2_dir(path: Path) -> bool:
     """A CTranslate2 model folder: model.bin next to a config.json that is not a transformers config."""
