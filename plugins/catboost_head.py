@@ -16,6 +16,7 @@ from fusionkit.heads import (
     validation_split, write_config,
 )
 from fusionkit.interfaces import FusionHead, Options
+from fusionkit.resources import threads
 
 
 class CatBoostOptions(Options):
@@ -30,7 +31,7 @@ class CatBoostOptions(Options):
     val_fraction: float = Field(0.2, gt=0, lt=1, description="share of training speakers held out when early stopping")
     patience: int = Field(50, ge=1, description="rounds without validation improvement before stopping")
     refit: bool = Field(True, description="after early stopping, refit on the whole training fold for the best number of rounds")
-    threads: int = Field(2, ge=1)
+    threads: int | None = Field(None, ge=1, description="threads (default: FUSIONKIT_THREADS or every CPU)")
 
 
 class CatBoostHead(FusionHead):
@@ -49,7 +50,7 @@ class CatBoostHead(FusionHead):
             iterations=iterations, depth=o.depth, learning_rate=o.learning_rate, l2_leaf_reg=o.l2_leaf_reg,
             rsm=o.rsm, border_count=o.border_count, loss_function="MultiClass",
             auto_class_weights="Balanced" if o.class_weight else None, random_seed=self.seed,
-            thread_count=o.threads, verbose=False, allow_writing_files=False,
+            thread_count=o.threads or threads(), verbose=False, allow_writing_files=False,
         )
 
     def _matrix(self, X) -> np.ndarray:

@@ -11,6 +11,7 @@ from pydantic import Field
 
 from fusionkit import hookimpl
 from fusionkit.features import concat_pooled, full_proba
+from fusionkit.heads import check_names, encoder_names, present_classes
 from fusionkit.interfaces import FusionHead, Options
 from fusionkit.resources import threads
 
@@ -47,24 +48,33 @@ class XGBoostHead(FusionHead):
 
     def fit(self, X, y, classes, groups=None):
         self.classes = list(classes)
-        self.present = np.unique(y)  # XGBoost needs contiguous labels: fit on the classes seen
+        self.encoders = encoder_names(X)
+        self.present = present_classes(np.asarray(y), len(self.classes))  # XGBoost needs contiguous labels
         remap = {c: i for i, c in enumerate(self.present)}
         yy = np.array([remap[v] for v in y])
         weight = None
         if self.options.class_weight:
             counts = np.bincount(yy)
             weight = (len(yy) / (len(counts) * counts))[yy]
+        self.model = None
+        if len(self.present) == 1:  # a one-class fold: nothing to learn, predict that class
+            return
         self.model = self._model()
         self.model.fit(concat_pooled(X), yy, sample_weight=weight)
 
     def predict_proba(self, X):
+        if self.encoders is not None:
+            check_names(X, self.encoders)
+        if self.model is None:
+            return full_proba(np.ones((len(next(iter(X.values()))), 1)), self.present, len(self.classes))
         return full_proba(self.model.predict_proba(concat_pooled(X)), self.present, len(self.classes))
 
     def save(self, directory: Path) -> None:
         directory.mkdir(parents=True, exist_ok=True)
-        self.model.save_model(str(directory / "model.json"))
+        if self.model is not None:
+            self.model.save_model(str(directory / "model.json"))
         (directory / "head.json").write_text(json.dumps(
-            {"plugin": self.name, "classes": self.classes, "present": self.present.tolist(),
+            {"plugin": self.name, "classes": self.classes, "present": self.present.tolist(), "encoders": self.encoders,
              "options": self.options.model_dump(), "seed": self.seed}, indent=2))
 
     @classmethod
@@ -72,8 +82,11 @@ class XGBoostHead(FusionHead):
         meta = json.loads((directory / "head.json").read_text())
         head = cls(options, seed)
         head.classes, head.present = meta["classes"], np.array(meta["present"])
-        head.model = head._model()
-        head.model.load_model(str(directory / "model.json"))
+        head.encoders = meta.get("encoders")
+        head.model = None
+        if len(head.present) > 1:
+            head.model = head._model()
+            head.model.load_model(str(directory / "model.json"))
         return head
 
 

@@ -9,10 +9,10 @@ from fusionkit.plugins import registry
 CLASSES = ["w", "x", "y", "z"]
 FAST = {
     "linear": {},
-    "concat-ffn": {"width": 32, "epochs": 60, "patience": 10},
-    "self-attention": {"width": 32, "epochs": 60, "patience": 10},
-    "cross-attention": {"width": 32, "epochs": 60, "patience": 10},
-    "transformer": {"width": 32, "epochs": 60, "patience": 10, "depth": 1},
+    "concat-ffn": {"width": 32, "epochs": 60, "patience": 10, "refit": False},
+    "self-attention": {"width": 32, "epochs": 60, "patience": 10, "refit": False},
+    "cross-attention": {"width": 32, "epochs": 60, "patience": 10, "refit": False},
+    "transformer": {"width": 32, "epochs": 60, "patience": 10, "depth": 1, "refit": False},
     "xgboost": {"n_estimators": 60, "n_jobs": 1},
     "catboost": {"iterations": 150, "threads": 1, "rsm": 1.0},
     "late-average": {"inner_folds": 3},

@@ -103,9 +103,14 @@ def test_standardizer_constant_column():
     assert np.allclose(z[:, 0], [-1, 1]) and np.allclose(z[:, 1], 0)
 
 
-def test_one_class_training_fold():
+@pytest.mark.parametrize("name", ["linear", "xgboost", "catboost", "concat-ffn"])
+def test_one_class_training_fold(name, tmp_path):
+    pytest.importorskip("torch") if name == "concat-ffn" else None
+    pytest.importorskip("catboost") if name == "catboost" else None
     X, y, g = two_bit_task(n_speakers=4, per_speaker=8)
-    head = make("linear")
+    head = make(name)
     head.fit(X, np.full(len(y), 2), CLASSES, g)
     p = head.predict_proba(X)
     assert (p[:, 2] == 1).all()
+    head.save(tmp_path / "m")
+    np.testing.assert_array_equal(type(head).load(tmp_path / "m", head.options).predict_proba(X), p)
