@@ -86,3 +86,17 @@ def test_registered_as_a_plugin():
     from fusionkit.plugins import registry
 
     assert registry().get("encoder", "egemaps") is EGeMAPSEncoder
+
+
+@pytest.mark.corpus
+def test_real_ravdess_clips(enc):
+    from conftest import corpus
+
+    from fusionkit.audio import load_audio
+
+    files = sorted(corpus("ravdess").glob("Actor_01/*.flac"))[:4]
+    vecs = [enc.encode_batch([load_audio(f)])[0]["features"] for f in files]
+    assert all(v.shape == (88,) and np.all(np.isfinite(v)) for v in vecs)
+    f0 = enc.feature_names().index("F0semitoneFrom27.5Hz_sma3nz_amean")
+    assert all(15 < v[f0] < 50 for v in vecs)  # a male actor's F0 in semitones above 27.5 Hz
+    assert not np.allclose(vecs[0], vecs[1])
