@@ -47,7 +47,7 @@ def load_grid(path: Path, overrides: list[str]) -> tuple[str, list[Cell]]:
     """Expand a grid file into cells; raise RecipeError listing every problem of every cell."""
     import yaml
 
-    from fusionkit.recipe import RecipeError, load_raw, resolve_recipe_path, validate
+    from fusionkit.recipe import RecipeError, load_raw, resolve_recipe_path
 
     try:
         grid = yaml.safe_load(path.read_text(encoding="utf-8"))

@@ -32,9 +32,8 @@ def export(run_dir: Path, bundle_dir: Path, fold: str = "all") -> Path:
     """Refit the run's fusion head on all its clips (``fold='all'``) or copy its best fold's head."""
     import shutil
 
-    from fusionkit.recipe import load_recipe
-    from fusionkit.run import build_encoders, fold_inputs, prepare
-    from fusionkit.recipe import plugin_options
+    from fusionkit.recipe import load_recipe, plugin_options
+    from fusionkit.run import build_encoders, fold_inputs, fold_tag, prepare
 
     import numpy as np
 
@@ -57,7 +56,7 @@ def export(run_dir: Path, bundle_dir: Path, fold: str = "all") -> Path:
     else:
         folds = metrics["folds"]
         best = max(folds, key=lambda f: f["uar"]) if fold == "best" else folds[int(fold)]
-        tag = f"seed{best['seed']}-fold{best['fold']}" if len(metrics["protocol"]["seeds"]) > 1 else f"fold{best['fold']}"
+        tag = fold_tag(best["seed"], best["fold"], metrics["protocol"]["seeds"])
         shutil.copytree(run_dir / "models" / tag, head_dir)
         source = f"fold {best['fold']} (seed {best['seed']}, UAR {best['uar']:.3f})"
     encoders = build_encoders(recipe)

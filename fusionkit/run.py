@@ -236,8 +236,9 @@ def _fold_base(seed: int, fold: Fold, speakers: np.ndarray) -> dict:
             "speaker_overlap": len(speaker_overlap(fold, speakers))}
 
 
-def _tag(seed: int, fold: Fold, seeds: list[int]) -> str:
-    return f"seed{seed}-fold{fold.index}" if len(seeds) > 1 else f"fold{fold.index}"
+def fold_tag(seed: int, fold_index: int, seeds: list[int]) -> str:
+    """Folder name of a fold's saved head under ``run_dir/models``."""
+    return f"seed{seed}-fold{fold_index}" if len(seeds) > 1 else f"fold{fold_index}"
 
 
 def _fit_classification(recipe: Recipe, prep: Prepared, run_dir: Path):
@@ -258,7 +259,7 @@ def _fit_classification(recipe: Recipe, prep: Prepared, run_dir: Path):
         proba = head.predict_proba(fold_inputs(prep, fold.test))
         pred = proba.argmax(axis=1)
         m = classification_metrics(y_all[fold.test], pred, len(classes))
-        head.save(run_dir / "models" / _tag(seed, fold, seeds))
+        head.save(run_dir / "models" / fold_tag(seed, fold.index, seeds))
         fold_rows.append({**_fold_base(seed, fold, groups_all), **m})
         for i, p, pr in zip(fold.test, pred, proba):
             clip = prep.clips[i]
@@ -283,7 +284,7 @@ def _fit_regression(recipe: Recipe, prep: Prepared, run_dir: Path):
         head.fit(fold_inputs(prep, fold.train), Y[fold.train], list(targets), groups_all[fold.train])
         fit_seconds += time.perf_counter() - t
         P = np.asarray(head.predict(fold_inputs(prep, fold.test)), dtype=np.float64).reshape(len(fold.test), len(targets))
-        head.save(run_dir / "models" / _tag(seed, fold, seeds))
+        head.save(run_dir / "models" / fold_tag(seed, fold.index, seeds))
         fold_rows.append({**_fold_base(seed, fold, groups_all), **regression_metrics(Y[fold.test], P, targets)})
         for i, p in zip(fold.test, P):
             clip = prep.clips[i]
