@@ -29,7 +29,12 @@ BUNDLE_FORMAT = 1
 
 
 def export(run_dir: Path, bundle_dir: Path, fold: str = "all") -> Path:
-    """Refit the run's fusion head on all its clips (``fold='all'``) or copy its best fold's head."""
+    """Refit the run's fusion head on its training clips (``fold='all'``) or copy one fold's head.
+
+    "All" means every clip the run could train on: the whole corpus for a k-fold or
+    leave-one-speaker-out run, only the training corpus for a cross-corpus run (``test_data``).
+    Classification bundles predict class probabilities; regression bundles predict target values.
+    """
     import shutil
 
     from fusionkit.recipe import load_recipe, plugin_options
@@ -38,33 +43,41 @@ def export(run_dir: Path, bundle_dir: Path, fold: str = "all") -> Path:
     import numpy as np
 
     recipe = load_recipe(run_dir / "recipe.yaml")
+    metrics = json.loads((run_dir / "metrics.json").read_text())
+    if recipe.normalize != "none":
+        raise ValueError(f"normalize: {recipe.normalize} z-scores each {recipe.normalize} with its own statistics, "
+                         "which a bundle cannot know for new recordings; export a run with normalize: none")
+    regression = recipe.task.kind == "regression"
+    outputs = list(recipe.task.targets) if regression else metrics["classes"]
     bundle_dir.mkdir(parents=True, exist_ok=True)
     head_dir = bundle_dir / "head"
     if head_dir.exists():
         shutil.rmtree(head_dir)
-    metrics = json.loads((run_dir / "metrics.json").read_text())
-    classes = metrics["classes"]
     if fold == "all":
         prep = prepare(recipe)
+        n = prep.n_train if prep.n_train is not None else len(prep.clips)
+        train = prep.clips[:n]
         cls, options = plugin_options("fusion", recipe.fusion.plugin, recipe.fusion.options)
         head = cls(options, seed=recipe.run_seeds()[0])
-        idx = np.arange(len(prep.clips))
-        y = np.array([classes.index(c.label) for c in prep.clips])
-        head.fit(fold_inputs(prep, idx), y, classes, np.array([c.speaker for c in prep.clips]))
+        y = prep.targets[:n] if regression else np.array([outputs.index(c.label) for c in train])
+        head.fit(fold_inputs(prep, np.arange(n)), y, outputs, np.array([c.speaker for c in train]))
         head.save(head_dir)
-        source = f"refitted on all {len(prep.clips)} clips"
+        corpus = " of the training corpus" if prep.n_train is not None else ""
+        source = f"refitted on all {n} clips{corpus}"
     else:
         folds = metrics["folds"]
-        best = max(folds, key=lambda f: f["uar"]) if fold == "best" else folds[int(fold)]
+        key = "ccc" if regression else "uar"
+        best = max(folds, key=lambda f: f[key]) if fold == "best" else folds[int(fold)]
         tag = fold_tag(best["seed"], best["fold"], metrics["protocol"]["seeds"])
         shutil.copytree(run_dir / "models" / tag, head_dir)
-        source = f"fold {best['fold']} (seed {best['seed']}, UAR {best['uar']:.3f})"
+        source = f"fold {best['fold']} (seed {best['seed']}, {key.upper()} {best[key]:.3f})"
     encoders = build_encoders(recipe)
     (bundle_dir / "recipe.yaml").write_text((run_dir / "recipe.yaml").read_text())
     (bundle_dir / "encoders.json").write_text(json.dumps(
         [{"name": spec.key, "plugin": spec.plugin, "options": spec.options, "identity": encoders[spec.key].identity()}
          for spec in recipe.encoders], indent=2, default=str))
-    (bundle_dir / "labels.json").write_text(json.dumps({"classes": classes}, indent=2))
+    labels = {"task": "regression", "targets": outputs} if regression else {"classes": outputs}
+    (bundle_dir / "labels.json").write_text(json.dumps(labels, indent=2))
     manifest = {
         "format": BUNDLE_FORMAT,
         "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
@@ -105,18 +118,35 @@ def _file_hashes(root: Path) -> dict[str, str]:
 
 @dataclass
 class Segment:
+    """One labelled stretch: a class label and probabilities, or (regression) target values."""
+
     start: float
     end: float
-    label: str
-    probabilities: dict[str, float]
+    label: str | None
+    probabilities: dict[str, float] | None
     text: str | None = None
+    values: dict[str, float] | None = None
+
+    def as_dict(self) -> dict:
+        return {k: v for k, v in self.__dict__.items() if v is not None}
+
+
+def _result(scores: dict[str, float], regression: bool) -> dict:
+    """A whole-file result: ``{"label", "probabilities"}``, or ``{"values"}`` for regression."""
+    if regression:
+        return {"values": scores}
+    return {"label": max(scores, key=scores.get), "probabilities": scores}
 
 
 class Bundle:
     """A loaded bundle: ``Bundle.load(path).predict(path_or_array)``."""
 
-    def __init__(self, root: Path, recipe, encoders: dict, head, classes: list[str]):
-        self.root, self.recipe, self.encoders, self.head, self.classes = root, recipe, encoders, head, classes
+    def __init__(self, root: Path, recipe, encoders: dict, head, outputs: list[str]):
+        self.root, self.recipe, self.encoders, self.head = root, recipe, encoders, head
+        self.regression = recipe.task.kind == "regression"
+        #: class names (classification) or target names (regression), in the head's output order
+        self.outputs = outputs
+        self.classes = [] if self.regression else outputs
         self._transcriber = None
 
     @classmethod
@@ -135,11 +165,12 @@ class Bundle:
         recipe = load_recipe(root / "recipe.yaml")
         fusion_cls, options = plugin_options("fusion", recipe.fusion.plugin, recipe.fusion.options)
         head = fusion_cls.load(root / "head", options, seed=recipe.run_seeds()[0])
-        classes = json.loads((root / "labels.json").read_text())["classes"]
+        labels = json.loads((root / "labels.json").read_text())
+        outputs = labels["targets"] if recipe.task.kind == "regression" else labels["classes"]
         encoders = build_encoders(recipe)
         for enc in encoders.values():
             enc.load()
-        return cls(root, recipe, encoders, head, classes)
+        return cls(root, recipe, encoders, head, outputs)
 
     @property
     def uses_text(self) -> bool:
@@ -156,7 +187,7 @@ class Bundle:
         return [self._transcriber(x) for x in signals]
 
     def predict_signals(self, signals: list, sr: int = 16000) -> tuple[list[dict], list[str] | None]:
-        """Probabilities for mono 16 kHz signals (one dict class -> p each)."""
+        """Scores for mono 16 kHz signals: one dict per signal, class -> probability (or target -> value)."""
         import numpy as np
 
         texts = self._texts(signals) if self.uses_text else None
@@ -165,15 +196,16 @@ class Bundle:
             inputs = texts if enc.modality == "text" else signals
             feats = [enc.select(a) for a in enc.encode_batch(inputs)]
             X[name] = feats if enc.is_sequence() else np.stack(feats).astype(np.float32)
-        proba = self.head.predict_proba(X)
-        return [dict(zip(self.classes, map(float, p))) for p in proba], texts
+        scores = self.head.predict(X) if self.regression else self.head.predict_proba(X)
+        scores = np.asarray(scores, dtype=np.float64).reshape(len(signals), len(self.outputs))
+        return [dict(zip(self.outputs, map(float, p))) for p in scores], texts
 
     def predict(self, source, sampling_rate: int | None = None, window: float | None = None,
                 hop: float | None = None, vad: bool = False, smooth: int = 1, batch: int = 16):
         """Label a file path or a signal array.
 
-        Without ``window``/``vad``: ``{"label", "probabilities"}`` for the whole recording.
-        With them: a list of :class:`Segment` (start, end, label, probabilities).
+        Without ``window``/``vad``: ``{"label", "probabilities"}`` for the whole recording
+        (``{"values"}`` for a regression bundle). With them: a list of :class:`Segment`.
         """
         import numpy as np
 
@@ -183,7 +215,7 @@ class Bundle:
             x = (load_audio(source, 16000) if isinstance(source, (str, Path))
                  else to_mono_resampled(np.asarray(source), sampling_rate or 16000, 16000))
             probs, texts = self.predict_signals([x])
-            out = {"label": max(probs[0], key=probs[0].get), "probabilities": probs[0]}
+            out = _result(probs[0], self.regression)
             if texts:
                 out["text"] = texts[0]
             return out
@@ -205,7 +237,9 @@ class Bundle:
         def flush():
             probs, texts = self.predict_signals([x for _, _, x in chunk])
             for i, ((s, e, _), p) in enumerate(zip(chunk, probs)):
-                segments.append(Segment(round(s, 3), round(e, 3), max(p, key=p.get), p, texts[i] if texts else None))
+                r = _result(p, self.regression)
+                segments.append(Segment(round(s, 3), round(e, 3), r.get("label"), r.get("probabilities"),
+                                        texts[i] if texts else None, r.get("values")))
             chunk.clear()
 
         for span in spans:
@@ -215,7 +249,7 @@ class Bundle:
         if chunk:
             flush()
         if smooth > 1:
-            segments = smooth_probabilities(segments, smooth, self.classes)
+            segments = smooth_probabilities(segments, smooth, self.outputs)
         yield from segments
 
 
@@ -283,7 +317,7 @@ def predict_command(bundle: Path, audio, window, hop, vad, smooth, fmt) -> None:
     if fmt == "json":
         click.echo(json.dumps([_as_json(p, r) for p, r in results], indent=2))
     elif fmt == "csv":
-        click.echo(_as_csv(results, model.classes), nl=False)
+        click.echo(_as_csv(results, model), nl=False)
     if failed:
         click.echo(f"{failed} file(s) could not be labelled", err=True)
         sys.exit(1)
@@ -292,27 +326,38 @@ def predict_command(bundle: Path, audio, window, hop, vad, smooth, fmt) -> None:
 def _as_json(path: Path, r) -> dict:
     if isinstance(r, dict):
         return {"file": str(path), **r}
-    return {"file": str(path), "timeline": [s.__dict__ for s in r]}
+    return {"file": str(path), "timeline": [s.as_dict() for s in r]}
 
 
-def _as_csv(results, classes) -> str:
+def _as_csv(results, model: "Bundle") -> str:
     buf = io.StringIO()
     w = csv.writer(buf)
-    w.writerow(["file", "start", "end", "label", *[f"p_{c}" for c in classes]])
+    names = model.outputs
+    w.writerow(["file", "start", "end", *([] if model.regression else ["label"]),
+                *(names if model.regression else [f"p_{c}" for c in names])])
     for path, r in results:
-        segs = [Segment(0.0, -1.0, r["label"], r["probabilities"])] if isinstance(r, dict) else r
+        segs = [Segment(0.0, -1.0, r.get("label"), r.get("probabilities"), values=r.get("values"))] \
+            if isinstance(r, dict) else r
         for s in segs:
-            w.writerow([str(path), s.start, "" if s.end < 0 else s.end, s.label,
-                        *[f"{s.probabilities[c]:.4f}" for c in classes]])
+            scores = s.values if model.regression else s.probabilities
+            w.writerow([str(path), s.start, "" if s.end < 0 else s.end, *([] if model.regression else [s.label]),
+                        *[f"{scores[c]:.4f}" for c in names]])
     return buf.getvalue()
+
+
+def _values_text(values: dict[str, float]) -> str:
+    return ", ".join(f"{k} {v:.2f}" for k, v in values.items())
 
 
 def _print_table(path: Path, r) -> None:
     if isinstance(r, dict):
+        if "values" in r:
+            click.echo(f"{path}: {_values_text(r['values'])}")
+            return
         top = sorted(r["probabilities"].items(), key=lambda kv: -kv[1])[:3]
-        click.echo(f"{path}: {r['label']}  ({', '.join(f'{k} {v:.2f}' for k, v in top)})")
+        click.echo(f"{path}: {r['label']}  ({_values_text(dict(top))})")
         return
     click.echo(f"{path}: {len(r)} windows")
     for s in r:
-        click.echo(f"  {s.start:8.2f} - {s.end:8.2f}  {s.label:<10} {s.probabilities[s.label]:.2f}"
-                   + (f"  \"{s.text}\"" if s.text else ""))
+        what = _values_text(s.values) if s.values is not None else f"{s.label:<10} {s.probabilities[s.label]:.2f}"
+        click.echo(f"  {s.start:8.2f} - {s.end:8.2f}  {what}" + (f"  \"{s.text}\"" if s.text else ""))

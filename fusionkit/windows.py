@@ -104,16 +104,20 @@ def _vad_model(loader):
     return _VAD
 
 
-def smooth_probabilities(segments: list, width: int, classes: list[str]) -> list:
-    """Moving average of each window's probabilities over ``width`` neighbours (centred)."""
+def smooth_probabilities(segments: list, width: int, names: list[str]) -> list:
+    """Moving average over ``width`` neighbouring windows (centred) of each window's class
+    probabilities (relabelled by the arg-max), or of its target values for a regression timeline."""
     from dataclasses import replace
 
     if not segments:
         return segments
-    P = np.array([[s.probabilities[c] for c in classes] for s in segments])
+    field = "values" if segments[0].values is not None else "probabilities"
+    P = np.array([[getattr(s, field)[c] for c in names] for s in segments])
     kernel = np.ones(width) / width
     pad = width // 2
     padded = np.pad(P, ((pad, width - 1 - pad), (0, 0)), mode="edge")
-    smoothed = np.stack([np.convolve(padded[:, k], kernel, mode="valid") for k in range(len(classes))], axis=1)
-    return [replace(s, probabilities=dict(zip(classes, map(float, p))), label=classes[int(np.argmax(p))])
+    smoothed = np.stack([np.convolve(padded[:, k], kernel, mode="valid") for k in range(len(names))], axis=1)
+    if field == "values":
+        return [replace(s, values=dict(zip(names, map(float, p)))) for s, p in zip(segments, smoothed)]
+    return [replace(s, probabilities=dict(zip(names, map(float, p))), label=names[int(np.argmax(p))])
             for s, p in zip(segments, smoothed)]

@@ -207,3 +207,59 @@ def test_cross_corpus_with_corpus_normalisation_is_recorded(corpora, tmp_path):
     assert "z-scored per corpus" in results_table(m)
     assert "n/a (one score)" in results_table(m)  # one fold, one seed: no interval
     assert "z-scored per corpus" in (tmp_path / "report.md").read_text()
+
+
+# ------------------------------------------------------------------ export of these runs
+
+
+def test_export_of_a_cross_corpus_run_refits_on_the_training_corpus_only(corpora, tmp_path):
+    from fusionkit.bundle import Bundle, export
+
+    a, b, _ = corpora
+    r = recipe(corpora, data={"dataset": "manifest", "root": str(a),
+                              "labels": {"map": {"ang": "angry", "hap": "happy", "neu": "neutral"}}},
+               test_data={"dataset": "manifest", "root": str(b)})
+    run(r, tmp_path / "run")
+    export(tmp_path / "run", tmp_path / "bundle")
+    manifest = json.loads((tmp_path / "bundle" / "manifest.json").read_text())
+    assert manifest["head"] == "refitted on all 36 clips of the training corpus"
+    model = Bundle.load(tmp_path / "bundle")
+    assert model.classes == ["angry", "happy", "neutral"]
+    with open(tmp_path / "run" / "predictions.csv") as fh:
+        rows = list(csv.DictReader(fh))
+    # trained on the same clips as the run's single cross-corpus fold: the same test predictions
+    for row in rows[:6]:
+        out = model.predict(b.parent / (row["clip_id"].split(":")[-1] + ".wav"))
+        assert out["label"] == row["predicted"]
+
+
+def test_export_of_a_regression_run_predicts_values(corpora, tmp_path):
+    from click.testing import CliRunner
+
+    from fusionkit.bundle import Bundle, export
+    from fusionkit.cli import main
+
+    r = recipe(corpora, task={"kind": "regression", "targets": ["arousal"]}, fusion={"plugin": "ridge"},
+               split={"kind": "session"})
+    run(r, tmp_path / "run")
+    export(tmp_path / "run", tmp_path / "bundle")
+    assert json.loads((tmp_path / "bundle" / "labels.json").read_text()) == {"task": "regression", "targets": ["arousal"]}
+    model = Bundle.load(tmp_path / "bundle")
+    a = corpora[0].parent
+    loud, calm = model.predict(a / "a1_ang_0.wav"), model.predict(a / "a1_neu_0.wav")
+    assert set(loud) == {"values"} and loud["values"]["arousal"] > calm["values"]["arousal"] + 1.0
+    timeline = model.predict(a / "a1_ang_0.wav", window=0.1, smooth=3)
+    assert timeline and all(s.label is None and set(s.values) == {"arousal"} for s in timeline)
+    res = CliRunner().invoke(main, ["predict", str(tmp_path / "bundle"), str(a / "a1_ang_0.wav"), "--format", "csv"])
+    assert res.exit_code == 0, res.output
+    assert res.output.splitlines()[0] == "file,start,end,arousal"
+    export(tmp_path / "run", tmp_path / "best", fold="best")
+    assert "CCC" in json.loads((tmp_path / "best" / "manifest.json").read_text())["head"]
+
+
+def test_export_refuses_group_normalised_runs(corpora, tmp_path):
+    from fusionkit.bundle import export
+
+    run(recipe(corpora, normalize="speaker", split={"kind": "speaker-kfold", "folds": 2}), tmp_path / "run")
+    with pytest.raises(ValueError, match="normalize: speaker"):
+        export(tmp_path / "run", tmp_path / "bundle")
