@@ -37,10 +37,10 @@ def speed_table(speed: list[dict]) -> str:
 
 
 def paired_table(speed: list[dict]) -> str:
-    paired = {r["model"]: r for r in speed if r["mode"] == "paired"}
+    paired = {(r["model"], r["clips"]): r for r in speed if r["mode"] == "paired"}  # latest per model and size
     out = ["| model | clips | rounds | bare (s) | fusionkit encode_batch (s) | fusionkit throughput / bare | CPU-time ratio |",
            "|---|---|---|---|---|---|---|"]
-    for model, r in paired.items():
+    for (model, _), r in paired.items():
         out.append(f"| {NAMES.get(model, model)} | {r['clips']} | {r['rounds']} | {r['bare_s']:.2f} | {r['fusionkit_s']:.2f} | "
                    f"{r['throughput_ratio']:.2f}x | {r['fusionkit_vs_bare_cpu']:.2f} |")
     return "\n".join(out)

@@ -344,11 +344,31 @@ def _check_semantics(recipe: Recipe, source: str) -> list[str]:
         problems.append(f"{source}: split.file: a 'file' split needs the path of a clip-id,fold CSV")
     elif recipe.split.kind == "file" and not recipe.split.file.exists():
         problems.append(f"{source}: split.file: {recipe.split.file} does not exist")
+    problems += _check_text(recipe, source, lambda name: plugin("encoder", name))
     fusion = plugin("fusion", recipe.fusion.plugin)
     head_task = getattr(fusion, "task", "classification")
     if fusion is not None and head_task != recipe.task.kind:
         problems.append(f"{source}: fusion.plugin: '{recipe.fusion.plugin}' is a {head_task} head but task.kind is "
                         f"{recipe.task.kind}")
+    return problems
+
+
+def _check_text(recipe: Recipe, source: str, encoder_class) -> list[str]:
+    """``text`` against the encoders: ASR decoding options, and text encoders with ``source: none``."""
+    problems = []
+    text = recipe.text
+    if text.source == "asr":
+        from fusionkit.transcripts import option_problems
+
+        problems += [f"{source}: {line}" for line in option_problems(text.options)]
+    elif text.options:
+        problems.append(f"{source}: text.options: decoding options apply to text.source: asr, not {text.source}")
+    if text.source == "none":
+        for i, spec in enumerate(recipe.encoders):
+            cls = encoder_class(spec.plugin)
+            if cls is not None and getattr(cls, "modality", "audio") == "text":
+                problems.append(f"{source}: encoders.{i}: '{spec.plugin}' encodes text but text.source is none "
+                                "(use dataset transcripts or asr)")
     return problems
 
 

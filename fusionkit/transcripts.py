@@ -56,14 +56,21 @@ class AsrOptions(Options):
                 "compute_type": self.compute_type}
 
 
-def parse_options(raw: dict) -> AsrOptions:
+def option_problems(raw: dict) -> list[str]:
+    """Every problem of ``text.options``, one ``text.options.FIELD: reason`` line each."""
     try:
-        return AsrOptions.model_validate(raw or {})
+        AsrOptions.model_validate(raw or {})
     except ValidationError as exc:
-        err = exc.errors()[0]
-        where = ".".join(str(p) for p in err["loc"]) or "(top level)"
-        msg = "unknown field" if err["type"] == "extra_forbidden" else err["msg"]
-        raise TranscriptError(f"text.options.{where}: {msg}") from None
+        return [f"text.options.{'.'.join(str(p) for p in err['loc']) or '(top level)'}: "
+                f"{'unknown field' if err['type'] == 'extra_forbidden' else err['msg']}" for err in exc.errors()]
+    return []
+
+
+def parse_options(raw: dict) -> AsrOptions:
+    problems = option_problems(raw)
+    if problems:
+        raise TranscriptError(problems[0])
+    return AsrOptions.model_validate(raw or {})
 
 
 class TranscriptCache:

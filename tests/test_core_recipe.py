@@ -186,3 +186,20 @@ def test_problems_caused_by_set_say_so(tmp_path, fk_env):
     assert any("encoders.0.options.n_mfc: unknown field (from --set encoders.0.options.n_mfc=3)" in l for l in lines)
     (depth,) = [l for l in lines if "max_depth" in l]
     assert "--set" not in depth  # that one is the file's own doing
+
+
+def test_text_section_is_checked_against_the_encoders(tmp_path, fk_env):
+    recipe = small_recipe()
+    recipe["text"] = {"source": "asr", "options": {"beam_sise": 3, "beam_size": 0}}
+    lines = error_lines(validate(write_recipe(tmp_path / "asr.yaml", recipe)))
+    assert len(lines) == 2 and "text.options.beam_sise: unknown field" in " ".join(lines), lines
+    assert "text.options.beam_size: Input should be greater than or equal to 1" in " ".join(lines)
+    recipe["text"] = {"source": "dataset", "options": {"beam_size": 3}}
+    lines = error_lines(validate(write_recipe(tmp_path / "opts.yaml", recipe)))
+    assert len(lines) == 1 and "text.options: decoding options apply to text.source: asr" in lines[0], lines
+    recipe["text"] = {"source": "none"}
+    recipe["encoders"].append({"plugin": "sentence-transformers"})
+    result = validate(write_recipe(tmp_path / "none.yaml", recipe))
+    lines = error_lines(result)
+    assert result.exit_code == 2 and len(lines) == 1, result.stderr
+    assert "encoders.1: 'sentence-transformers' encodes text but text.source is none" in lines[0]
