@@ -241,36 +241,9 @@ def fold_tag(seed: int, fold_index: int, seeds: list[int]) -> str:
     return f"seed{seed}-fold{fold_index}" if len(seeds) > 1 else f"fold{fold_index}"
 
 
-def _fit_classification(recipe: Recipe, prep: Prepared, run_dir: Path):
-    classes = prep.classes
-    y_all = np.array([classes.index(c.label) for c in prep.clips])
-    groups_all = np.array([c.speaker for c in prep.clips])
-    fusion_cls, fusion_options = plugin_options("fusion", recipe.fusion.plugin, recipe.fusion.options)
-    fold_rows, pred_rows, fit_seconds = [], [], 0.0
-    seeds = recipe.run_seeds()
-    for seed, fold in bar(plan_folds(recipe, prep), desc=f"fitting {recipe.fusion.plugin}", unit="fold"):
-        if len(fold.test) == 0 or len(fold.train) == 0:
-            log.warning("fold %d has an empty side; skipped", fold.index)
-            continue
-        head = fusion_cls(fusion_options, seed=seed)
-        t = time.perf_counter()
-        head.fit(fold_inputs(prep, fold.train), y_all[fold.train], classes, groups_all[fold.train])
-        fit_seconds += time.perf_counter() - t
-        proba = head.predict_proba(fold_inputs(prep, fold.test))
-        pred = proba.argmax(axis=1)
-        m = classification_metrics(y_all[fold.test], pred, len(classes))
-        head.save(run_dir / "models" / fold_tag(seed, fold.index, seeds))
-        fold_rows.append({**_fold_base(seed, fold, groups_all), **m})
-        for i, p, pr in zip(fold.test, pred, proba):
-            clip = prep.clips[i]
-            pred_rows.append([clip.id, seed, fold.index, clip.speaker, clip.label, classes[p], *[f"{v:.6f}" for v in pr]])
-    header = ["clip_id", "seed", "fold", "speaker", "true", "predicted", *[f"p_{c}" for c in classes]]
-    return fold_rows, pred_rows, header, fit_seconds
-
-
-def _fit_regression(recipe: Recipe, prep: Prepared, run_dir: Path):
-    targets = recipe.task.targets
-    Y = prep.targets
+def _fit_folds(recipe: Recipe, prep: Prepared, run_dir: Path, y: np.ndarray, outputs: list[str], evaluate):
+    """The fold loop of both tasks: per fold a fresh head is fitted, scored on the test side
+    (``evaluate(head, X_test, seed, fold) -> (metrics, prediction rows)``) and saved."""
     groups_all = np.array([c.speaker for c in prep.clips])
     head_cls, head_options = plugin_options("fusion", recipe.fusion.plugin, recipe.fusion.options)
     fold_rows, pred_rows, fit_seconds = [], [], 0.0
@@ -281,15 +254,42 @@ def _fit_regression(recipe: Recipe, prep: Prepared, run_dir: Path):
             continue
         head = head_cls(head_options, seed=seed)
         t = time.perf_counter()
-        head.fit(fold_inputs(prep, fold.train), Y[fold.train], list(targets), groups_all[fold.train])
+        head.fit(fold_inputs(prep, fold.train), y[fold.train], outputs, groups_all[fold.train])
         fit_seconds += time.perf_counter() - t
-        P = np.asarray(head.predict(fold_inputs(prep, fold.test)), dtype=np.float64).reshape(len(fold.test), len(targets))
+        metrics, rows = evaluate(head, fold_inputs(prep, fold.test), seed, fold)
         head.save(run_dir / "models" / fold_tag(seed, fold.index, seeds))
-        fold_rows.append({**_fold_base(seed, fold, groups_all), **regression_metrics(Y[fold.test], P, targets)})
-        for i, p in zip(fold.test, P):
-            clip = prep.clips[i]
-            pred_rows.append([clip.id, seed, fold.index, clip.speaker,
-                              *[f"{v:.6f}" for v in Y[i]], *[f"{v:.6f}" for v in p]])
+        fold_rows.append({**_fold_base(seed, fold, groups_all), **metrics})
+        pred_rows += rows
+    return fold_rows, pred_rows, fit_seconds
+
+
+def _fit_classification(recipe: Recipe, prep: Prepared, run_dir: Path):
+    classes = prep.classes
+    y_all = np.array([classes.index(c.label) for c in prep.clips])
+
+    def evaluate(head, X, seed: int, fold: Fold):
+        proba = head.predict_proba(X)
+        pred = proba.argmax(axis=1)
+        rows = [[prep.clips[i].id, seed, fold.index, prep.clips[i].speaker, prep.clips[i].label, classes[p],
+                 *[f"{v:.6f}" for v in pr]] for i, p, pr in zip(fold.test, pred, proba)]
+        return classification_metrics(y_all[fold.test], pred, len(classes)), rows
+
+    fold_rows, pred_rows, fit_seconds = _fit_folds(recipe, prep, run_dir, y_all, classes, evaluate)
+    header = ["clip_id", "seed", "fold", "speaker", "true", "predicted", *[f"p_{c}" for c in classes]]
+    return fold_rows, pred_rows, header, fit_seconds
+
+
+def _fit_regression(recipe: Recipe, prep: Prepared, run_dir: Path):
+    targets = list(recipe.task.targets)
+    Y = prep.targets
+
+    def evaluate(head, X, seed: int, fold: Fold):
+        P = np.asarray(head.predict(X), dtype=np.float64).reshape(len(fold.test), len(targets))
+        rows = [[prep.clips[i].id, seed, fold.index, prep.clips[i].speaker,
+                 *[f"{v:.6f}" for v in Y[i]], *[f"{v:.6f}" for v in p]] for i, p in zip(fold.test, P)]
+        return regression_metrics(Y[fold.test], P, targets), rows
+
+    fold_rows, pred_rows, fit_seconds = _fit_folds(recipe, prep, run_dir, Y, targets, evaluate)
     header = ["clip_id", "seed", "fold", "speaker", *[f"true_{t}" for t in targets], *[f"pred_{t}" for t in targets]]
     return fold_rows, pred_rows, header, fit_seconds
 
