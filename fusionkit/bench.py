@@ -172,6 +172,19 @@ def run_cell(raw: dict, cell_dir: str, n_threads: int = 1) -> dict:
     return row
 
 
+def _exit_with_parent(parent: int) -> None:
+    """Worker initializer: end this worker when the grid process is gone (killed with SIGTERM or
+    SIGKILL), instead of fitting a cell nobody will record."""
+    import threading
+
+    def watch() -> None:
+        while os.getppid() == parent:
+            time.sleep(1.0)
+        os._exit(1)
+
+    threading.Thread(target=watch, daemon=True, name="fusionkit-parent-watch").start()
+
+
 def _cell_file(out: Path, cell: Cell) -> Path:
     return out / "cells" / cell.id / "cell.json"
 
@@ -202,7 +215,8 @@ def run_grid(grid_path: Path, out: Path, overrides: list[str], workers: int, ret
         timings = encode_all(todo, out)
         click.echo(f"encoding phase: {time.perf_counter() - t:.1f} s", err=True)
         ctx = mp.get_context("spawn")
-        with ProcessPoolExecutor(max_workers=workers, mp_context=ctx, max_tasks_per_child=1) as pool:
+        with ProcessPoolExecutor(max_workers=workers, mp_context=ctx, max_tasks_per_child=1,
+                                 initializer=_exit_with_parent, initargs=(os.getpid(),)) as pool:
             share = max(1, threads() // workers)
             futures = {pool.submit(run_cell, c.recipe, str(out / "cells" / c.id), share): c for c in todo}
             with bar(total=len(todo), desc=f"grid {name}", unit="cell") as progress:

@@ -115,3 +115,52 @@ def test_grid_with_unknown_head_is_rejected_before_running(grid, tmp_path):
     assert r.exit_code == 2
     assert "did you mean 'xgboost'" in r.output
     assert not (tmp_path / "o" / "cells").exists()
+
+
+WORKER_SCRIPT = """
+import multiprocessing as mp, os, time
+from concurrent.futures import ProcessPoolExecutor
+from fusionkit.bench import _exit_with_parent
+
+def nap():
+    print(os.getpid(), flush=True)
+    time.sleep(60)
+
+if __name__ == "__main__":
+    with ProcessPoolExecutor(1, mp_context=mp.get_context("spawn"), initializer=_exit_with_parent,
+                             initargs=(os.getpid(),)) as pool:
+        pool.submit(nap)
+        time.sleep(60)
+"""
+
+
+def _alive(pid: int) -> bool:
+    try:
+        state = Path(f"/proc/{pid}/status").read_text()
+    except OSError:
+        return False
+    return "\nState:\tZ" not in state
+
+
+def test_cell_workers_end_when_the_grid_process_is_killed(tmp_path):
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    if not Path("/proc").exists():
+        pytest.skip("needs /proc")
+    script = tmp_path / "pool.py"
+    script.write_text(WORKER_SCRIPT)
+    parent = subprocess.Popen([sys.executable, str(script)], stdout=subprocess.PIPE, text=True)
+    try:
+        worker = int(parent.stdout.readline())
+        assert _alive(worker)
+        parent.send_signal(signal.SIGKILL)
+        parent.wait()
+        deadline = time.monotonic() + 15
+        while _alive(worker) and time.monotonic() < deadline:
+            time.sleep(0.2)
+        assert not _alive(worker), "the worker outlived the killed grid process"
+    finally:
+        parent.kill()
