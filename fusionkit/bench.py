@@ -107,52 +107,61 @@ def _expand_block(path: Path, base: dict, axes: dict, problems: list[str]) -> li
     return cells
 
 
+def _encoder_key(cell: Cell, e: dict) -> str:
+    data_key = json.dumps(cell.recipe["data"], sort_keys=True, default=str)
+    return data_key + "|" + json.dumps({"plugin": e["plugin"], "options": e.get("options") or {}}, sort_keys=True)
+
+
 def encode_all(cells: list[Cell], out: Path) -> dict:
-    """Encode every distinct (dataset, encoder) once, before any head; return seconds per encoder."""
+    """Encode every distinct (dataset, encoder) once, before any head is fitted.
+
+    Returns (and keeps in ``out/encode.json``) what each cell's row reports: ``caches`` maps an
+    encoder of a cell to its embedding cache (encoders that differ only in layer or pooling share
+    one), ``cost`` the seconds this grid run took to fill it, ``computed`` what this call encoded.
+    """
+    from fusionkit.cache import atomic_write_text
     from fusionkit.recipe import Recipe
     from fusionkit.run import prepare
+    from fusionkit.resources import peak_rss_mb
 
-    timings_path = out / "encode.json"
-    timings = json.loads(timings_path.read_text()) if timings_path.exists() else {}
+    path = out / "encode.json"
+    state = json.loads(path.read_text()) if path.exists() else {}
+    if "caches" not in state:  # older layout: start afresh
+        state = {"caches": {}, "cost": {}}
+    state["computed"] = {}
     by_data: dict[str, tuple[dict, dict]] = {}
     for cell in cells:
         data_key = json.dumps(cell.recipe["data"], sort_keys=True, default=str)
-        raw_encs = by_data.setdefault(data_key, (cell.recipe, {}))[1]
+        encs = by_data.setdefault(data_key, (cell.recipe, {}))[1]
         for e in cell.recipe["encoders"]:
-            ekey = json.dumps({"plugin": e["plugin"], "options": e.get("options") or {}}, sort_keys=True)
-            raw_encs.setdefault(ekey, e)
+            encs.setdefault(_encoder_key(cell, e), e)
     for data_key, (template, encs) in by_data.items():
         raw = copy.deepcopy(template)
         raw["encoders"] = [{"plugin": e["plugin"], "options": e.get("options") or {}, "name": f"e{i}"}
                            for i, e in enumerate(encs.values())]
-        recipe = Recipe.model_validate(raw)
-        prep = prepare(recipe)
+        prep = prepare(Recipe.model_validate(raw))
         for i, ekey in enumerate(encs):
             counts = prep.embeddings["per_encoder"][f"e{i}"]
-            entry = timings.setdefault(data_key + "|" + ekey, {"seconds": 0.0, "computed": 0})
+            cache = data_key + "|" + counts["cache_key"]
+            state["caches"][ekey] = cache
             if counts["computed"]:
-                entry["seconds"] = counts["seconds"]
-                entry["computed"] = counts["computed"]
-    from fusionkit.cache import atomic_write_text
+                state["cost"][cache] = counts["seconds"]
+            state["computed"][cache] = state["computed"].get(cache, 0) + counts["computed"]
+    state["peak_mb"] = peak_rss_mb()
+    atomic_write_text(path, json.dumps(state, indent=2))
+    return state
 
-    atomic_write_text(timings_path, json.dumps(timings, indent=2))
-    return timings
 
-
-def _cell_encode_seconds(cell: Cell, timings: dict) -> float:
-    data_key = json.dumps(cell.recipe["data"], sort_keys=True, default=str)
-    total = 0.0
-    for e in cell.recipe["encoders"]:
-        ekey = json.dumps({"plugin": e["plugin"], "options": e.get("options") or {}}, sort_keys=True)
-        total += timings.get(data_key + "|" + ekey, {}).get("seconds", 0.0)
-    return round(total, 1)
+def _cell_encoding(cell: Cell, state: dict) -> tuple[float, int]:
+    """(seconds its embeddings took to compute, embeddings computed for it by this grid run)."""
+    caches = {state["caches"].get(_encoder_key(cell, e)) for e in cell.recipe["encoders"]} - {None}
+    seconds = sum(state["cost"].get(c, 0.0) for c in caches)
+    return round(seconds, 1), sum(state["computed"].get(c, 0) for c in caches)
 
 
 def run_cell(raw: dict, cell_dir: str, n_threads: int = 1) -> dict:
     """Run one cell in this (worker) process; return its row fields (status, metrics, time, memory)."""
-    import resource
-
-    from fusionkit.resources import limit_threads
+    from fusionkit.resources import limit_threads, peak_rss_mb
 
     limit_threads(n_threads)  # before torch/xgboost are imported in this fresh process
     os.environ["FUSIONKIT_PROGRESS"] = "0"
@@ -168,7 +177,7 @@ def run_cell(raw: dict, cell_dir: str, n_threads: int = 1) -> dict:
                "computed": m["embeddings"]["computed"], "fit_s": m["timing"]["fit_seconds"], "error": ""}
     except Exception as exc:  # noqa: BLE001 - a failed cell is recorded and the grid goes on
         row = {"status": "failed", "error": f"{type(exc).__name__}: {exc}"}
-    row["peak_mb"] = round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1)
+    row["peak_mb"] = peak_rss_mb()
     return row
 
 
@@ -226,8 +235,9 @@ def run_grid(grid_path: Path, out: Path, overrides: list[str], workers: int, ret
                         row = fut.result()
                     except Exception as exc:  # noqa: BLE001 - e.g. a worker killed by the OS
                         row = {"status": "failed", "error": f"{type(exc).__name__}: {exc}"}
+                    encode_s, computed = _cell_encoding(cell, timings)
                     row.update(cell=cell.id, dataset=cell.dataset, encoders=cell.encoders, head=cell.head,
-                               seeds=cell.seeds, encode_s=_cell_encode_seconds(cell, timings))
+                               seeds=cell.seeds, encode_s=encode_s, computed=row.get("computed", 0) + computed)
                     atomic_write_text(_cell_file(out, cell), json.dumps(row, indent=2))
                     if row["status"] != "done":
                         click.echo(f"cell {cell.id} failed: {row['error']}", err=True)
@@ -267,7 +277,9 @@ def render(out: Path) -> list[dict]:
         lines.append(f"| {r['dataset']} | {b}{r['encoders']}{b} | {b}{r['head']}{b} | {r['seeds']} | {b}{r['uar']:.3f}{b} | "
                      f"{r['uar_std']:.3f} | {r['wa']:.3f} | {r['macro_f1']:.3f} | {r['computed']} | {r['encode_s']} | "
                      f"{r['fit_s']} | {r['peak_mb']} |")
-    lines += ["", "Best cell per dataset in bold. UAR: mean over speaker-independent folds (and seeds).", "",
+    lines += ["", "Best cell per dataset in bold. UAR: mean over speaker-independent folds (and seeds). "
+              "Embeddings computed: by this grid run for the cell's encoders (0 when the cache had them all); "
+              "encode s: the seconds this grid run spent computing them; peak MB: the cell's own process.", "",
               "![UAR heatmap](uar_heatmap.png)", ""]
     atomic_write_text(out / "results.md", "\n".join(lines))
     if any(r["status"] == "done" for r in rows):

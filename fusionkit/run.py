@@ -144,7 +144,8 @@ def prepare(recipe: Recipe, run_dir: Path | None = None) -> Prepared:
             skipped.setdefault(cid, f"{name}: {reason}")
         features[name] = result.features
         sequences[name] = encoder.is_sequence()
-        counts[name] = {"computed": result.computed, "cached": result.cached, "seconds": round(result.seconds, 2)}
+        counts[name] = {"computed": result.computed, "cached": result.cached, "seconds": round(result.seconds, 2),
+                        "cache_key": encoder.cache_key()}
         log.info("%s: %d embeddings computed, %d from cache (%.1f s)", name, result.computed, result.cached, result.seconds)
 
     def ok(c: Clip) -> bool:
