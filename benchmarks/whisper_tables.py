@@ -58,7 +58,9 @@ def layer_table(layers: list[dict]) -> str:
         pads = sorted({p for p, _ in cells}, key=lambda p: (p != "own", p))
         n_layers = max(layer for _, layer in cells) + 1
         any_row = next(iter(cells.values()))
-        head = f"**{corpus}**, {NAMES.get(model, model)} ({any_row['clips']} clips, {any_row['folds']} folds, UAR mean ± std over folds)"
+        heads = ", ".join(sorted({r.get("head", "linear") for r in cells.values()}))
+        head = (f"**{corpus}**, {NAMES.get(model, model)} ({any_row['clips']} clips, {any_row['folds']} folds, "
+                f"UAR mean ± std over folds; head: {heads})")
         lines = [head, "", "| layer | " + " | ".join(f"pad_to {p}" for p in pads) + " |", "|---" * (len(pads) + 1) + "|"]
         for layer in range(n_layers):
             vals = []
