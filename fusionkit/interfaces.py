@@ -12,10 +12,10 @@ import json
 from abc import ABC, abstractmethod
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, ClassVar, Literal, Sequence, Union
+from typing import Annotated, Any, ClassVar, Literal, Sequence, Union
 
 import numpy as np
-from pydantic import BaseModel, ConfigDict
+from pydantic import AfterValidator, BaseModel, ConfigDict
 
 
 class Options(BaseModel):
@@ -64,7 +64,16 @@ class Dataset(ABC):
 # ---------------------------------------------------------------- encoders
 
 Pooling = Literal["mean", "mean+std", "max", "none"]
-LayerChoice = Union[int, list[int], Literal["all"]]
+
+
+def _distinct_layers(v):
+    if isinstance(v, list) and (not v or len(set(v)) != len(v)):
+        raise ValueError("layers list must be non-empty without repeats")
+    return v
+
+
+LayerChoice = Annotated[Union[int, list[int], Literal["all"]], AfterValidator(_distinct_layers)]
+"""A layer index, a list of distinct indices, or "all"."""
 
 
 class Encoder(ABC):

@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Any, ClassVar, Literal, Sequence
 
 import numpy as np
-from pydantic import Field, field_validator
+from pydantic import Field
 
 from fusionkit.interfaces import Encoder, LayerChoice, Options, Pooling
 from fusionkit.layers import (
@@ -34,13 +34,6 @@ class LayeredOptions(Options):
     threads: int | None = Field(None, ge=1, le=256, description="torch intra-op CPU threads while encoding; null = torch's default (one per core)")
     max_seconds: float = Field(30.0, gt=0.5, le=600, description="longer audio is encoded in chunks of at most this length; statistics are merged exactly")
     trust_remote_code: bool = Field(False, description="allow custom model code shipped with the checkpoint")
-
-    @field_validator("layers")
-    @classmethod
-    def _layers_nonempty(cls, v):
-        if isinstance(v, list) and (not v or len(set(v)) != len(v)):
-            raise ValueError("layers list must be non-empty without repeats")
-        return v
 
 
 class LayeredEncoder(Encoder):

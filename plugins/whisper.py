@@ -39,13 +39,6 @@ class WhisperOptions(Options):
             raise ValueError("pad_to must be 'own' or a number of seconds in (0, 30]")
         return v
 
-    @field_validator("layers")
-    @classmethod
-    def _layers_nonempty(cls, v):
-        if isinstance(v, list) and (not v or len(set(v)) != len(v)):
-            raise ValueError("layers list must be non-empty without repeats")
-        return v
-
 
 class WhisperEncoderPlugin(Encoder):
     """Whisper encoder states: per-layer mean/std/max cached; a layer, list of layers or all selected on read."""
