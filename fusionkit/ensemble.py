@@ -9,7 +9,7 @@ from typing import Any
 
 import numpy as np
 
-from fusionkit.heads import inner_group_folds
+from fusionkit.heads import inner_group_folds, read_config, write_config
 from fusionkit.interfaces import FusionHead
 
 LATE_HEADS = frozenset({"late-average", "stacking"})
@@ -95,6 +95,41 @@ def load_bases(directory: Path, name: str, options: dict, order: list[str], seed
     cls = base_class(name)
     opts = cls.Options.model_validate(options)
     return {enc: cls.load(Path(directory) / f"base{i}", opts, seed) for i, enc in enumerate(order)}
+
+
+class PerEncoderHead(FusionHead):
+    """Base of the late-fusion heads: one base head per encoder, saved in ``base<i>/`` next to a
+    config with the classes, encoder order and out-of-fold scores. Subclasses add their own state
+    through ``_save_extra`` and ``_load_extra``."""
+
+    accepts_sequences = True
+
+    def _save_extra(self, directory: Path) -> dict[str, Any]:
+        return {}
+
+    def _load_extra(self, directory: Path, config: dict[str, Any]) -> None:
+        pass
+
+    def save(self, directory: Path) -> None:
+        directory = Path(directory)
+        order = save_bases(directory, self.bases)
+        write_config(directory, {
+            "plugin": self.name, "classes": self.classes, "encoders": order, "oof_uar": self.scores,
+            "options": self.options.model_dump(mode="json"), "seed": self.seed, **self._save_extra(directory),
+        })
+
+    @classmethod
+    def load(cls, directory: Path, options, seed: int = 0):
+        directory = Path(directory)
+        config = read_config(directory, cls.name)
+        saved = cls.Options.model_validate(config["options"])
+        head = cls(saved, seed)
+        head.classes = list(config["classes"])
+        head.encoders = list(config["encoders"])
+        head.scores = dict(config.get("oof_uar", {}))
+        head.bases = load_bases(directory, saved.base, saved.base_options, head.encoders, seed)
+        head._load_extra(directory, config)
+        return head
 
 
 def simplex_grid(n: int, step: float) -> np.ndarray:

@@ -15,12 +15,10 @@ from pydantic import Field, model_validator
 
 from fusionkit import hookimpl
 from fusionkit.ensemble import (
-    base_probas, combine, fit_bases, load_bases, out_of_fold, save_bases, simplex_grid, validate_base,
+    PerEncoderHead, base_probas, combine, fit_bases, out_of_fold, simplex_grid, validate_base,
 )
-from fusionkit.heads import (
-    class_weights, encoder_names, macro_recall, present_classes, read_config, write_config,
-)
-from fusionkit.interfaces import FusionHead, Options
+from fusionkit.heads import class_weights, encoder_names, macro_recall, present_classes
+from fusionkit.interfaces import Options
 
 
 class LateAverageOptions(Options):
@@ -60,14 +58,13 @@ def search_weights(probas: list[np.ndarray], y: np.ndarray, space: str, step: fl
     return best, -best_key[0]
 
 
-class LateAverageHead(FusionHead):
+class LateAverageHead(PerEncoderHead):
     """Late fusion: a base head per encoder; a (validation-weighted) average of their probabilities."""
 
     name = "late-average"
     description = "one head per encoder, probabilities averaged with out-of-fold tuned weights"
     Options = LateAverageOptions
     requires: ClassVar[tuple[str, ...]] = ("sklearn",)
-    accepts_sequences = True
 
     def fit(self, X, y, classes, groups=None):
         o = self.options
@@ -104,28 +101,12 @@ class LateAverageHead(FusionHead):
         probas = base_probas(self.bases, X)
         return combine([probas[e] for e in self.encoders], self.weights, self.space)
 
-    def save(self, directory: Path) -> None:
-        directory = Path(directory)
-        order = save_bases(directory, self.bases)
-        write_config(directory, {
-            "plugin": self.name, "classes": self.classes, "encoders": order,
-            "weights": [float(w) for w in self.weights], "average": self.space, "oof_uar": self.scores,
-            "options": self.options.model_dump(mode="json"), "seed": self.seed,
-        })
+    def _save_extra(self, directory: Path) -> dict:
+        return {"weights": [float(w) for w in self.weights], "average": self.space}
 
-    @classmethod
-    def load(cls, directory: Path, options, seed: int = 0):
-        directory = Path(directory)
-        config = read_config(directory, cls.name)
-        saved = cls.Options.model_validate(config["options"])
-        head = cls(saved, seed)
-        head.classes = list(config["classes"])
-        head.encoders = list(config["encoders"])
-        head.weights = np.asarray(config["weights"], dtype=np.float64)
-        head.space = config["average"]
-        head.scores = dict(config.get("oof_uar", {}))
-        head.bases = load_bases(directory, saved.base, saved.base_options, head.encoders, seed)
-        return head
+    def _load_extra(self, directory: Path, config: dict) -> None:
+        self.weights = np.asarray(config["weights"], dtype=np.float64)
+        self.space = config["average"]
 
 
 @hookimpl

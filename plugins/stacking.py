@@ -10,9 +10,9 @@ import numpy as np
 from pydantic import Field, model_validator
 
 from fusionkit import hookimpl
-from fusionkit.ensemble import base_probas, fit_bases, load_bases, out_of_fold, save_bases, validate_base
-from fusionkit.heads import encoder_names, macro_recall, present_classes, read_config, write_config
-from fusionkit.interfaces import FusionHead, Options
+from fusionkit.ensemble import PerEncoderHead, base_probas, fit_bases, out_of_fold, validate_base
+from fusionkit.heads import encoder_names, macro_recall, present_classes
+from fusionkit.interfaces import Options
 from fusionkit_plugins.linear_head import LinearHead, LinearOptions
 
 
@@ -30,14 +30,13 @@ class StackingOptions(Options):
         return self
 
 
-class StackingHead(FusionHead):
+class StackingHead(PerEncoderHead):
     """Stacked generalisation over per-encoder heads."""
 
     name = "stacking"
     description = "per-encoder heads + logistic-regression meta-classifier on out-of-fold probabilities"
     Options = StackingOptions
     requires: ClassVar[tuple[str, ...]] = ("sklearn",)
-    accepts_sequences = True
 
     def _meta_options(self) -> LinearOptions:
         o = self.options
@@ -65,27 +64,12 @@ class StackingHead(FusionHead):
     def predict_proba(self, X):
         return self.meta.predict_proba(self._meta_inputs(base_probas(self.bases, X)))
 
-    def save(self, directory: Path) -> None:
-        directory = Path(directory)
-        order = save_bases(directory, self.bases)
+    def _save_extra(self, directory: Path) -> dict:
         self.meta.save(directory / "meta")
-        write_config(directory, {
-            "plugin": self.name, "classes": self.classes, "encoders": order, "oof_uar": self.scores,
-            "options": self.options.model_dump(mode="json"), "seed": self.seed,
-        })
+        return {}
 
-    @classmethod
-    def load(cls, directory: Path, options, seed: int = 0):
-        directory = Path(directory)
-        config = read_config(directory, cls.name)
-        saved = cls.Options.model_validate(config["options"])
-        head = cls(saved, seed)
-        head.classes = list(config["classes"])
-        head.encoders = list(config["encoders"])
-        head.scores = dict(config.get("oof_uar", {}))
-        head.bases = load_bases(directory, saved.base, saved.base_options, head.encoders, seed)
-        head.meta = LinearHead.load(directory / "meta", head._meta_options(), seed)
-        return head
+    def _load_extra(self, directory: Path, config: dict) -> None:
+        self.meta = LinearHead.load(directory / "meta", self._meta_options(), self.seed)
 
 
 @hookimpl
