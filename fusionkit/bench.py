@@ -267,17 +267,18 @@ def render(out: Path) -> list[dict]:
     for r in rows:
         if r["status"] == "done" and (r["dataset"] not in best or r["uar"] > best[r["dataset"]]["uar"]):
             best[r["dataset"]] = r
-    lines = ["| dataset | encoders | head | seeds | UAR | ± std | WA | macro F1 | embeddings computed | encode s | fit s | peak MB |",
-             "|---|---|---|---|---|---|---|---|---|---|---|---|"]
+    lines = ["| dataset | encoders | head | seeds | folds | UAR | ± std | WA | macro F1 | weighted F1 | embeddings computed | encode s | fit s | peak MB |",
+             "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
     for r in sorted(rows, key=lambda r: (r["dataset"], -(r["uar"] if r["status"] == "done" else -1))):
         if r["status"] != "done":
-            lines.append(f"| {r['dataset']} | {r['encoders']} | {r['head']} | {r['seeds']} | failed: {r['error'][:80]} |||||||| ")
+            lines.append(f"| {r['dataset']} | {r['encoders']} | {r['head']} | {r['seeds']} | | failed: {r['error'][:80]} |||||||||| ")
             continue
         b = "**" if best.get(r["dataset"]) is r else ""
-        lines.append(f"| {r['dataset']} | {b}{r['encoders']}{b} | {b}{r['head']}{b} | {r['seeds']} | {b}{r['uar']:.3f}{b} | "
-                     f"{r['uar_std']:.3f} | {r['wa']:.3f} | {r['macro_f1']:.3f} | {r['computed']} | {r['encode_s']} | "
+        lines.append(f"| {r['dataset']} | {b}{r['encoders']}{b} | {b}{r['head']}{b} | {r['seeds']} | {r['folds']} | {b}{r['uar']:.3f}{b} | "
+                     f"{r['uar_std']:.3f} | {r['wa']:.3f} | {r['macro_f1']:.3f} | {r['weighted_f1']:.3f} | {r['computed']} | {r['encode_s']} | "
                      f"{r['fit_s']} | {r['peak_mb']} |")
-    lines += ["", "Best cell per dataset in bold. UAR: mean over speaker-independent folds (and seeds). "
+    lines += ["", "Best cell per dataset (by UAR) in bold. UAR, WA, F1: mean over the protocol's folds (speaker-independent "
+              "where the corpus allows; one fold for a predefined split) and seeds; ± std: over them (0 for one fold). "
               "Embeddings computed: by this grid run for the cell's encoders (0 when the cache had them all); "
               "encode s: the seconds this grid run spent computing them; peak MB: the cell's own process.", "",
               "![UAR heatmap](uar_heatmap.png)", ""]
