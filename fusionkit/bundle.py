@@ -333,15 +333,16 @@ def _as_csv(results, model: "Bundle") -> str:
     buf = io.StringIO()
     w = csv.writer(buf)
     names = model.outputs
+    text = ["text"] if model.uses_text else []
     w.writerow(["file", "start", "end", *([] if model.regression else ["label"]),
-                *(names if model.regression else [f"p_{c}" for c in names])])
+                *(names if model.regression else [f"p_{c}" for c in names]), *text])
     for path, r in results:
-        segs = [Segment(0.0, -1.0, r.get("label"), r.get("probabilities"), values=r.get("values"))] \
+        segs = [Segment(0.0, -1.0, r.get("label"), r.get("probabilities"), r.get("text"), r.get("values"))] \
             if isinstance(r, dict) else r
         for s in segs:
             scores = s.values if model.regression else s.probabilities
             w.writerow([str(path), s.start, "" if s.end < 0 else s.end, *([] if model.regression else [s.label]),
-                        *[f"{scores[c]:.4f}" for c in names]])
+                        *[f"{scores[c]:.4f}" for c in names], *([s.text or ""] if text else [])])
     return buf.getvalue()
 
 

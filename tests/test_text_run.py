@@ -89,3 +89,17 @@ def test_asr_text_only_recipe_writes_and_reuses_transcripts(tmp_path, monkeypatc
     assert len(loads) == 1  # every transcript came from the cache: the model was not even loaded
     assert (tmp_path / "run2" / "transcripts.csv").read_text() == (tmp_path / "run" / "transcripts.csv").read_text()
     assert json.loads((tmp_path / "run2" / "metrics.json").read_text())["embeddings"]["computed"] == 0
+
+    # the exported bundle transcribes every window of new audio, and says what it heard
+    import soundfile as sf
+    from click.testing import CliRunner
+
+    from fusionkit.cli import main
+
+    assert CliRunner().invoke(main, ["export", str(tmp_path / "run"), str(tmp_path / "bundle")]).exit_code == 0
+    sf.write(tmp_path / "long.wav", np.random.default_rng(0).normal(0, 0.1, 16000 * 8).astype(np.float32), 16000)
+    done = CliRunner().invoke(main, ["predict", str(tmp_path / "bundle"), str(tmp_path / "long.wav"),
+                                     "--window", "3", "--format", "csv"])
+    assert done.exit_code == 0, done.output
+    rows = list(csv.DictReader(done.stdout.splitlines()))
+    assert [r["text"] for r in rows] == ["about 3.0 seconds", "about 3.0 seconds", "about 2.0 seconds"]
