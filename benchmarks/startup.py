@@ -107,8 +107,9 @@ def write_results(path: Path, results: dict, tool: str, runs: int, load: tuple, 
         f"Machine: {MACHINE} ({platform.machine()}, Python {platform.python_version()}). Date: {now}.",
         f"Method: whole-process runs, {runs} per command after one warm-up, timed with {tool}; "
         "private empty cache dir, `FUSIONKIT_PROGRESS=0`. "
-        f"The machine is shared: 1-minute load average {load[0]:.1f} before, {load[1]:.1f} after, "
-        "so the maxima include waiting for a core.",
+        f"1-minute load average {load[0]:.1f} before, {load[1]:.1f} after"
+        + (f" (above the {os.cpu_count()} cores: the maxima include waiting for a core)."
+           if max(load) > (os.cpu_count() or 1) else "."),
         "",
         "| command | median (s) | min (s) | max (s) |",
         "|---|---:|---:|---:|",
