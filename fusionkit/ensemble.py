@@ -12,15 +12,13 @@ import numpy as np
 from fusionkit.heads import inner_group_folds, read_config, write_config
 from fusionkit.interfaces import FusionHead
 
-LATE_HEADS = frozenset({"late-average", "stacking"})
-
-
 def base_class(name: str) -> type[FusionHead]:
     from fusionkit.plugins import registry
 
-    if name in LATE_HEADS:
+    cls = registry().get("fusion", name)
+    if issubclass(cls, PerEncoderHead):
         raise ValueError(f"base head '{name}' is itself a late-fusion head; choose a single-encoder head such as 'linear'")
-    return registry().get("fusion", name)
+    return cls
 
 
 def validate_base(name: str, options: dict[str, Any]) -> None:
