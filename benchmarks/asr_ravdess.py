@@ -89,7 +89,8 @@ def check(root: Path, transcripts: Path) -> list[str]:
             print(f"  {i}: {got[i]!r} (said: {truth[i]!r})")
     for i in missing[:20]:
         print(f"  {i}: no transcript")
-    return [i for i in sorted(got) if i in truth and max(sim(got[i], s) for s in statements) < 0.8]
+    scored = [i for i in truth if i in got]  # the order `closest` was computed in
+    return sorted(i for i, c in zip(scored, closest) if c < 0.8)
 
 
 def retry(root: Path, ids: list[str], model: str) -> None:
@@ -100,9 +101,10 @@ def retry(root: Path, ids: list[str], model: str) -> None:
     from fusionkit_plugins.datasets.ravdess import Ravdess, RavdessOptions
 
     wanted = set(ids)
-    clips = [c for c in Ravdess(root, RavdessOptions()).clips() if c.id in wanted]
+    corpus = Ravdess(root, RavdessOptions()).clips()
+    statements = sorted({c.text for c in corpus})
+    clips = [c for c in corpus if c.id in wanted]
     truth = {c.id: c.text for c in clips}
-    statements = sorted({c.text for c in Ravdess(root, RavdessOptions()).clips()})
     t = time.perf_counter()
     transcribe_clips(clips, TextSpec(source="asr", model=model), {}, default_cache_dir(), None)
     dt = time.perf_counter() - t

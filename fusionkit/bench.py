@@ -267,11 +267,13 @@ def render(out: Path) -> list[dict]:
     for r in rows:
         if r["status"] == "done" and (r["dataset"] not in best or r["uar"] > best[r["dataset"]]["uar"]):
             best[r["dataset"]] = r
-    lines = ["| dataset | encoders | head | seeds | folds | UAR | ± std | WA | macro F1 | weighted F1 | embeddings computed | encode s | fit s | peak MB |",
-             "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
+    columns = ["dataset", "encoders", "head", "seeds", "folds", "UAR", "± std", "WA", "macro F1", "weighted F1",
+               "embeddings computed", "encode s", "fit s", "peak MB"]
+    lines = ["| " + " | ".join(columns) + " |", "|---" * len(columns) + "|"]
     for r in sorted(rows, key=lambda r: (r["dataset"], -(r["uar"] if r["status"] == "done" else -1))):
         if r["status"] != "done":
-            lines.append(f"| {r['dataset']} | {r['encoders']} | {r['head']} | {r['seeds']} | | failed: {r['error'][:80]} |||||||||| ")
+            empty = "|" * (len(columns) - 6)  # the cells after "failed: ..." (the sixth column)
+            lines.append(f"| {r['dataset']} | {r['encoders']} | {r['head']} | {r['seeds']} | | failed: {r['error'][:80]} |{empty}")
             continue
         b = "**" if best.get(r["dataset"]) is r else ""
         lines.append(f"| {r['dataset']} | {b}{r['encoders']}{b} | {b}{r['head']}{b} | {r['seeds']} | {r['folds']} | {b}{r['uar']:.3f}{b} | "
