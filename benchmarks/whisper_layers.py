@@ -27,7 +27,7 @@ EMODB = {"W": "anger", "L": "boredom", "E": "disgust", "A": "fear", "F": "happin
 
 
 def corpus_clips(corpus: str, root: Path):
-    from fusionkit.interfaces import Clip
+    from fusionkit.sdk.base import Clip
     from fusionkit.recipe import SplitSpec
 
     if corpus == "ravdess":
@@ -67,10 +67,10 @@ def main() -> None:
     ap.add_argument("--out", type=Path)
     a = ap.parse_args()
 
-    from fusionkit.cache import default_cache_dir
-    from fusionkit.encode import clip_digests, encode_clips
-    from fusionkit.plugins import registry
-    from fusionkit.splits import make_folds
+    from fusionkit.fileio import default_cache_dir
+    from fusionkit.pipeline.encode import clip_digests, encode_clips
+    from fusionkit.registry import registry
+    from fusionkit.pipeline.splits import make_folds
     from fusionkit_plugins.whisper import WhisperEncoderPlugin, WhisperOptions
 
     clips, split = corpus_clips(a.corpus, a.data)

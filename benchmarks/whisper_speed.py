@@ -74,8 +74,8 @@ def run_mode(mode: str, model: str, files: list[Path], batch: int, layer: int, r
     load_s = time.perf_counter() - t_load
     seconds_audio = sum(len(load_audio(f)) for f in files) / 16000
     if mode.startswith("fusionkit"):
-        from fusionkit.encode import clip_digests, encode_clips
-        from fusionkit.interfaces import Clip
+        from fusionkit.pipeline.encode import clip_digests, encode_clips
+        from fusionkit.sdk.base import Clip
 
         clips = [Clip(id=f.stem, path=f, label="x", speaker=f.parent.name) for f in files]
         with tempfile.TemporaryDirectory() as cache:

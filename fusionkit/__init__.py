@@ -1,9 +1,12 @@
-"""fusionkit: speech emotion recognition by fusing audio and text encoders."""
+"""fusionkit: speech emotion recognition by fusing audio and text encoders.
 
-from fusionkit.hookspecs import hookimpl
+``fusionkit.load(bundle)`` loads an exported model; plugin authors import from :mod:`fusionkit.sdk`.
+"""
+
+from __future__ import annotations
 
 __version__ = "0.1.0"
-__all__ = ["hookimpl", "load", "__version__"]
+__all__ = ["load", "__version__"]
 
 
 def load(bundle: str):
@@ -11,3 +14,14 @@ def load(bundle: str):
     from fusionkit.bundle import Bundle
 
     return Bundle.load(bundle)
+
+
+def __getattr__(name: str):
+    if name == "hookimpl":  # the pre-SDK spelling ``from fusionkit import hookimpl``, kept for one release
+        import warnings
+
+        from fusionkit.hookspecs import hookimpl
+
+        warnings.warn("fusionkit.hookimpl is deprecated; import it from fusionkit.sdk", DeprecationWarning, stacklevel=2)
+        return hookimpl
+    raise AttributeError(f"module 'fusionkit' has no attribute {name!r}")

@@ -119,9 +119,9 @@ def encode_all(cells: list[Cell], out: Path) -> dict:
     encoder of a cell to its embedding cache (encoders that differ only in layer or pooling share
     one), ``cost`` the seconds this grid run took to fill it, ``computed`` what this call encoded.
     """
-    from fusionkit.cache import atomic_write_text
+    from fusionkit.fileio import atomic_write_text
     from fusionkit.recipe import Recipe
-    from fusionkit.run import prepare
+    from fusionkit.pipeline.run import prepare
     from fusionkit.resources import peak_rss_mb
 
     path = out / "encode.json"
@@ -167,7 +167,7 @@ def run_cell(raw: dict, cell_dir: str, n_threads: int = 1) -> dict:
     os.environ["FUSIONKIT_PROGRESS"] = "0"
     logging.getLogger("fusionkit").setLevel(logging.WARNING)
     from fusionkit.recipe import Recipe
-    from fusionkit.run import run
+    from fusionkit.pipeline.run import run
 
     try:
         recipe = Recipe.model_validate(raw)
@@ -202,7 +202,7 @@ def run_grid(grid_path: Path, out: Path, overrides: list[str], workers: int, ret
     from concurrent.futures import ProcessPoolExecutor, as_completed
     import multiprocessing as mp
 
-    from fusionkit.cache import atomic_write_text
+    from fusionkit.fileio import atomic_write_text
     from fusionkit.progress import bar
     from fusionkit.resources import threads
 
@@ -255,7 +255,7 @@ def collect(out: Path) -> list[dict]:
 
 def render(out: Path) -> list[dict]:
     """Write results.csv, results.md and uar_heatmap.png from the finished cells in ``out``."""
-    from fusionkit.cache import atomic_write_text
+    from fusionkit.fileio import atomic_write_text
 
     rows = collect(out)
     buf = io.StringIO()

@@ -38,7 +38,7 @@ def export(run_dir: Path, bundle_dir: Path, fold: str = "all") -> Path:
     import shutil
 
     from fusionkit.recipe import load_recipe, plugin_options
-    from fusionkit.run import build_encoders, fold_inputs, fold_tag, prepare
+    from fusionkit.pipeline.run import build_encoders, fold_inputs, fold_tag, prepare
 
     import numpy as np
 
@@ -152,7 +152,7 @@ class Bundle:
     @classmethod
     def load(cls, path: str | Path, verify: bool = True) -> "Bundle":
         from fusionkit.recipe import load_recipe, plugin_options
-        from fusionkit.run import build_encoders
+        from fusionkit.pipeline.run import build_encoders
 
         root = Path(path)
         if not (root / "manifest.json").exists():
@@ -181,7 +181,7 @@ class Bundle:
             raise ValueError("this bundle's text encoders need transcripts, and its recipe has no ASR "
                              "(text: {source: asr}); it cannot label raw audio")
         if self._transcriber is None:
-            from fusionkit.transcripts import make_transcriber
+            from fusionkit.pipeline.transcripts import make_transcriber
 
             self._transcriber = make_transcriber(self.recipe.text)
         return [self._transcriber(x) for x in signals]

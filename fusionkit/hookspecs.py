@@ -5,8 +5,8 @@ A plugin is a Python module named by a package entry point in one of the groups
 implements one or more of the hooks below with ``@fusionkit.hookimpl``. Each
 hook receives a ``register`` callback; call it once per class the plugin offers::
 
-    from fusionkit import hookimpl
-    from fusionkit.interfaces import Encoder
+    from fusionkit.sdk import hookimpl
+    from fusionkit.sdk.base import Encoder
 
     class MyEncoder(Encoder):
         name = "my-encoder"
@@ -33,14 +33,14 @@ hookimpl = pluggy.HookimplMarker("fusionkit")
 
 @hookspec
 def register_encoders(register: Callable[[type], None]) -> None:
-    """Register :class:`fusionkit.interfaces.Encoder` subclasses (audio or text embeddings)."""
+    """Register :class:`fusionkit.sdk.base.Encoder` subclasses (audio or text embeddings)."""
 
 
 @hookspec
 def register_fusions(register: Callable[[type], None]) -> None:
-    """Register :class:`fusionkit.interfaces.FusionHead` subclasses (classifiers over embeddings)."""
+    """Register :class:`fusionkit.sdk.base.FusionHead` subclasses (classifiers over embeddings)."""
 
 
 @hookspec
 def register_datasets(register: Callable[[type], None]) -> None:
-    """Register :class:`fusionkit.interfaces.Dataset` subclasses (corpora that yield clips)."""
+    """Register :class:`fusionkit.sdk.base.Dataset` subclasses (corpora that yield clips)."""

@@ -173,7 +173,7 @@ def _assembly_id(stem: str, parts: list[_Part], frags: dict) -> str:
 
 
 def _assemble(stem: str, parts: list[_Part], files: list[Path], frags: dict, ref: str) -> Path:
-    from fusionkit.cache import default_cache_dir
+    from fusionkit.fileio import default_cache_dir
 
     root = default_cache_dir() / "models"
     target = root / _assembly_id(stem, parts, frags)

@@ -277,7 +277,7 @@ def pydantic_lines(source: str, exc: ValidationError, prefix: tuple = ()) -> lis
 
 def validate(raw: dict, source: str) -> tuple[Recipe | None, list[str]]:
     """Validate the recipe and every plugin's options; return (recipe or None, problems)."""
-    from fusionkit.plugins import PluginError, registry
+    from fusionkit.registry import PluginError, registry
 
     problems: list[str] = []
     recipe = None
@@ -320,7 +320,7 @@ def validate(raw: dict, source: str) -> tuple[Recipe | None, list[str]]:
 
 def _check_semantics(recipe: Recipe, source: str) -> list[str]:
     """Paths that must exist and rules across sections; plugins that cannot be loaded are skipped here."""
-    from fusionkit.plugins import PluginError, registry
+    from fusionkit.registry import PluginError, registry
 
     reg = registry()
 
@@ -358,7 +358,7 @@ def _check_text(recipe: Recipe, source: str, encoder_class) -> list[str]:
     problems = []
     text = recipe.text
     if text.source == "asr":
-        from fusionkit.transcripts import option_problems
+        from fusionkit.pipeline.transcripts import option_problems
 
         problems += [f"{source}: {line}" for line in option_problems(text.options)]
     elif text.options:
@@ -395,7 +395,7 @@ def _blame_override(line: str, source: str, overrides: list[str]) -> str:
 
 
 def plugin_options(kind: str, name: str, options: dict):
-    from fusionkit.plugins import registry
+    from fusionkit.registry import registry
 
     cls = registry().get(kind, name)
     return cls, cls.Options.model_validate(options)

@@ -9,13 +9,13 @@ from typing import ClassVar
 import numpy as np
 from pydantic import Field
 
-from fusionkit import hookimpl
-from fusionkit.features import full_proba
-from fusionkit.heads import (
+from fusionkit.sdk import hookimpl
+from fusionkit.sdk.features import full_proba
+from fusionkit.sdk.heads import (
     HeadFileError, check_names, encoder_names, pooled_blocks, present_classes, read_config,
     validation_split, write_config,
 )
-from fusionkit.interfaces import FusionHead, Options
+from fusionkit.sdk.base import FusionHead, Options
 from fusionkit.resources import threads
 
 

@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-from fusionkit import hookimpl
-from fusionkit.neural import NeuralHead
+from fusionkit.sdk import hookimpl
+from fusionkit.sdk.neural import NeuralHead
 from fusionkit_plugins.self_attention import AttentionOptions
 
 

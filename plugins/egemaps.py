@@ -14,8 +14,8 @@ from typing import ClassVar, Literal, Sequence
 import numpy as np
 from pydantic import Field
 
-from fusionkit import hookimpl
-from fusionkit.interfaces import Encoder, Options
+from fusionkit.sdk import hookimpl
+from fusionkit.sdk.base import Encoder, Options
 
 FeatureSetName = Literal[
     "eGeMAPSv02", "eGeMAPSv01b", "GeMAPSv01b", "ComParE_2016", "emobase", "IS09", "IS10", "IS11", "IS12", "IS13",

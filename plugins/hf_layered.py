@@ -2,7 +2,7 @@
 
 Not a plugin itself (no entry point): it resolves the model reference, loads on a
 device, cuts long audio into chunks, pads length-sorted sub-batches, pools every
-layer over each clip's real frames (:mod:`fusionkit.layers`) and merges the chunks
+layer over each clip's real frames (:mod:`fusionkit.sdk.layers`) and merges the chunks
 of a clip back into one set of statistics. A subclass says how to load its model
 and how to run one padded batch.
 """
@@ -17,8 +17,8 @@ from typing import Any, ClassVar, Literal, Sequence
 import numpy as np
 from pydantic import Field
 
-from fusionkit.interfaces import Encoder, LayerChoice, Options, Pooling
-from fusionkit.layers import (
+from fusionkit.sdk.base import Encoder, LayerChoice, Options, Pooling
+from fusionkit.sdk.layers import (
     finish_stats, layer_indices, merge_stats, pool_layers, select_layers, sequence_key, sequences_for,
 )
 

@@ -14,9 +14,9 @@ from typing import ClassVar, Literal, Sequence
 import numpy as np
 from pydantic import Field
 
-from fusionkit import hookimpl
-from fusionkit.interfaces import Encoder, LayerChoice, Options
-from fusionkit.layers import LayerError, layer_indices, sequence_key
+from fusionkit.sdk import hookimpl
+from fusionkit.sdk.base import Encoder, LayerChoice, Options
+from fusionkit.sdk.layers import LayerError, layer_indices, sequence_key
 from fusionkit_plugins.text_models import identity, pick_layers, resolve, torch_device
 
 log = logging.getLogger("fusionkit")

@@ -13,12 +13,12 @@ from typing import Any, ClassVar, Literal
 import numpy as np
 from pydantic import Field, model_validator
 
-from fusionkit import hookimpl
-from fusionkit.ensemble import (
+from fusionkit.sdk import hookimpl
+from fusionkit.sdk.ensemble import (
     PerEncoderHead, base_probas, combine, fit_bases, out_of_fold, simplex_grid, validate_base,
 )
-from fusionkit.heads import class_weights, encoder_names, macro_recall, present_classes
-from fusionkit.interfaces import Options
+from fusionkit.sdk.heads import class_weights, encoder_names, macro_recall, present_classes
+from fusionkit.sdk.base import Options
 
 
 class LateAverageOptions(Options):

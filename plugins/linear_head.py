@@ -11,12 +11,12 @@ from typing import ClassVar, Literal
 import numpy as np
 from pydantic import Field
 
-from fusionkit import hookimpl
-from fusionkit.heads import (
+from fusionkit.sdk import hookimpl
+from fusionkit.sdk.heads import (
     Standardizer, check_names, check_width, encoder_names, load_arrays, pooled_blocks,
     present_classes, read_config, save_arrays, softmax, write_config,
 )
-from fusionkit.interfaces import FusionHead, Options
+from fusionkit.sdk.base import FusionHead, Options
 
 
 class LinearOptions(Options):

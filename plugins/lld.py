@@ -9,8 +9,8 @@ from typing import ClassVar, Literal, Sequence
 import numpy as np
 from pydantic import Field
 
-from fusionkit import hookimpl
-from fusionkit.interfaces import Encoder, Options
+from fusionkit.sdk import hookimpl
+from fusionkit.sdk.base import Encoder, Options
 
 Descriptor = Literal[
     "mfcc", "mfcc_delta", "mfcc_delta2", "chroma", "mel", "zcr", "rms",

@@ -14,10 +14,10 @@ from pathlib import Path
 import numpy as np
 from pydantic import Field
 
-from fusionkit import hookimpl
-from fusionkit.features import concat_pooled
-from fusionkit.interfaces import Options
-from fusionkit.regression import RegressionHead
+from fusionkit.sdk import hookimpl
+from fusionkit.sdk.features import concat_pooled
+from fusionkit.sdk.base import Options
+from fusionkit.sdk.regression import RegressionHead
 
 
 class RidgeOptions(Options):

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from pydantic import Field, model_validator
 
-from fusionkit import hookimpl
-from fusionkit.neural import NeuralHead, NeuralOptions
+from fusionkit.sdk import hookimpl
+from fusionkit.sdk.neural import NeuralHead, NeuralOptions
 
 
 class AttentionOptions(NeuralOptions):

@@ -12,8 +12,8 @@ from typing import ClassVar, Sequence
 import numpy as np
 from pydantic import Field
 
-from fusionkit import hookimpl
-from fusionkit.interfaces import Encoder, Options
+from fusionkit.sdk import hookimpl
+from fusionkit.sdk.base import Encoder, Options
 from fusionkit_plugins.text_models import identity, resolve, torch_device
 
 

@@ -9,10 +9,10 @@ from typing import Any, ClassVar, Literal
 import numpy as np
 from pydantic import Field, model_validator
 
-from fusionkit import hookimpl
-from fusionkit.ensemble import PerEncoderHead, base_probas, fit_bases, out_of_fold, validate_base
-from fusionkit.heads import encoder_names, macro_recall, present_classes
-from fusionkit.interfaces import Options
+from fusionkit.sdk import hookimpl
+from fusionkit.sdk.ensemble import PerEncoderHead, base_probas, fit_bases, out_of_fold, validate_base
+from fusionkit.sdk.heads import encoder_names, macro_recall, present_classes
+from fusionkit.sdk.base import Options
 from fusionkit_plugins.linear_head import LinearHead, LinearOptions
 
 

@@ -38,7 +38,7 @@ def torch_device(name: str) -> Any:
 
 def pick_layers(stacked: np.ndarray, layers: int | list[int] | str) -> np.ndarray:
     """From (L+1, ...) per-layer arrays: one layer (...), several (k, ...), or all (L+1, ...)."""
-    from fusionkit.layers import layer_indices
+    from fusionkit.sdk.layers import layer_indices
 
     idx = layer_indices(layers, stacked.shape[0])
     return stacked[idx[0]] if isinstance(layers, int) else stacked[idx]

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from pydantic import Field
 
-from fusionkit import hookimpl
-from fusionkit.neural import NeuralHead
+from fusionkit.sdk import hookimpl
+from fusionkit.sdk.neural import NeuralHead
 from fusionkit_plugins.self_attention import AttentionOptions
 
 

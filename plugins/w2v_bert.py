@@ -10,7 +10,7 @@ from __future__ import annotations
 import numpy as np
 from pydantic import Field
 
-from fusionkit import hookimpl
+from fusionkit.sdk import hookimpl
 from fusionkit_plugins.hf_layered import LayeredEncoder, LayeredOptions
 
 

@@ -20,7 +20,7 @@ from typing import ClassVar
 import numpy as np
 from pydantic import Field
 
-from fusionkit import hookimpl
+from fusionkit.sdk import hookimpl
 from fusionkit_plugins.hf_layered import LayeredEncoder, LayeredOptions
 
 # model types whose outputs for real frames do not change with masked padding, given a

@@ -13,8 +13,8 @@ from typing import Any, ClassVar, Literal, Sequence, Union
 import numpy as np
 from pydantic import Field, field_validator
 
-from fusionkit import hookimpl
-from fusionkit.interfaces import Encoder, LayerChoice, Options, Pooling
+from fusionkit.sdk import hookimpl
+from fusionkit.sdk.base import Encoder, LayerChoice, Options, Pooling
 
 SAMPLES_PER_FRAME = 160
 WINDOW_SAMPLES = 30 * 16000
@@ -107,7 +107,7 @@ class WhisperEncoderPlugin(Encoder):
     def encode_batch(self, inputs: Sequence[np.ndarray]) -> list[dict[str, np.ndarray]]:
         import torch
 
-        from fusionkit.layers import finish_stats, merge_stats, sequence_key
+        from fusionkit.sdk.layers import finish_stats, merge_stats, sequence_key
         from fusionkit_plugins.whisper_model import pool_batch
 
         self.load()
@@ -154,13 +154,13 @@ class WhisperEncoderPlugin(Encoder):
 
     def layer_indices(self, n_blocks: int) -> list[int]:
         """The selected layers as indices into 0..n_blocks (one clear error when out of range)."""
-        from fusionkit.layers import layer_indices
+        from fusionkit.sdk.layers import layer_indices
 
         return layer_indices(self.options.layers, n_blocks + 1)
 
     def required_keys(self) -> set[str]:
         if self.options.pooling == "none":
-            from fusionkit.layers import sequence_key
+            from fusionkit.sdk.layers import sequence_key
 
             return {sequence_key(i) for i in self.layer_indices(self.n_layers())}
         return {"mean", "std", "max"}
@@ -170,7 +170,7 @@ class WhisperEncoderPlugin(Encoder):
 
     def select(self, arrays: dict[str, np.ndarray]) -> np.ndarray:
         """(D,) for one layer given as an int, (L_sel, D) for a list or 'all'; (T, L_sel*D) sequences for 'none'."""
-        from fusionkit.layers import select_layers
+        from fusionkit.sdk.layers import select_layers
 
         return np.asarray(select_layers(arrays, self.options.layers, self.options.pooling), dtype=np.float32)
 

@@ -125,7 +125,7 @@ class WhisperStates:
 def pool_batch(layers: list, lengths: list[int]) -> list[dict[str, np.ndarray]]:
     """Per-item mean, std, max over its first ``lengths[b]`` frames of every layer, in few passes.
 
-    Same output as :func:`fusionkit.layers.pool_layers` (dicts of (L+1, D) arrays and
+    Same output as :func:`fusionkit.sdk.layers.pool_layers` (dicts of (L+1, D) arrays and
     ``frames``, ready for ``merge_stats``) without stacking the layers into one copy:
     masked sums are batched matrix products.
     """

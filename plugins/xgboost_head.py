@@ -9,10 +9,10 @@ from typing import ClassVar
 import numpy as np
 from pydantic import Field
 
-from fusionkit import hookimpl
-from fusionkit.features import concat_pooled, full_proba
-from fusionkit.heads import check_names, encoder_names, present_classes
-from fusionkit.interfaces import FusionHead, Options
+from fusionkit.sdk import hookimpl
+from fusionkit.sdk.features import concat_pooled, full_proba
+from fusionkit.sdk.heads import check_names, encoder_names, present_classes
+from fusionkit.sdk.base import FusionHead, Options
 from fusionkit.resources import threads
 
 

@@ -14,7 +14,7 @@ SHARED_DATA = (REPO / ".." / "shared" / "data").resolve()
 def _isolated_cache(tmp_path_factory, monkeypatch):
     monkeypatch.setenv("FUSIONKIT_CACHE_DIR", str(tmp_path_factory.getbasetemp() / "fk-cache"))
     monkeypatch.setenv("FUSIONKIT_PROGRESS", "0")
-    from fusionkit import plugins
+    from fusionkit import registry as plugins
 
     plugins.reset()
     yield

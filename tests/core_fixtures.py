@@ -18,7 +18,7 @@ GROUPS = {"encoder": "fusionkit.encoders", "fusion": "fusionkit.fusions", "datas
 @pytest.fixture
 def fk_env(tmp_path, monkeypatch):
     """A private cache dir, no progress bars, a fresh plugin registry before and after."""
-    from fusionkit import plugins
+    from fusionkit import registry as plugins
 
     cache = tmp_path / "cache"
     monkeypatch.setenv("FUSIONKIT_CACHE_DIR", str(cache))
@@ -75,8 +75,8 @@ def fake_distribution(site: Path, dist: str, entry_points: dict[str, dict[str, s
 
 ENCODER_SOURCE = '''
     import numpy as np
-    from fusionkit import hookimpl
-    from fusionkit.interfaces import Encoder
+    from fusionkit.sdk import hookimpl
+    from fusionkit.sdk.base import Encoder
 
     class {cls}(Encoder):
         name = "{name}"

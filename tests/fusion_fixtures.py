@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from fusionkit.plugins import registry
+from fusionkit.registry import registry
 
 CLASSES = ["w", "x", "y", "z"]
 FAST = {

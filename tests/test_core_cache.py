@@ -17,7 +17,7 @@ def entries(root: Path) -> list[Path]:
 
 
 def test_round_trip_and_merge(tmp_path):
-    from fusionkit.cache import EmbeddingCache
+    from fusionkit.pipeline.cache import EmbeddingCache
 
     cache = EmbeddingCache(tmp_path, "enc-abc", {"plugin": "enc"})
     assert cache.get("ab" * 16) is None
@@ -33,7 +33,7 @@ def test_round_trip_and_merge(tmp_path):
 
 
 def test_damaged_entries_are_misses_and_get_rewritten(tmp_path):
-    from fusionkit.cache import EmbeddingCache
+    from fusionkit.pipeline.cache import EmbeddingCache
 
     cache = EmbeddingCache(tmp_path, "enc-abc")
     good = {"x": np.random.default_rng(0).normal(size=(5, 7)).astype(np.float32)}
@@ -53,7 +53,7 @@ def test_damaged_entries_are_misses_and_get_rewritten(tmp_path):
 
 
 def test_atomic_write_leaves_the_old_file_when_interrupted(tmp_path, monkeypatch):
-    from fusionkit import cache as cache_mod
+    from fusionkit import fileio as cache_mod
 
     target = tmp_path / "f.bin"
     cache_mod.atomic_write_bytes(target, b"old")
@@ -123,8 +123,8 @@ INTERRUPTING = '''
     import os
     import numpy as np
     from pydantic import Field
-    from fusionkit import hookimpl
-    from fusionkit.interfaces import Encoder, Options
+    from fusionkit.sdk import hookimpl
+    from fusionkit.sdk.base import Encoder, Options
 
     CALLS = {"n": 0}
 
@@ -150,7 +150,7 @@ INTERRUPTING = '''
 
 
 def test_ctrl_c_during_encoding_then_resume(tmp_path, fk_env, monkeypatch):
-    from fusionkit import plugins
+    from fusionkit import registry as plugins
 
     site = fake_distribution(tmp_path / "site", "fk-stopper", {"encoder": {"stopper": "fk_stopper"}},
                              {"fk_stopper": INTERRUPTING})
@@ -230,7 +230,7 @@ def test_cache_info_and_clean_commands(tmp_path):
     import os
     import time
 
-    from fusionkit.cache import EmbeddingCache
+    from fusionkit.pipeline.cache import EmbeddingCache
     from fusionkit.cli import main
 
     root = tmp_path / "cache"

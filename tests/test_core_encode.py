@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 import soundfile as sf
 
-from fusionkit.interfaces import Clip, Encoder, Options
+from fusionkit.sdk.base import Clip, Encoder, Options
 
 SR = 16000
 
@@ -43,7 +43,7 @@ def clips(tmp_path):
 
 
 def encode(encoder, clips, cache):
-    from fusionkit.encode import clip_digests, encode_clips
+    from fusionkit.pipeline.encode import clip_digests, encode_clips
 
     digests, skipped = clip_digests(clips)
     result = encode_clips(encoder, clips, cache, digests)
@@ -71,8 +71,8 @@ def test_cached_entries_the_encoder_cannot_use_are_reencoded(tmp_path, clips, mo
     assert result.computed == 0 and len(result.skipped) == 6  # its own output fails select: skipped, not cached
     assert "output unusable: ValueError: expected 2 features" in result.skipped["c0"]
     # plant such entries in the cache directly, then the fixed encoder re-encodes them
-    from fusionkit.cache import EmbeddingCache
-    from fusionkit.encode import clip_digests
+    from fusionkit.pipeline.cache import EmbeddingCache
+    from fusionkit.pipeline.encode import clip_digests
 
     new = Stats(Options())
     digests, _ = clip_digests(clips)
@@ -86,7 +86,7 @@ def test_cached_entries_the_encoder_cannot_use_are_reencoded(tmp_path, clips, mo
 
 
 def test_unexpected_decoder_error_skips_only_that_clip(tmp_path, clips, monkeypatch):
-    from fusionkit import encode as encode_mod
+    from fusionkit.pipeline import encode as encode_mod
 
     monkeypatch.setenv("FUSIONKIT_PROGRESS", "0")
     real = encode_mod.load_audio

@@ -70,7 +70,7 @@ def test_same_name_from_two_distributions_is_a_clear_error(tmp_path):
 
 
 def test_clash_with_a_builtin_names_fusionkit(tmp_path, monkeypatch, fk_env):
-    from fusionkit.plugins import PluginError, build_registry
+    from fusionkit.registry import PluginError, build_registry
 
     site = fake_distribution(tmp_path / "site", "fk-imposter", {"encoder": {"lld": "fk_imposter"}},
                              {"fk_imposter": encoder_module("lld")})
@@ -80,7 +80,7 @@ def test_clash_with_a_builtin_names_fusionkit(tmp_path, monkeypatch, fk_env):
 
 
 def test_autoload_switch_hides_third_party_plugins(tmp_path, monkeypatch, fk_env):
-    from fusionkit.plugins import build_registry
+    from fusionkit.registry import build_registry
 
     site = fake_distribution(tmp_path / "site", "fk-extra", {"encoder": {"extra-enc": "fk_extra"}},
                              {"fk_extra": encoder_module("extra-enc")})
@@ -98,7 +98,7 @@ def test_autoload_switch_hides_third_party_plugins(tmp_path, monkeypatch, fk_env
 
 
 def test_block_switch_blocks_one_plugin(tmp_path, monkeypatch, fk_env):
-    from fusionkit.plugins import PluginError, build_registry
+    from fusionkit.registry import PluginError, build_registry
 
     site = fake_distribution(tmp_path / "site", "fk-extra", {"encoder": {"extra-enc": "fk_extra"}},
                              {"fk_extra": encoder_module("extra-enc")})
@@ -116,10 +116,10 @@ def test_block_switch_blocks_one_plugin(tmp_path, monkeypatch, fk_env):
 
 
 def test_bad_registrations_are_broken_not_fatal(tmp_path, monkeypatch, fk_env):
-    from fusionkit.plugins import build_registry
+    from fusionkit.registry import build_registry
 
     not_an_encoder = """
-        from fusionkit import hookimpl
+        from fusionkit.sdk import hookimpl
 
         class Thing:
             name = "thing"
@@ -143,7 +143,7 @@ def test_bad_registrations_are_broken_not_fatal(tmp_path, monkeypatch, fk_env):
 
 
 def test_catalogued_but_missing_plugin_says_not_installed(fk_env):
-    from fusionkit.plugins import PluginError, Registry
+    from fusionkit.registry import PluginError, Registry
 
     empty = Registry()
     with pytest.raises(PluginError, match="encoder plugin 'lld' is not installed"):
@@ -153,9 +153,9 @@ def test_catalogued_but_missing_plugin_says_not_installed(fk_env):
 
 
 def test_missing_requirement_of_a_builtin_names_its_extra(fk_env):
-    from fusionkit.interfaces import Encoder
-    from fusionkit.interfaces import Options as BaseOptions
-    from fusionkit.plugins import PluginError, PluginInfo, Registry, _add
+    from fusionkit.sdk.base import Encoder
+    from fusionkit.sdk.base import Options as BaseOptions
+    from fusionkit.registry import PluginError, PluginInfo, Registry, _add
 
     class NoSmile(Encoder):
         name = "egemaps"
@@ -174,10 +174,10 @@ def test_missing_requirement_of_a_builtin_names_its_extra(fk_env):
 
 
 def test_exit_on_import_and_bad_hook_signature_are_broken(tmp_path, monkeypatch, fk_env):
-    from fusionkit.plugins import build_registry
+    from fusionkit.registry import build_registry
 
     bad_signature = """
-        from fusionkit import hookimpl
+        from fusionkit.sdk import hookimpl
 
         @hookimpl
         def register_encoders(reg, extra):

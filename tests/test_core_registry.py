@@ -61,7 +61,7 @@ def test_installed_entry_points_match_pyproject():
 
 def test_catalogue_kind_matches_the_registered_class(tmp_path, monkeypatch):
     """Each built-in entry point registers a plugin of the kind and name the catalogue says."""
-    from fusionkit.plugins import build_registry
+    from fusionkit.registry import build_registry
 
     monkeypatch.setenv("FUSIONKIT_DISABLE_PLUGIN_AUTOLOAD", "1")
     monkeypatch.delenv("FUSIONKIT_BLOCK_PLUGINS", raising=False)

@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 from protocol_fakes import write_tone
 
-from fusionkit.interfaces import Options
+from fusionkit.sdk.base import Options
 from fusionkit_plugins.datasets.common import CorpusError
 from fusionkit_plugins.datasets.cremad import CremaD, CremaDOptions
 from fusionkit_plugins.datasets.emodb import EmoDB
@@ -283,8 +283,8 @@ def test_manifest_bad_rows_name_file_and_line(tmp_path, content, suffix, message
 ])
 def test_example_recipes_validate_and_split_fake_trees(tmp_path, recipe_file, tree):
     from fusionkit.recipe import load_recipe
-    from fusionkit.run import load_dataset
-    from fusionkit.splits import make_folds
+    from fusionkit.pipeline.run import load_dataset
+    from fusionkit.pipeline.splits import make_folds
 
     if tree is None:
         (tmp_path / "Labels").mkdir()

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from fusionkit.interfaces import Options
+from fusionkit.sdk.base import Options
 from fusionkit_plugins.datasets.emodb import EmoDB
 from fusionkit_plugins.datasets.ravdess import Ravdess, RavdessOptions
 
@@ -44,7 +44,7 @@ def test_real_emodb_loso_and_ravdess_speaker_folds_are_speaker_independent():
     import numpy as np
 
     from fusionkit.recipe import SplitSpec
-    from fusionkit.splits import make_folds, speaker_overlap
+    from fusionkit.pipeline.splits import make_folds, speaker_overlap
 
     emodb = EmoDB(corpus("emodb"), Options()).clips()
     folds = make_folds(emodb, SplitSpec(kind="loso"))

@@ -9,8 +9,8 @@ pytest.importorskip("opensmile")
 
 from ssl_fixtures import voiced  # noqa: E402
 
-from fusionkit.encode import clip_digests, encode_clips  # noqa: E402
-from fusionkit.interfaces import Clip  # noqa: E402
+from fusionkit.pipeline.encode import clip_digests, encode_clips  # noqa: E402
+from fusionkit.sdk.base import Clip  # noqa: E402
 from fusionkit_plugins.egemaps import EGeMAPSEncoder, EGeMAPSOptions  # noqa: E402
 
 
@@ -83,7 +83,7 @@ def test_cached_through_encode_clips(tmp_path):
 
 
 def test_registered_as_a_plugin():
-    from fusionkit.plugins import registry
+    from fusionkit.registry import registry
 
     assert registry().get("encoder", "egemaps") is EGeMAPSEncoder
 

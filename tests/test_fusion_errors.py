@@ -8,8 +8,8 @@ import numpy as np
 import pytest
 from pydantic import ValidationError
 
-from fusionkit.heads import HeadFileError, Standardizer, validation_split
-from fusionkit.plugins import registry
+from fusionkit.sdk.heads import HeadFileError, Standardizer, validation_split
+from fusionkit.registry import registry
 from fusion_fixtures import CLASSES, make, split, two_bit_task
 
 

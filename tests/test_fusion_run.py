@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 
 from fusionkit.recipe import Recipe
-from fusionkit.run import run
+from fusionkit.pipeline.run import run
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -43,7 +43,7 @@ def fit_run(head: str, options: dict, tmp_path: Path) -> Path:
 
 @pytest.mark.parametrize("head, options", [("linear", {}), ("late-average", {"inner_folds": 2})])
 def test_saved_run_reloads(head, options, tmp_path):
-    from fusionkit.reload import saved_run_difference
+    from fusionkit.pipeline.reload import saved_run_difference
 
     assert saved_run_difference(fit_run(head, options, tmp_path)) <= 5e-7
 
@@ -51,7 +51,7 @@ def test_saved_run_reloads(head, options, tmp_path):
 def test_saved_torch_run_reloads_in_a_fresh_process(tmp_path):
     pytest.importorskip("torch")
     run_dir = fit_run("concat-ffn", {"width": 16, "epochs": 20, "patience": 5}, tmp_path)
-    code = ("import sys; from fusionkit.reload import saved_run_difference; "
+    code = ("import sys; from fusionkit.pipeline.reload import saved_run_difference; "
             "print(repr(saved_run_difference(sys.argv[1])))")
     env = {**os.environ, "FUSIONKIT_PROGRESS": "0"}
     out = subprocess.run([sys.executable, "-c", code, str(run_dir)], capture_output=True, text=True, env=env,
@@ -62,8 +62,8 @@ def test_saved_torch_run_reloads_in_a_fresh_process(tmp_path):
 
 
 def test_a_damaged_saved_head_is_detected(tmp_path):
-    from fusionkit.heads import load_arrays, save_arrays
-    from fusionkit.reload import saved_run_difference
+    from fusionkit.sdk.heads import load_arrays, save_arrays
+    from fusionkit.pipeline.reload import saved_run_difference
 
     run_dir = tmp_path / "run"
     run(tiny_recipe("linear", {}), run_dir)

@@ -9,10 +9,10 @@ import numpy as np
 import pytest
 from protocol_fakes import write_tone
 
-from fusionkit.interfaces import Clip
-from fusionkit.labels import apply_labels, regression_targets
+from fusionkit.sdk.base import Clip
+from fusionkit.pipeline.labels import apply_labels, regression_targets
 from fusionkit.recipe import LabelSpec, Recipe, RecipeError, load_recipe
-from fusionkit.run import results_table, run
+from fusionkit.pipeline.run import results_table, run
 
 FREQ = {"ang": 520.0, "hap": 380.0, "neu": 200.0, "angry": 520.0, "happy": 380.0, "neutral": 200.0, "bored": 150.0}
 LLD = {"plugin": "lld", "options": {"descriptors": ["mfcc", "rms", "centroid"], "functionals": ["mean", "std"],
@@ -182,7 +182,7 @@ def test_head_must_match_the_task(corpora, tmp_path):
 
 
 def test_normalize_per_group_by_hand():
-    from fusionkit.normalize import normalize_features
+    from fusionkit.pipeline.normalize import normalize_features
 
     clips = [Clip("a", None, "x", "s1"), Clip("b", None, "x", "s1"), Clip("c", None, "x", "s2"), Clip("d", None, "x", "s2")]
     feats = {"e": {"a": np.array([1.0, 5.0]), "b": np.array([3.0, 5.0]), "c": np.array([10.0, 0.0]),

@@ -7,9 +7,9 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from fusionkit.interfaces import Clip
+from fusionkit.sdk.base import Clip
 from fusionkit.recipe import Recipe, SplitSpec
-from fusionkit.splits import cross_corpus_fold, make_folds, speaker_overlap
+from fusionkit.pipeline.splits import cross_corpus_fold, make_folds, speaker_overlap
 
 
 def clips_from(speakers: list[str], labels: list[str] | None = None, sessions: list[str] | None = None) -> list[Clip]:

@@ -14,9 +14,9 @@ pytest.importorskip("transformers")
 
 from ssl_fixtures import HIDDEN, KINDS, LAYERS, tiny_ssl, tiny_w2v_bert, voiced  # noqa: E402
 
-from fusionkit.encode import encode_clips  # noqa: E402
-from fusionkit.interfaces import Clip  # noqa: E402
-from fusionkit.layers import LayerError  # noqa: E402
+from fusionkit.pipeline.encode import encode_clips  # noqa: E402
+from fusionkit.sdk.base import Clip  # noqa: E402
+from fusionkit.sdk.layers import LayerError  # noqa: E402
 from fusionkit_plugins.w2v_bert import W2VBertEncoder, W2VBertOptions  # noqa: E402
 from fusionkit_plugins.wav2vec2 import Wav2Vec2Encoder, Wav2Vec2Options  # noqa: E402
 
@@ -128,7 +128,7 @@ def _clips(tmp_path, n=4):
 
 @pytest.mark.parametrize("kind", ["wavlm", "w2v-bert"])
 def test_cache_hits_and_layer_changes_encode_nothing(models, kind, tmp_path):
-    from fusionkit.encode import clip_digests
+    from fusionkit.pipeline.encode import clip_digests
 
     clips = _clips(tmp_path)
     digests, skipped = clip_digests(clips)
@@ -200,7 +200,7 @@ def test_options_are_validated():
 
 
 def test_registered_as_plugins():
-    from fusionkit.plugins import registry
+    from fusionkit.registry import registry
 
     reg = registry()
     assert reg.get("encoder", "wav2vec2") is Wav2Vec2Encoder
@@ -209,7 +209,7 @@ def test_registered_as_plugins():
 
 def test_layers_out_of_range_fail_before_encoding(models, tmp_path):
     clips = _clips(tmp_path, n=1)
-    from fusionkit.encode import clip_digests
+    from fusionkit.pipeline.encode import clip_digests
 
     enc = make("wavlm", models["wavlm"], layers=[0, LAYERS + 1])
     with pytest.raises(LayerError, match=f"layers: {LAYERS + 1} is out of range"):
@@ -223,7 +223,7 @@ def test_cache_hits_need_neither_torch_nor_transformers(models, tmp_path):
     import sys
     import textwrap
 
-    from fusionkit.encode import clip_digests
+    from fusionkit.pipeline.encode import clip_digests
 
     clips = _clips(tmp_path, n=2)
     digests = clip_digests(clips)[0]
@@ -231,8 +231,8 @@ def test_cache_hits_need_neither_torch_nor_transformers(models, tmp_path):
     code = textwrap.dedent(f"""
         import sys
         from pathlib import Path
-        from fusionkit.encode import encode_clips
-        from fusionkit.interfaces import Clip
+        from fusionkit.pipeline.encode import encode_clips
+        from fusionkit.sdk.base import Clip
         from fusionkit_plugins.wav2vec2 import Wav2Vec2Encoder, Wav2Vec2Options
         clips = [Clip(id=c, path=Path(p), label="x", speaker="s") for c, p in {[(c.id, str(c.path)) for c in clips]!r}]
         enc = Wav2Vec2Encoder(Wav2Vec2Options(model={str(models["hubert"])!r}, layers=-1, pooling="max"))

@@ -1,4 +1,4 @@
-"""fusionkit.layers: pooling over real frames, exact chunk merging, layer/pooling selection."""
+"""fusionkit.sdk.layers: pooling over real frames, exact chunk merging, layer/pooling selection."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ import pytest
 
 pytest.importorskip("torch")
 
-from fusionkit.layers import (  # noqa: E402
+from fusionkit.sdk.layers import (  # noqa: E402
     LayerError, finish_stats, layer_indices, merge_stats, pool_layers, select_layers, sequence_key, sequences_for,
 )
 

@@ -13,8 +13,8 @@ pytest.importorskip("tokenizers")
 
 from text_fixtures import tiny_bert, tiny_roberta, tiny_t5  # noqa: E402
 
-from fusionkit.encode import encode_clips  # noqa: E402
-from fusionkit.interfaces import Clip  # noqa: E402
+from fusionkit.pipeline.encode import encode_clips  # noqa: E402
+from fusionkit.sdk.base import Clip  # noqa: E402
 from fusionkit_plugins.hf_text import HFTextEncoder, HFTextOptions  # noqa: E402
 
 BUILDERS = {"bert": (tiny_bert, 2), "roberta": (tiny_roberta, 3), "t5": (tiny_t5, 2)}

@@ -1,4 +1,4 @@
-"""End to end: text-only recipes through fusionkit.run (MELD with no audio; ASR transcripts in a run)."""
+"""End to end: text-only recipes through fusionkit.pipeline.run (MELD with no audio; ASR transcripts in a run)."""
 
 from __future__ import annotations
 
@@ -14,9 +14,9 @@ pytest.importorskip("transformers")
 from test_meld import write_tree  # noqa: E402
 from text_fixtures import tiny_bert  # noqa: E402
 
-from fusionkit import transcripts  # noqa: E402
+from fusionkit.pipeline import transcripts  # noqa: E402
 from fusionkit.recipe import validate  # noqa: E402
-from fusionkit.run import run  # noqa: E402
+from fusionkit.pipeline.run import run  # noqa: E402
 
 WORDS = {"joy": "I am so happy today", "anger": "this is terrible and I hate it", "neutral": "the meeting is at noon"}
 

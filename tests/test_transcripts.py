@@ -12,8 +12,8 @@ import numpy as np
 import pytest
 import soundfile as sf
 
-from fusionkit import transcripts
-from fusionkit.interfaces import Clip
+from fusionkit.pipeline import transcripts
+from fusionkit.sdk.base import Clip
 from fusionkit.recipe import TextSpec
 
 RAVDESS = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "ravdess"

@@ -10,9 +10,9 @@ pytest.importorskip("transformers")
 
 from whisper_fixtures import TINY, tiny_whisper, voice  # noqa: E402
 
-from fusionkit.encode import clip_digests, encode_clips  # noqa: E402
-from fusionkit.interfaces import Clip  # noqa: E402
-from fusionkit.layers import LayerError  # noqa: E402
+from fusionkit.pipeline.encode import clip_digests, encode_clips  # noqa: E402
+from fusionkit.sdk.base import Clip  # noqa: E402
+from fusionkit.sdk.layers import LayerError  # noqa: E402
 from fusionkit_plugins.whisper import WhisperEncoderPlugin, WhisperOptions  # noqa: E402
 from fusionkit_plugins.whisper_mel import LogMel  # noqa: E402
 
@@ -190,7 +190,7 @@ def test_not_a_whisper_checkpoint(tmp_path):
 
 
 def test_registered():
-    from fusionkit.plugins import registry
+    from fusionkit.registry import registry
 
     assert registry().get("encoder", "whisper") is WhisperEncoderPlugin
 
@@ -211,7 +211,7 @@ def test_batched_log_mel_equals_one_by_one():
 def test_pool_batch_equals_pool_layers():
     import torch
 
-    from fusionkit.layers import pool_layers
+    from fusionkit.sdk.layers import pool_layers
     from fusionkit_plugins.whisper_model import pool_batch
 
     g = torch.Generator().manual_seed(0)

@@ -13,8 +13,8 @@ from __future__ import annotations
 import logging
 import re
 
-from fusionkit import hookimpl
-from fusionkit.interfaces import Clip, Dataset, Options
+from fusionkit.sdk import hookimpl
+from fusionkit.sdk.base import Clip, Dataset, Options
 from fusionkit_plugins.datasets.common import audio_files, corpus_dir
 
 log = logging.getLogger("fusionkit")

@@ -18,8 +18,8 @@ from pathlib import Path
 
 from pydantic import Field
 
-from fusionkit import hookimpl
-from fusionkit.interfaces import Clip, Dataset, Options
+from fusionkit.sdk import hookimpl
+from fusionkit.sdk.base import Clip, Dataset, Options
 
 
 class ManifestOptions(Options):

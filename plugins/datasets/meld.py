@@ -24,8 +24,8 @@ from typing import Literal
 
 from pydantic import Field
 
-from fusionkit import hookimpl
-from fusionkit.interfaces import Clip, Dataset, Options
+from fusionkit.sdk import hookimpl
+from fusionkit.sdk.base import Clip, Dataset, Options
 
 log = logging.getLogger("fusionkit")
 

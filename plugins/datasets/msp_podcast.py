@@ -21,8 +21,8 @@ import csv
 import logging
 from pathlib import Path
 
-from fusionkit import hookimpl
-from fusionkit.interfaces import Clip, Dataset, Options
+from fusionkit.sdk import hookimpl
+from fusionkit.sdk.base import Clip, Dataset, Options
 from fusionkit_plugins.datasets.common import CorpusError, audio_index, corpus_dir, to_float
 
 log = logging.getLogger("fusionkit")

@@ -18,8 +18,8 @@ from pathlib import Path
 import numpy as np
 from pydantic import Field
 
-from fusionkit import hookimpl
-from fusionkit.interfaces import Clip, Dataset, Options
+from fusionkit.sdk import hookimpl
+from fusionkit.sdk.base import Clip, Dataset, Options
 
 GENERATOR_VERSION = "1"
 SR = 16000
@@ -107,7 +107,7 @@ class Synthetic(Dataset):
     def folder(self) -> Path:
         if self.root is not None:
             return Path(self.root)
-        from fusionkit.cache import default_cache_dir
+        from fusionkit.fileio import default_cache_dir
 
         o = self.options
         return default_cache_dir() / "datasets" / f"synthetic-v{GENERATOR_VERSION}-{o.speakers}x{o.clips_per_class}-s{o.seed}"

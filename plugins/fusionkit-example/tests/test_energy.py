@@ -64,7 +64,7 @@ def test_registered_through_the_entry_point():
     eps = metadata.entry_points(group="fusionkit.encoders")
     (ep,) = [e for e in eps if e.name == "example-energy"]
     assert ep.dist.name == "fusionkit-example"
-    from fusionkit.plugins import build_registry
+    from fusionkit.registry import build_registry
 
     assert build_registry().get("encoder", "example-energy") is EnergyEncoder
 

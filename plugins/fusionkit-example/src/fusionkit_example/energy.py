@@ -17,8 +17,8 @@ from typing import ClassVar, Literal, Sequence
 import numpy as np
 from pydantic import Field, model_validator
 
-from fusionkit import hookimpl
-from fusionkit.interfaces import Encoder, Options
+from fusionkit.sdk import hookimpl
+from fusionkit.sdk.base import Encoder, Options
 
 Functional = Literal["mean", "std", "min", "max", "q10", "q50", "q90"]
 QUANTILES = {"q10": 0.1, "q50": 0.5, "q90": 0.9}

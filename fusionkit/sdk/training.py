@@ -13,7 +13,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from fusionkit.heads import HeadFileError, class_weights, macro_recall, validation_split
+from fusionkit.sdk.heads import HeadFileError, class_weights, macro_recall, validation_split
 
 PREDICT_BATCH = 256
 

@@ -25,8 +25,8 @@ import numpy as np
 from pydantic import Field, ValidationError
 
 from fusionkit.audio import AudioError, file_digest, load_audio
-from fusionkit.cache import atomic_write_text
-from fusionkit.interfaces import Clip, Options
+from fusionkit.fileio import atomic_write_text
+from fusionkit.sdk.base import Clip, Options
 from fusionkit.progress import bar
 
 log = logging.getLogger("fusionkit")

@@ -4,21 +4,14 @@ from __future__ import annotations
 
 import json
 import os
-import tempfile
 from pathlib import Path
 
 import numpy as np
 
-CACHE_ENV = "FUSIONKIT_CACHE_DIR"
+from fusionkit.fileio import CACHE_ENV, atomic_write_bytes, atomic_write_text, default_cache_dir
 
-
-def default_cache_dir() -> Path:
-    env = os.environ.get(CACHE_ENV)
-    if env:
-        return Path(env)
-    import platformdirs
-
-    return Path(platformdirs.user_cache_dir("fusionkit"))
+__all__ = ["CACHE_ENV", "EmbeddingCache", "atomic_write_bytes", "atomic_write_text", "cache_report", "default_cache_dir",
+           "remove_stray_tmp"]
 
 
 class EmbeddingCache:
@@ -57,41 +50,6 @@ class EmbeddingCache:
         path = self.path(digest)
         path.parent.mkdir(parents=True, exist_ok=True)
         atomic_write_bytes(path, save(merged))
-
-
-def atomic_write_bytes(path: Path, data: bytes) -> None:
-    """Write to a temporary file in the same folder, fsync, then rename over ``path``."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        os.chmod(tmp, 0o666 & ~_umask())  # mkstemp makes 0600; give the file the usual permissions
-        with os.fdopen(fd, "wb") as fh:
-            fh.write(data)
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        try:
-            os.unlink(tmp)
-        except OSError:
-            pass
-        raise
-
-
-_UMASK: int | None = None
-
-
-def _umask() -> int:
-    global _UMASK
-    if _UMASK is None:
-        _UMASK = os.umask(0o022)
-        os.umask(_UMASK)
-    return _UMASK
-
-
-def atomic_write_text(path: Path, text: str) -> None:
-    atomic_write_bytes(path, text.encode("utf-8"))
 
 
 # ---------------------------------------------------------------- inspection and cleaning

@@ -7,7 +7,7 @@ from collections import Counter
 
 import numpy as np
 
-from fusionkit.interfaces import Clip
+from fusionkit.sdk.base import Clip
 from fusionkit.recipe import LabelSpec
 
 log = logging.getLogger("fusionkit")

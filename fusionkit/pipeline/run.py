@@ -1,8 +1,8 @@
 """``fusionkit run``: dataset(s) -> encoders (cached) -> folds -> head per fold -> metrics and report.
 
-Two tasks: classification (the default; a :class:`~fusionkit.interfaces.FusionHead` per fold,
+Two tasks: classification (the default; a :class:`~fusionkit.sdk.base.FusionHead` per fold,
 UAR/WA/F1) and regression (``task: {kind: regression, targets: [...]}``; a
-:class:`~fusionkit.regression.RegressionHead` per fold, CCC per target). With ``test_data``
+:class:`~fusionkit.sdk.regression.RegressionHead` per fold, CCC per target). With ``test_data``
 the evaluation is cross-corpus: train on all of ``data``, test on all of ``test_data``, over
 the classes both corpora share after their label mappings.
 """
@@ -20,14 +20,14 @@ from pathlib import Path
 
 import numpy as np
 
-from fusionkit.cache import atomic_write_text, default_cache_dir
-from fusionkit.encode import clip_digests, encode_clips
-from fusionkit.interfaces import Clip
-from fusionkit.labels import apply_labels, class_counts, regression_targets, target_value
+from fusionkit.fileio import atomic_write_text, default_cache_dir
+from fusionkit.pipeline.encode import clip_digests, encode_clips
+from fusionkit.sdk.base import Clip
+from fusionkit.pipeline.labels import apply_labels, class_counts, regression_targets, target_value
 from fusionkit.metrics import DEFINITIONS, REGRESSION_DEFINITIONS, classification_metrics, regression_metrics, summarize
 from fusionkit.progress import bar
 from fusionkit.recipe import DataSpec, Recipe, dump, plugin_options
-from fusionkit.splits import Fold, cross_corpus_fold, make_folds, speaker_overlap
+from fusionkit.pipeline.splits import Fold, cross_corpus_fold, make_folds, speaker_overlap
 
 log = logging.getLogger("fusionkit")
 HEADLINE = ("uar", "wa", "macro_f1", "weighted_f1")
@@ -133,7 +133,7 @@ def prepare(recipe: Recipe, run_dir: Path | None = None) -> Prepared:
     if any(e.modality == "audio" for e in encoders.values()):
         digests, skipped = clip_digests(every)
     if any(e.modality == "text" for e in encoders.values()) and recipe.text.source == "asr":
-        from fusionkit.transcripts import transcribe_clips
+        from fusionkit.pipeline.transcripts import transcribe_clips
 
         skipped.update(transcribe_clips(every, recipe.text, digests, cache_root, run_dir))
     features, sequences, counts = {}, {}, {}
@@ -211,7 +211,7 @@ def run(recipe: Recipe, run_dir: Path | None = None, recipe_source: str = "") ->
     t0 = time.perf_counter()
     prep = prepare(recipe, run_dir)
     if recipe.normalize != "none":
-        from fusionkit.normalize import normalize_features
+        from fusionkit.pipeline.normalize import normalize_features
 
         test_ids = {c.id for c in prep.clips[prep.n_train:]} if prep.n_train is not None else set()
         prep.features = normalize_features(prep.features, prep.sequences, prep.clips, recipe.normalize, test_ids)
@@ -225,7 +225,7 @@ def run(recipe: Recipe, run_dir: Path | None = None, recipe_source: str = "") ->
         metrics = _metrics(recipe, prep, fold_rows, pred_rows, prep.classes, fit_seconds, time.perf_counter() - t0)
     _write_csv(run_dir / "predictions.csv", header, pred_rows)
     atomic_write_text(run_dir / "metrics.json", json.dumps(metrics, indent=2))
-    from fusionkit.report import write_report
+    from fusionkit.pipeline.report import write_report
 
     write_report(run_dir, metrics)
     return metrics

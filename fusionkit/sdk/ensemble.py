@@ -9,11 +9,11 @@ from typing import Any
 
 import numpy as np
 
-from fusionkit.heads import inner_group_folds, read_config, write_config
-from fusionkit.interfaces import FusionHead
+from fusionkit.sdk.heads import inner_group_folds, read_config, write_config
+from fusionkit.sdk.base import FusionHead
 
 def base_class(name: str) -> type[FusionHead]:
-    from fusionkit.plugins import registry
+    from fusionkit.registry import registry
 
     cls = registry().get("fusion", name)
     if issubclass(cls, PerEncoderHead):
@@ -25,7 +25,7 @@ def validate_base(name: str, options: dict[str, Any]) -> None:
     """Raise ValueError (one line) when the base head or its options are not valid."""
     from pydantic import ValidationError
 
-    from fusionkit.plugins import PluginError
+    from fusionkit.registry import PluginError
 
     try:
         cls = base_class(name)

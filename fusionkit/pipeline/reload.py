@@ -16,8 +16,8 @@ def saved_run_difference(run_dir: Path, cache_dir: Path | None = None) -> float:
     overrides the recipe's). predictions.csv holds 6 decimals, so an exact reload gives <= 5e-7.
     """
     from fusionkit.recipe import load_recipe, plugin_options
-    from fusionkit.run import fold_inputs, prepare
-    from fusionkit.splits import make_folds
+    from fusionkit.pipeline.run import fold_inputs, prepare
+    from fusionkit.pipeline.splits import make_folds
 
     run_dir = Path(run_dir)
     overrides = [f"cache.dir={cache_dir}"] if cache_dir is not None else []

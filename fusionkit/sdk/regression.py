@@ -1,7 +1,7 @@
 """The regression head kind: predicts continuous targets (e.g. arousal, valence) from features.
 
 A regression head registers through ``register_fusions`` like a classifier; its class
-attribute ``task = "regression"`` tells :mod:`fusionkit.run` to take the regression path
+attribute ``task = "regression"`` tells :mod:`fusionkit.pipeline.run` to take the regression path
 (recipes say ``task: {kind: regression, targets: [...]}``).
 """
 
@@ -13,7 +13,7 @@ from typing import ClassVar
 
 import numpy as np
 
-from fusionkit.interfaces import Features, Options
+from fusionkit.sdk.base import Features, Options
 
 
 class RegressionHead(ABC):

@@ -1,5 +1,5 @@
 """Base class of the torch fusion heads (``concat-ffn``, ``self-attention``, ``cross-attention``,
-``transformer``). This module does not import torch; :mod:`fusionkit.torch_heads` does, and is
+``transformer``). This module does not import torch; :mod:`fusionkit.sdk.training` does, and is
 imported inside methods only.
 
 Every encoder's features become one :class:`Block`:
@@ -24,11 +24,11 @@ from typing import Any, ClassVar, Literal
 import numpy as np
 from pydantic import Field
 
-from fusionkit.heads import (
+from fusionkit.sdk.heads import (
     HeadFileError, Standardizer, check_names, encoder_names, load_arrays, present_classes, read_config,
     save_arrays, write_config,
 )
-from fusionkit.interfaces import FusionHead, Options
+from fusionkit.sdk.base import FusionHead, Options
 
 
 class NeuralOptions(Options):
@@ -105,7 +105,7 @@ class NeuralHead(FusionHead):
     Options = NeuralOptions
     requires: ClassVar[tuple[str, ...]] = ("torch", "sklearn")
     accepts_sequences = True
-    network: ClassVar[str] = ""  # a name known to fusionkit.torch_heads.build_network
+    network: ClassVar[str] = ""  # a name known to fusionkit.sdk.training.build_network
 
     # -- inputs
     def _fit_scalers(self, X: dict) -> None:
@@ -160,7 +160,7 @@ class NeuralHead(FusionHead):
         return {}
 
     def _build(self):
-        from fusionkit.torch_heads import build_network
+        from fusionkit.sdk.training import build_network
 
         o = self.options
         return build_network(self.network, self.specs(), len(self.present), width=o.width, dropout=o.dropout,
@@ -168,7 +168,7 @@ class NeuralHead(FusionHead):
 
     # -- FusionHead
     def fit(self, X, y, classes, groups=None):
-        from fusionkit.torch_heads import train
+        from fusionkit.sdk.training import train
 
         y = np.asarray(y)
         self.classes = list(classes)
@@ -182,7 +182,7 @@ class NeuralHead(FusionHead):
                                          self.options, self.seed)
 
     def predict_proba(self, X):
-        from fusionkit.torch_heads import predict
+        from fusionkit.sdk.training import predict
 
         p = predict(self.model, self.blocks(X), self.options)
         out = np.zeros((p.shape[0], len(self.classes)))
@@ -190,7 +190,7 @@ class NeuralHead(FusionHead):
         return out
 
     def save(self, directory: Path) -> None:
-        from fusionkit.torch_heads import state_arrays
+        from fusionkit.sdk.training import state_arrays
 
         directory = Path(directory)
         arrays = {f"model.{k}": v for k, v in state_arrays(self.model).items()}
@@ -206,7 +206,7 @@ class NeuralHead(FusionHead):
 
     @classmethod
     def load(cls, directory: Path, options, seed: int = 0):
-        from fusionkit.torch_heads import load_state
+        from fusionkit.sdk.training import load_state
 
         directory = Path(directory)
         config = read_config(directory, cls.name)

@@ -17,7 +17,7 @@ from pathlib import Path
 
 import numpy as np
 
-from fusionkit.interfaces import Clip
+from fusionkit.sdk.base import Clip
 from fusionkit.recipe import SplitSpec
 
 log = logging.getLogger("fusionkit")

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from fusionkit.interfaces import Clip
+from fusionkit.sdk.base import Clip
 
 
 def group_of(clip: Clip, mode: str, test_ids: set[str]) -> str:

@@ -12,8 +12,8 @@ from typing import Iterator, Sequence
 import numpy as np
 
 from fusionkit.audio import AudioError, duration, file_digest, load_audio, text_digest
-from fusionkit.cache import EmbeddingCache
-from fusionkit.interfaces import Clip, Encoder
+from fusionkit.pipeline.cache import EmbeddingCache
+from fusionkit.sdk.base import Clip, Encoder
 from fusionkit.progress import bar
 
 log = logging.getLogger("fusionkit")

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import numpy as np
 
-from fusionkit.cache import atomic_write_text
+from fusionkit.fileio import atomic_write_text
 
 COLORS = {"uar": "#1f77b4", "wa": "#ff7f0e", "macro_f1": "#2ca02c"}
 

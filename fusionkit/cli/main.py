@@ -33,7 +33,7 @@ def _fail(lines, code: int) -> None:
 
 
 def _registry_or_exit():
-    from fusionkit.plugins import PluginError, registry
+    from fusionkit.registry import PluginError, registry
 
     try:
         return registry()
@@ -89,8 +89,8 @@ def validate(recipe: str, overrides) -> None:
 def run(recipe: str, overrides, out: Path | None) -> None:
     """Run RECIPE: encode (cached), fit the fusion head per fold, write metrics and a report."""
     r = _load(recipe, overrides)
-    from fusionkit.plugins import PluginError
-    from fusionkit.run import default_run_dir, results_table, run as do_run
+    from fusionkit.registry import PluginError
+    from fusionkit.pipeline.run import default_run_dir, results_table, run as do_run
 
     out = out or default_run_dir(r)
     try:
@@ -120,7 +120,7 @@ def plugins() -> None:
 @click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
 def plugins_list(as_json: bool) -> None:
     """Every plugin: kind, status (installed / not installed / broken / blocked), origin."""
-    from fusionkit.catalogue import plugin_rows
+    from fusionkit.registry import plugin_rows
 
     rows = plugin_rows(_registry_or_exit())
     if as_json:
@@ -146,7 +146,7 @@ cache_dir_option = click.option(
 
 
 def _cache_root(cache_dir: Path | None) -> Path:
-    from fusionkit.cache import default_cache_dir
+    from fusionkit.fileio import default_cache_dir
 
     return cache_dir or default_cache_dir()
 
@@ -156,7 +156,7 @@ def _cache_root(cache_dir: Path | None) -> Path:
 @click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
 def cache_info(cache_dir: Path | None, as_json: bool) -> None:
     """Where the cache is, and per folder: the plugin, entries, size, stray temporary files."""
-    from fusionkit.cache import cache_report
+    from fusionkit.pipeline.cache import cache_report
 
     root = _cache_root(cache_dir)
     rows = cache_report(root)
@@ -190,7 +190,7 @@ def _size(n: float) -> str:
               help="Only files older than this many seconds (protects runs in progress).")
 def cache_clean(cache_dir: Path | None, min_age: float) -> None:
     """Delete temporary files left by interrupted writes (never a finished entry)."""
-    from fusionkit.cache import remove_stray_tmp
+    from fusionkit.pipeline.cache import remove_stray_tmp
 
     root = _cache_root(cache_dir)
     click.echo(f"{root}: removed {remove_stray_tmp(root, min_age)} stray temporary file(s)")

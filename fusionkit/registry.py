@@ -1,4 +1,6 @@
-"""One plugin manager; plugins come from package entry points, built-ins included.
+"""The plugin registry: discovery through entry points, isolation, blocking and the catalogue.
+
+One plugin manager; plugins come from package entry points, built-ins included.
 
 Environment:
   FUSIONKIT_DISABLE_PLUGIN_AUTOLOAD=1   load only the plugins that ship with fusionkit
@@ -10,8 +12,10 @@ from __future__ import annotations
 
 import importlib.util
 import os
+import tomllib
 from dataclasses import dataclass, field
 from importlib import metadata
+from pathlib import Path
 
 import pluggy
 
@@ -24,6 +28,7 @@ GROUPS = {
 }
 HOOKS = {"encoder": "register_encoders", "fusion": "register_fusions", "dataset": "register_datasets"}
 BUILTIN_DISTRIBUTION = "fusionkit"
+CATALOGUE = Path(__file__).with_name("registry.toml")  # built-in plugins: name, kind, extra
 AUTOLOAD_ENV = "FUSIONKIT_DISABLE_PLUGIN_AUTOLOAD"
 BLOCK_ENV = "FUSIONKIT_BLOCK_PLUGINS"
 
@@ -109,8 +114,6 @@ def _is_blocked(blocked: set[str], name: str, dist: str) -> bool:
 
 def _catalogue_entry(kind: str, name: str) -> dict | None:
     """The registry.toml entry of a built-in plugin, or None."""
-    from fusionkit.catalogue import catalogue
-
     try:
         entries = catalogue()
     except (OSError, KeyError, ValueError):
@@ -133,7 +136,7 @@ def _check_class(cls: object, kind: str) -> None:
         raise TypeError(f"registered {cls!r}, which is not a class")
     options = getattr(cls, "Options", None)
     if not (isinstance(options, type) and issubclass(options, BaseModel)):
-        raise TypeError(f"{cls.__name__} has no Options model (a subclass of fusionkit.interfaces.Options)")
+        raise TypeError(f"{cls.__name__} has no Options model (a subclass of fusionkit.sdk.base.Options)")
     if not isinstance(getattr(cls, "name", None), str) or not cls.name:
         raise TypeError(f"{cls.__name__} has no 'name' (a non-empty string class attribute)")
 
@@ -245,3 +248,45 @@ def registry() -> Registry:
 def reset() -> None:
     global _REGISTRY
     _REGISTRY = None
+
+
+# ---------------------------------------------------------------- catalogue (registry.toml)
+
+
+def catalogue() -> list[dict]:
+    """The ``[[plugin]]`` entries; empty when the file is missing (listing still shows what is installed)."""
+    try:
+        with open(CATALOGUE, "rb") as fh:
+            return tomllib.load(fh).get("plugin", [])
+    except FileNotFoundError:
+        return []
+
+
+def plugin_rows(reg: Registry) -> list[dict]:
+    """One row per plugin known to the catalogue or found installed."""
+    entries = {(e["kind"], e["name"]): e for e in catalogue()}
+    rows = []
+    for info in reg.all():
+        entry = entries.pop((info.kind, info.name), {})
+        cls = info.cls
+        rows.append({
+            "kind": info.kind,
+            "name": info.name,
+            "status": info.status,
+            "origin": info.origin,
+            "distribution": info.distribution,
+            "entry_point": info.entry_point,
+            "modality": getattr(cls, "modality", entry.get("modality", "")) if info.kind == "encoder" else entry.get("modality", ""),
+            "description": getattr(cls, "description", "") or entry.get("description", ""),
+            "reason": info.reason,
+        })
+    for (kind, name), e in entries.items():
+        extra = e.get("extra") or ""
+        rows.append({
+            "kind": kind, "name": name, "status": "not installed", "origin": "built-in",
+            "distribution": e.get("distribution", "fusionkit"), "entry_point": e["entry_point"],
+            "modality": e.get("modality", ""), "description": e.get("description", ""),
+            "reason": f"not found among installed entry points (pip install 'fusionkit[{extra}]')" if extra
+            else "not found among installed entry points (reinstall fusionkit)",
+        })
+    return sorted(rows, key=lambda r: (r["kind"], r["name"]))
