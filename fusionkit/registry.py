@@ -1,6 +1,13 @@
-"""The plugin registry: discovery through entry points, isolation, blocking and the catalogue.
+"""The plugin registry: discovery through entry points, isolation, blocking and the listing.
 
-One plugin manager; plugins come from package entry points, built-ins included.
+One plugin manager holds every plugin module, built-ins included; each hook is called through
+it, one plugin at a time, so that a plugin whose import or hook fails is recorded as broken
+(named by distribution and entry point) while the others still register.
+
+Where each fact about a plugin comes from:
+  entry points (pyproject.toml)   name, kind (the group) and module
+  the registered class            description, modality, requires
+  registry.toml                   for built-ins only: the pip extra that installs their requirements
 
 Environment:
   FUSIONKIT_DISABLE_PLUGIN_AUTOLOAD=1   load only the plugins that ship with fusionkit
@@ -11,8 +18,10 @@ Environment:
 from __future__ import annotations
 
 import importlib.util
+import inspect
 import os
 import tomllib
+from collections.abc import Callable, Container, Iterator
 from dataclasses import dataclass, field
 from importlib import metadata
 from pathlib import Path
@@ -28,9 +37,10 @@ GROUPS = {
 }
 HOOKS = {"encoder": "register_encoders", "fusion": "register_fusions", "dataset": "register_datasets"}
 BUILTIN_DISTRIBUTION = "fusionkit"
-CATALOGUE = Path(__file__).with_name("registry.toml")  # built-in plugins: name, kind, extra
+CATALOGUE = Path(__file__).with_name("registry.toml")  # built-in plugins: kind, name, pip extra
 AUTOLOAD_ENV = "FUSIONKIT_DISABLE_PLUGIN_AUTOLOAD"
 BLOCK_ENV = "FUSIONKIT_BLOCK_PLUGINS"
+BLOCKED_REASON = f"blocked by {BLOCK_ENV}"
 
 
 class PluginError(Exception):
@@ -39,6 +49,8 @@ class PluginError(Exception):
 
 @dataclass
 class PluginInfo:
+    """One registered plugin class, or one entry point that could not provide any."""
+
     name: str
     kind: str
     cls: type | None
@@ -54,8 +66,11 @@ class PluginInfo:
 
 @dataclass
 class Registry:
+    """What the plugin manager's hooks registered, plus the entry points that failed or were blocked."""
+
     plugins: dict[tuple[str, str], PluginInfo] = field(default_factory=dict)
     problems: list[PluginInfo] = field(default_factory=list)  # broken or blocked entry points
+    pm: pluggy.PluginManager | None = field(default=None, repr=False, compare=False)
 
     def names(self, kind: str) -> list[str]:
         return sorted(n for (k, n) in self.plugins if k == kind)
@@ -103,26 +118,124 @@ def missing_requirements(cls: type) -> list[str]:
     return out
 
 
-def _blocked() -> set[str]:
-    return {n.strip() for n in os.environ.get(BLOCK_ENV, "").split(",") if n.strip()}
+# ---------------------------------------------------------------- blocking
 
 
-def _is_blocked(blocked: set[str], name: str, dist: str) -> bool:
-    """``name`` blocks every plugin of that name; ``dist:name`` only the one from that distribution."""
+def _blocked() -> frozenset[str]:
+    return frozenset(n.strip() for n in os.environ.get(BLOCK_ENV, "").split(",") if n.strip())
+
+
+def _is_blocked(blocked: Container[str], name: str, dist: str) -> bool:
+    """The one blocking rule: ``name`` blocks every plugin of that name; ``dist:name`` only that distribution's.
+
+    Checked for an entry point's name before its module is imported, and for each class name it registers.
+    """
     return name in blocked or f"{dist}:{name}" in blocked
 
 
-def _catalogue_entry(kind: str, name: str) -> dict | None:
-    """The registry.toml entry of a built-in plugin, or None."""
+# ---------------------------------------------------------------- discovery
+
+
+@dataclass(frozen=True)
+class _Source:
+    """Where a plugin module came from: the entry point (and its kind and distribution) that named it."""
+
+    kind: str
+    ep: metadata.EntryPoint
+    dist: str
+
+    @property
+    def plugin_name(self) -> str:
+        """The module's name in the plugin manager."""
+        return f"{self.dist}:{self.ep.group}:{self.ep.name}"
+
+    def problem(self, status: str, reason: str) -> PluginInfo:
+        return PluginInfo(self.ep.name, self.kind, None, self.dist, self.ep.value, status, reason)
+
+
+class _Manager(pluggy.PluginManager):
+    """fusionkit's plugin manager: a module-level function named like a hook counts even without ``@hookimpl``."""
+
+    def parse_hookimpl_opts(self, plugin: object, name: str) -> pluggy.HookimplOpts | None:
+        opts = super().parse_hookimpl_opts(plugin, name)
+        if opts is None and name in HOOKS.values() and inspect.isfunction(inspect.getattr_static(plugin, name, None)):
+            return {}  # type: ignore[typeddict-item]  # pluggy fills in the defaults
+        return opts
+
+
+def _entry_points() -> Iterator[_Source]:
+    """Every plugin entry point, built-ins first, honouring FUSIONKIT_DISABLE_PLUGIN_AUTOLOAD."""
+    only_builtin = os.environ.get(AUTOLOAD_ENV, "").strip().lower() not in ("", "0", "false", "no", "off")
+    for kind, group in GROUPS.items():
+        found = [_Source(kind, ep, ep.dist.name if ep.dist is not None else "?")
+                 for ep in metadata.entry_points(group=group)]
+        for source in sorted(found, key=lambda s: (s.dist != BUILTIN_DISTRIBUTION, s.ep.name, s.dist)):
+            if not (only_builtin and source.dist != BUILTIN_DISTRIBUTION):
+                yield source
+
+
+def _load(pm: pluggy.PluginManager, source: _Source) -> PluginInfo | None:
+    """Import the entry point's module and register it with ``pm``; a problem row when that fails."""
     try:
-        entries = catalogue()
-    except (OSError, KeyError, ValueError):
+        module = source.ep.load()
+    except (Exception, SystemExit) as exc:  # noqa: BLE001 - any plugin failure is isolated, even sys.exit()
+        return source.problem("broken", f"{type(exc).__name__}: {exc}")
+    if pm.is_registered(module):  # one module behind two entry points registers once
         return None
-    return next((e for e in entries if e.get("kind") == kind and e.get("name") == name), None)
+    try:
+        pm.register(module, name=source.plugin_name)  # checks hook signatures against hookspecs
+    except Exception as exc:  # noqa: BLE001 - e.g. pluggy.PluginValidationError
+        return source.problem("broken", f"{type(exc).__name__}: {exc}")
+    return None
 
 
-def _install_hint(extra: str) -> str:
-    return f"pip install 'fusionkit[{extra}]'" if extra else "reinstall fusionkit"
+def _call_one(pm: pluggy.PluginManager, hook_name: str, plugin: object, **kwargs: object) -> None:
+    """Call ``hook_name`` of one plugin only, through the manager, so that its failure stays its own."""
+    others = [p for p in pm.get_plugins() if p is not plugin]
+    pm.subset_hook_caller(hook_name, remove_plugins=others)(**kwargs)
+
+
+def build_registry() -> Registry:
+    """Register every plugin module with one plugin manager, call its hooks, and collect what they offer.
+
+    A module that fails to import, or whose hook raises, is recorded as broken and
+    skipped. Two plugins of one kind with one name are an error naming both sources.
+    """
+    pm = _Manager("fusionkit")
+    pm.add_hookspecs(hookspecs)
+    registry = Registry(pm=pm)
+    blocked = _blocked()
+    sources: dict[str, _Source] = {}
+    for source in _entry_points():
+        if _is_blocked(blocked, source.ep.name, source.dist):
+            registry.problems.append(source.problem("blocked", BLOCKED_REASON))
+            continue
+        problem = _load(pm, source)
+        if problem is not None:
+            registry.problems.append(problem)
+        elif pm.get_plugin(source.plugin_name) is not None:
+            sources[source.plugin_name] = source
+    for kind, hook_name in HOOKS.items():
+        for impl in getattr(pm.hook, hook_name).get_hookimpls():
+            source = sources[impl.plugin_name]
+            try:
+                _call_one(pm, hook_name, impl.plugin, register=_registrar(registry, blocked, kind, source))
+            except PluginError:
+                raise
+            except (Exception, SystemExit) as exc:  # noqa: BLE001
+                registry.problems.append(
+                    source.problem("broken", f"{hook_name} raised {type(exc).__name__}: {exc}"))
+    return registry
+
+
+def _registrar(registry: Registry, blocked: Container[str], kind: str, source: _Source) -> Callable[[type], None]:
+    """The ``register`` callback handed to one plugin's hook for one kind."""
+
+    def register(cls: type) -> None:
+        _check_class(cls, kind)
+        _add(registry, blocked, PluginInfo(cls.name, kind, cls, source.dist, source.ep.value))
+
+    return register
 
 
 def _check_class(cls: object, kind: str) -> None:
@@ -141,76 +254,9 @@ def _check_class(cls: object, kind: str) -> None:
         raise TypeError(f"{cls.__name__} has no 'name' (a non-empty string class attribute)")
 
 
-def _entry_points():
-    """Every (kind, entry point) pair, built-ins first, honouring the environment switches."""
-    only_builtin = os.environ.get(AUTOLOAD_ENV, "").strip().lower() not in ("", "0", "false", "no", "off")
-    for kind, group in GROUPS.items():
-        found = [(ep, ep.dist.name if ep.dist is not None else "?") for ep in metadata.entry_points(group=group)]
-        for ep, dist in sorted(found, key=lambda e: (e[1] != BUILTIN_DISTRIBUTION, e[0].name, e[1])):
-            if only_builtin and dist != BUILTIN_DISTRIBUTION:
-                continue
-            yield kind, ep, dist
-
-
-def build_registry() -> Registry:
-    """Import every plugin module, call its register hook, and collect what it offers.
-
-    A module that fails to import, or whose hook raises, is recorded as broken and
-    skipped. Two plugins of one kind with one name are an error naming both sources.
-    """
-    pm = pluggy.PluginManager("fusionkit")
-    pm.add_hookspecs(hookspecs)
-    registry = Registry()
-    blocked = _blocked()
-    for name in blocked:
-        pm.set_blocked(name)
-    seen_modules: set[int] = set()
-    for kind, ep, dist in _entry_points():
-        if _is_blocked(blocked, ep.name, dist):
-            registry.problems.append(
-                PluginInfo(ep.name, kind, None, dist, ep.value, "blocked", f"blocked by {BLOCK_ENV}")
-            )
-            continue
-        try:
-            module = ep.load()
-        except (Exception, SystemExit) as exc:  # noqa: BLE001 - any plugin failure is isolated, even sys.exit()
-            registry.problems.append(
-                PluginInfo(ep.name, kind, None, dist, ep.value, "broken", f"{type(exc).__name__}: {exc}")
-            )
-            continue
-        if id(module) in seen_modules:
-            continue
-        seen_modules.add(id(module))
-        try:
-            pm.register(module, name=f"{dist}:{ep.group}:{ep.name}")  # checks hook signatures
-        except Exception as exc:  # noqa: BLE001 - e.g. pluggy.PluginValidationError
-            registry.problems.append(
-                PluginInfo(ep.name, kind, None, dist, ep.value, "broken", f"{type(exc).__name__}: {exc}")
-            )
-            continue
-        for hook_kind, hook_name in HOOKS.items():
-            hook = getattr(module, hook_name, None)
-            if hook is None:
-                continue
-
-            def register(cls: type, _kind: str = hook_kind, _ep=ep, _dist=dist) -> None:
-                _check_class(cls, _kind)
-                _add(registry, blocked, PluginInfo(cls.name, _kind, cls, _dist, _ep.value))
-
-            try:
-                hook(register=register)
-            except PluginError:
-                raise
-            except (Exception, SystemExit) as exc:  # noqa: BLE001
-                registry.problems.append(
-                    PluginInfo(ep.name, kind, None, dist, ep.value, "broken", f"{hook_name} raised {type(exc).__name__}: {exc}")
-                )
-    return registry
-
-
-def _add(registry: Registry, blocked: set[str], info: PluginInfo) -> None:
+def _add(registry: Registry, blocked: Container[str], info: PluginInfo) -> None:
     if _is_blocked(blocked, info.name, info.distribution):
-        info.status, info.reason = "blocked", f"blocked by {BLOCK_ENV}"
+        info.status, info.reason = "blocked", BLOCKED_REASON
         registry.problems.append(info)
         return
     key = (info.kind, info.name)
@@ -250,11 +296,11 @@ def reset() -> None:
     _REGISTRY = None
 
 
-# ---------------------------------------------------------------- catalogue (registry.toml)
+# ---------------------------------------------------------------- catalogue (registry.toml) and listing
 
 
 def catalogue() -> list[dict]:
-    """The ``[[plugin]]`` entries; empty when the file is missing (listing still shows what is installed)."""
+    """The ``[[plugin]]`` entries (kind, name, extra); empty when the file is missing."""
     try:
         with open(CATALOGUE, "rb") as fh:
             return tomllib.load(fh).get("plugin", [])
@@ -262,13 +308,25 @@ def catalogue() -> list[dict]:
         return []
 
 
+def _catalogue_entry(kind: str, name: str) -> dict | None:
+    """The registry.toml entry of a built-in plugin, or None."""
+    try:
+        entries = catalogue()
+    except (OSError, KeyError, ValueError):
+        return None
+    return next((e for e in entries if e.get("kind") == kind and e.get("name") == name), None)
+
+
+def _install_hint(extra: str) -> str:
+    return f"pip install 'fusionkit[{extra}]'" if extra else "reinstall fusionkit"
+
+
 def plugin_rows(reg: Registry) -> list[dict]:
-    """One row per plugin known to the catalogue or found installed."""
-    entries = {(e["kind"], e["name"]): e for e in catalogue()}
+    """One row per plugin found installed, plus one per built-in whose entry point is missing."""
+    missing = {(e["kind"], e["name"]): e for e in catalogue()}
     rows = []
     for info in reg.all():
-        entry = entries.pop((info.kind, info.name), {})
-        cls = info.cls
+        missing.pop((info.kind, info.name), None)
         rows.append({
             "kind": info.kind,
             "name": info.name,
@@ -276,17 +334,14 @@ def plugin_rows(reg: Registry) -> list[dict]:
             "origin": info.origin,
             "distribution": info.distribution,
             "entry_point": info.entry_point,
-            "modality": getattr(cls, "modality", entry.get("modality", "")) if info.kind == "encoder" else entry.get("modality", ""),
-            "description": getattr(cls, "description", "") or entry.get("description", ""),
+            "modality": getattr(info.cls, "modality", ""),
+            "description": getattr(info.cls, "description", ""),
             "reason": info.reason,
         })
-    for (kind, name), e in entries.items():
-        extra = e.get("extra") or ""
+    for (kind, name), e in missing.items():
         rows.append({
             "kind": kind, "name": name, "status": "not installed", "origin": "built-in",
-            "distribution": e.get("distribution", "fusionkit"), "entry_point": e["entry_point"],
-            "modality": e.get("modality", ""), "description": e.get("description", ""),
-            "reason": f"not found among installed entry points (pip install 'fusionkit[{extra}]')" if extra
-            else "not found among installed entry points (reinstall fusionkit)",
+            "distribution": BUILTIN_DISTRIBUTION, "entry_point": "", "modality": "", "description": "",
+            "reason": f"not found among installed entry points ({_install_hint(e.get('extra') or '')})",
         })
     return sorted(rows, key=lambda r: (r["kind"], r["name"]))

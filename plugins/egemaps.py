@@ -38,7 +38,6 @@ class EGeMAPSEncoder(Encoder):
     description = "openSMILE functionals: eGeMAPS v02 (88) by default, or ComParE 2016 (6373) and others"
     Options = EGeMAPSOptions
     requires: ClassVar[tuple[str, ...]] = ("opensmile",)
-    extra: ClassVar[str] = "egemaps"
     version = "1"
     sample_rate = 16000
 

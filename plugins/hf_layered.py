@@ -42,7 +42,6 @@ class LayeredEncoder(Encoder):
     modality = "audio"
     view_options: ClassVar[frozenset[str]] = frozenset({"layers", "pooling"})
     requires: ClassVar[tuple[str, ...]] = ("torch", "transformers")
-    extra: ClassVar[str] = "ssl"
     sample_rate = 16000
 
     def __init__(self, options: LayeredOptions):

@@ -47,7 +47,6 @@ class HFTextEncoder(Encoder):
     description = "transformers text encoder (BERT/RoBERTa/T5 encoder): CLS or mean pooling, any layer"
     Options = HFTextOptions
     requires: ClassVar[tuple[str, ...]] = ("torch", "transformers")
-    extra: ClassVar[str] = "text"
     view_options = frozenset({"pooling", "layers", "batch_size", "device", "allow_download"})
     version = "1"
 

@@ -37,7 +37,6 @@ class SentenceTransformersEncoder(Encoder):
     description = "sentence-transformers model (own pooling/normalisation), e.g. all-MiniLM-L6-v2, all-mpnet-base-v2"
     Options = SentenceTransformersOptions
     requires: ClassVar[tuple[str, ...]] = ("torch", "sentence_transformers")
-    extra: ClassVar[str] = "text"
     view_options = frozenset({"normalize", "batch_size", "device", "allow_download"})
     version = "1"
 

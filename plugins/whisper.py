@@ -48,7 +48,6 @@ class WhisperEncoderPlugin(Encoder):
     description = "Whisper encoder layers (transformers or faster-whisper weights), own-length clips, per-layer cache"
     Options = WhisperOptions
     requires: ClassVar[tuple[str, ...]] = ("torch", "transformers")
-    extra = "whisper"
     view_options = frozenset({"layers", "pooling"})
     version = "1"
     sample_rate = 16000

@@ -191,3 +191,89 @@ def test_exit_on_import_and_bad_hook_signature_are_broken(tmp_path, monkeypatch,
     assert by_name["quitter"].status == "broken" and "SystemExit: no thanks" in by_name["quitter"].reason
     assert by_name["wrongsig"].status == "broken" and "extra" in by_name["wrongsig"].reason
     assert by_name["lld"].status == "installed"
+
+
+def test_a_raising_hook_is_its_own_plugins_problem(tmp_path, monkeypatch, fk_env):
+    """Hooks run through the plugin manager one plugin at a time: the failure is attributed, the rest register."""
+    from fusionkit.registry import build_registry
+
+    raises_after_one = encoder_module("early") + """
+    @hookimpl
+    def register_fusions(register):
+        raise ValueError("no heads today")
+    """
+    site = fake_distribution(tmp_path / "site", "fk-mixed",
+                             {"encoder": {"early": "fk_early", "calm": "fk_calm"}},
+                             {"fk_early": raises_after_one, "fk_calm": encoder_module("calm")})
+    monkeypatch.syspath_prepend(str(site))
+    reg = build_registry()
+    assert {"early", "calm", "lld"} <= set(reg.names("encoder"))
+    (problem,) = [p for p in reg.problems if p.status == "broken"]
+    assert (problem.name, problem.distribution, problem.entry_point) == ("early", "fk-mixed", "fk_early")
+    assert problem.reason == "register_fusions raised ValueError: no heads today"
+    assert "linear" in reg.names("fusion")  # the built-in heads registered through the same hook
+
+
+def test_the_registry_keeps_its_plugin_manager(fk_env):
+    from fusionkit.registry import build_registry
+
+    reg = build_registry()
+    lld = reg.pm.get_plugin("fusionkit:fusionkit.encoders:lld")
+    assert lld is not None and lld.__name__ == "fusionkit_plugins.lld"
+    assert lld in {impl.plugin for impl in reg.pm.hook.register_encoders.get_hookimpls()}
+
+
+def test_hooks_are_found_the_way_pluggy_finds_them(tmp_path, monkeypatch, fk_env):
+    """A renamed hook implementation (``specname``) counts; so does an unmarked function named like a hook."""
+    from fusionkit.registry import build_registry
+
+    renamed = encoder_module("renamed").replace("@hookimpl\n    def register_encoders(register):",
+                                                '@hookimpl(specname="register_encoders")\n    def offer(register):')
+    unmarked = encoder_module("unmarked").replace("    @hookimpl\n", "")
+    assert "def offer(" in renamed and "@hookimpl" not in unmarked
+    site = fake_distribution(tmp_path / "site", "fk-styles",
+                             {"encoder": {"renamed": "fk_renamed", "unmarked": "fk_unm"}},
+                             {"fk_renamed": renamed, "fk_unm": unmarked})
+    monkeypatch.syspath_prepend(str(site))
+    reg = build_registry()
+    assert {"renamed", "unmarked"} <= set(reg.names("encoder"))
+    assert not reg.problems
+
+
+def test_a_blocked_entry_point_is_never_imported(tmp_path, monkeypatch, fk_env):
+    from fusionkit.registry import build_registry
+
+    site = fake_distribution(tmp_path / "site", "fk-broken-plugin", {"encoder": {"kaputt": "fk_kaputt"}},
+                             {"fk_kaputt": BROKEN})
+    monkeypatch.syspath_prepend(str(site))
+    monkeypatch.setenv("FUSIONKIT_BLOCK_PLUGINS", "fusionkit:kaputt")  # another distribution's: no effect
+    (row,) = [p for p in build_registry().all() if p.name == "kaputt"]
+    assert row.status == "broken"
+    monkeypatch.setenv("FUSIONKIT_BLOCK_PLUGINS", "fk-broken-plugin:kaputt")
+    (row,) = [p for p in build_registry().all() if p.name == "kaputt"]
+    assert (row.status, row.reason, row.distribution) == ("blocked", "blocked by FUSIONKIT_BLOCK_PLUGINS",
+                                                          "fk-broken-plugin")
+
+
+def test_builtins_without_an_entry_point_are_listed_with_their_extra(fk_env):
+    from fusionkit.registry import Registry, plugin_rows
+
+    rows = {(r["kind"], r["name"]): r for r in plugin_rows(Registry())}
+    assert {("encoder", "lld"), ("fusion", "linear"), ("dataset", "ravdess")} <= set(rows)
+    assert all(r["status"] == "not installed" and r["origin"] == "built-in" for r in rows.values())
+    assert rows[("encoder", "egemaps")]["reason"] == ("not found among installed entry points "
+                                                      "(pip install 'fusionkit[egemaps]')")
+    assert rows[("encoder", "lld")]["reason"] == "not found among installed entry points (reinstall fusionkit)"
+
+
+def test_listing_takes_description_and_modality_from_the_class(fk_env):
+    from fusionkit.registry import build_registry, plugin_rows
+    from fusionkit_plugins.datasets.meld import Meld
+    from fusionkit_plugins.hf_text import HFTextEncoder
+
+    rows = {(r["kind"], r["name"]): r for r in plugin_rows(build_registry())}
+    assert rows[("encoder", "hf-text")]["modality"] == "text" == HFTextEncoder.modality
+    assert rows[("encoder", "hf-text")]["description"] == HFTextEncoder.description
+    assert rows[("dataset", "meld")]["modality"] == "text+audio" == Meld.modality
+    assert rows[("dataset", "ravdess")]["modality"] == "audio+text"
+    assert rows[("fusion", "ridge")]["modality"] == rows[("fusion", "linear")]["modality"] == "any"

@@ -9,7 +9,7 @@ from importlib import metadata
 from core_fixtures import ROOT
 
 GROUP_KIND = {"fusionkit.encoders": "encoder", "fusionkit.fusions": "fusion", "fusionkit.datasets": "dataset"}
-FIELDS = ("name", "kind", "entry_point", "modality", "distribution", "extra", "default_model", "description")
+FIELDS = {"name", "kind", "extra"}  # the rest is known from the entry point or the class: one source per fact
 
 
 def catalogue() -> list[dict]:
@@ -24,20 +24,24 @@ def declared() -> set[tuple[str, str, str]]:
             for name, value in table.items()}
 
 
-def test_every_catalogue_entry_is_complete_and_unique():
+def test_the_package_reads_the_repository_catalogue():
+    from fusionkit.registry import CATALOGUE
+
+    assert CATALOGUE.resolve() == (ROOT / "registry.toml").resolve()
+
+
+def test_every_catalogue_entry_is_complete_unique_and_holds_only_its_own_facts():
     entries = catalogue()
     for e in entries:
-        missing = [f for f in FIELDS if f not in e]
-        assert not missing, f"registry.toml: plugin {e.get('name')!r} lacks {missing}"
+        assert set(e) == FIELDS, f"registry.toml: plugin {e.get('name')!r} has {sorted(e)}, wanted {sorted(FIELDS)}"
         assert e["kind"] in GROUP_KIND.values(), f"registry.toml: plugin {e['name']!r}: kind {e['kind']!r}"
-        assert e["description"].strip() and "\n" not in e["description"], f"{e['name']}: one-line description"
     dupes = [k for k, n in Counter((e["kind"], e["name"]) for e in entries).items() if n > 1]
     assert not dupes, f"registry.toml lists these twice: {dupes}"
 
 
 def test_catalogue_matches_pyproject_entry_points():
-    listed = {(e["name"], e["kind"], e["entry_point"]) for e in catalogue() if e["distribution"] == "fusionkit"}
-    wanted = declared()
+    listed = {(e["name"], e["kind"]) for e in catalogue()}
+    wanted = {(name, kind) for name, kind, _ in declared()}
     assert not wanted - listed, f"declared in pyproject.toml but not in registry.toml: {sorted(wanted - listed)}"
     assert not listed - wanted, f"in registry.toml but not declared in pyproject.toml: {sorted(listed - wanted)}"
 
@@ -46,7 +50,7 @@ def test_extras_named_in_the_catalogue_exist():
     with open(ROOT / "pyproject.toml", "rb") as fh:
         extras = set(tomllib.load(fh)["project"]["optional-dependencies"])
     for e in catalogue():
-        if e["distribution"] == "fusionkit" and e["extra"]:
+        if e["extra"]:
             assert e["extra"] in extras, f"registry.toml: {e['name']}: extra {e['extra']!r} is not in pyproject.toml"
 
 
@@ -59,8 +63,8 @@ def test_installed_entry_points_match_pyproject():
                                  f"installed but not declared: {sorted(installed - wanted)}")
 
 
-def test_catalogue_kind_matches_the_registered_class(tmp_path, monkeypatch):
-    """Each built-in entry point registers a plugin of the kind and name the catalogue says."""
+def test_each_builtin_entry_point_registers_its_named_class(tmp_path, monkeypatch):
+    """Each built-in entry point registers a class of its kind and name, which carries its own description."""
     from fusionkit.registry import build_registry
 
     monkeypatch.setenv("FUSIONKIT_DISABLE_PLUGIN_AUTOLOAD", "1")
@@ -68,9 +72,20 @@ def test_catalogue_kind_matches_the_registered_class(tmp_path, monkeypatch):
     reg = build_registry()
     broken = [f"{p.name}: {p.reason}" for p in reg.problems if p.status == "broken"]
     assert not broken, f"built-in plugins fail to load: {broken}"
-    for e in catalogue():
-        info = reg.plugins.get((e["kind"], e["name"]))
-        assert info is not None, f"registry.toml: {e['kind']} {e['name']!r} is not registered by {e['entry_point']}"
-        assert info.entry_point == e["entry_point"]
-        if e["kind"] == "encoder":
-            assert e["modality"] == info.cls.modality, f"{e['name']}: modality {e['modality']} vs {info.cls.modality}"
+    for name, kind, value in declared():
+        info = reg.plugins.get((kind, name))
+        assert info is not None, f"pyproject.toml: {kind} {name!r} is not registered by {value}"
+        assert info.entry_point == value
+        description = getattr(info.cls, "description", "")
+        assert description.strip() and "\n" not in description, f"{name}: wants a one-line description"
+        assert info.cls.modality in {"encoder": {"audio", "text"}, "fusion": {"any"},
+                                     "dataset": {"audio+text", "text+audio"}}[kind], f"{name}: {info.cls.modality}"
+
+
+def test_plugin_classes_carry_no_extra_attribute():
+    """The pip extra of a built-in is registry.toml's fact alone; an ``extra`` on a class would drift from it."""
+    from fusionkit.registry import build_registry
+
+    reg = build_registry()
+    stale = [info.name for info in reg.plugins.values() if hasattr(info.cls, "extra")]
+    assert not stale, f"classes with an 'extra' attribute: {stale}"

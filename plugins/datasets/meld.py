@@ -114,6 +114,7 @@ class Meld(Dataset):
     """MELD text (and audio, where the media are given), with its train/dev/test partitions."""
 
     name = "meld"
+    modality = "text+audio"
     description = "MELD (Friends) utterances: 7 emotions or 3 sentiments, train/dev/test, text with optional audio"
     Options = MeldOptions
     _partitions: dict[str, str] | None = None
