@@ -40,8 +40,9 @@ def _open(path: Path):
 
 
 def iter_windows(source, sampling_rate: int | None, window: float, hop: float,
-                 regions: list[tuple[float, float]] | None = None) -> Iterator[tuple[float, float, np.ndarray]]:
-    """Yield (start s, end s, mono 16 kHz signal) for each window of a file or array."""
+                 regions: list[tuple[float, float]] | None = None,
+                 target_sr: int = TARGET_SR) -> Iterator[tuple[float, float, np.ndarray]]:
+    """Yield (start s, end s, mono signal at ``target_sr``) for each window of a file or array."""
     if isinstance(source, (str, Path)):
         f = _open(Path(source))
         with f:
@@ -53,7 +54,7 @@ def iter_windows(source, sampling_rate: int | None, window: float, hop: float,
                 block = f.read(int(round((e - s) * sr)), dtype="float32", always_2d=True)
                 if len(block) == 0:
                     continue
-                yield s, e, to_mono_resampled(block, sr, TARGET_SR)
+                yield s, e, to_mono_resampled(block, sr, target_sr)
         return
     x = np.asarray(source, dtype=np.float32)
     sr = sampling_rate or TARGET_SR
@@ -61,7 +62,7 @@ def iter_windows(source, sampling_rate: int | None, window: float, hop: float,
         x = x.T  # (channels, frames) -> (frames, channels)
     total = len(x) / sr
     for s, e in _spans(total, window, hop, regions):
-        yield s, e, to_mono_resampled(x[int(s * sr): int(round(e * sr))], sr, TARGET_SR)
+        yield s, e, to_mono_resampled(x[int(s * sr): int(round(e * sr))], sr, target_sr)
 
 
 def _spans(total, window, hop, regions):

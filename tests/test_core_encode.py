@@ -86,17 +86,17 @@ def test_cached_entries_the_encoder_cannot_use_are_reencoded(tmp_path, clips, mo
 
 
 def test_unexpected_decoder_error_skips_only_that_clip(tmp_path, clips, monkeypatch):
-    from fusionkit.pipeline import encode as encode_mod
+    from fusionkit.pipeline import featurize as featurize_mod  # where clips are decoded
 
     monkeypatch.setenv("FUSIONKIT_PROGRESS", "0")
-    real = encode_mod.load_audio
+    real = featurize_mod.load_audio
 
     def flaky(path, sr):
         if str(path).endswith("c2.wav"):
             raise MemoryError("decoder ran out of memory")
         return real(path, sr)
 
-    monkeypatch.setattr(encode_mod, "load_audio", flaky)
+    monkeypatch.setattr(featurize_mod, "load_audio", flaky)
     result, _ = encode(Stats(Options()), clips, tmp_path / "cache")
     assert result.computed == 5
     assert result.skipped == {"c2": "cannot decode (MemoryError: decoder ran out of memory)"}
