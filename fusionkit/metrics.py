@@ -52,8 +52,24 @@ def classification_metrics(y_true: np.ndarray, y_pred: np.ndarray, n_classes: in
     }
 
 
-def summarize(values: list[float]) -> dict:
-    """Mean, standard deviation (n-1) and a 95% t-interval of the mean."""
+INTERVAL_NOTE = ("the 95% interval treats the fold (x seed) scores as independent samples; they are not (folds "
+                 "share training speakers, seeds re-score the same test clips), so it understates the uncertainty")
+
+
+def metric_range(key: str) -> tuple[float, float]:
+    """The values a per-fold score can take: [0, 1] for recalls, accuracies and F1, [-1, 1] for correlations."""
+    if key.startswith(("ccc", "pearson")):
+        return -1.0, 1.0
+    if key.startswith(("rmse", "mae")):
+        return 0.0, float("inf")
+    return 0.0, 1.0
+
+
+def summarize(values: list[float], bounds: tuple[float, float] | None = None) -> dict:
+    """Mean, standard deviation (n-1) and a 95% t-interval of the mean, clipped to ``bounds`` when given.
+
+    The interval treats the values as independent samples (see INTERVAL_NOTE).
+    """
     a = np.asarray(values, dtype=float)
     n = len(a)
     mean = float(a.mean()) if n else float("nan")
@@ -64,7 +80,10 @@ def summarize(values: list[float]) -> dict:
         half = float(stats.t.ppf(0.975, n - 1) * std / np.sqrt(n))
     else:
         half = 0.0
-    return {"mean": mean, "std": std, "ci95": [mean - half, mean + half], "n": n}
+    low, high = mean - half, mean + half
+    if bounds is not None:
+        low, high = max(low, bounds[0]), min(high, bounds[1])
+    return {"mean": mean, "std": std, "ci95": [low, high], "n": n}
 
 
 def ccc(y_true: np.ndarray, y_pred: np.ndarray) -> float:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import copy
 import difflib
 import re
-from pathlib import Path
+from pathlib import Path, PurePosixPath, PureWindowsPath
 from typing import Any, Literal
 
 import yaml
@@ -13,6 +13,28 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 
 BUILTIN_RECIPES = Path(__file__).parent / "recipes"
 PATH_FIELDS = (("data", "root"), ("test_data", "root"), ("split", "file"), ("cache", "dir"))
+MAX_RECIPE_BYTES = 64 * 1024  # the largest recipe or grid in the repository is 3 kB
+MAX_DEPTH = 32  # nesting levels of mappings and lists (the repository's recipes and grids use at most 10)
+MAX_NODES = 10_000  # values, aliases counted as expanded (the repository's recipes and grids have at most 300)
+SHOWN = 80  # characters of a value echoed in an error line
+# names people write for a split kind -> the kind fusionkit calls it
+SPLIT_ALIASES = {"leave-one-speaker-out": "loso", "leave-one-subject-out": "loso", "logo": "loso",
+                 "leave-one-session-out": "session", "stratified": "speaker-stratified",
+                 "stratified-group-kfold": "speaker-stratified", "group-kfold": "speaker-kfold"}
+
+
+def shorten(value: Any, limit: int = SHOWN) -> str:
+    """``value`` as text, cut to ``limit`` characters with the full length said (error lines stay short)."""
+    text = value if isinstance(value, str) else repr(value)
+    if len(text) <= limit:
+        return text
+    return f"{text[:limit]}... ({len(text)} characters)"
+
+
+def safe_name(name: str) -> str:
+    """``name`` as one folder name: path separators and characters unsafe in file names become '-'."""
+    cleaned = re.sub(r'[\\/:*?"<>|\x00-\x1f]+', "-", name).strip(" .")
+    return cleaned[:100] or "run"
 
 
 class Strict(BaseModel):
@@ -22,6 +44,18 @@ class Strict(BaseModel):
 class LabelSpec(Strict):
     include: list[str] | None = Field(None, description="keep only these classes (after mapping)")
     map: dict[str, str] = Field(default_factory=dict, description="rename or merge: old -> new")
+
+    @field_validator("include")
+    @classmethod
+    def _include(cls, include: list[str] | None) -> list[str] | None:
+        if include is None:
+            return None
+        if not include:
+            raise ValueError("empty: list the classes to keep, or drop include to keep them all")
+        repeated = sorted({c for c in include if include.count(c) > 1})
+        if repeated:
+            raise ValueError(f"repeats {', '.join(shorten(c) for c in repeated)} (list each class once)")
+        return include
 
 
 class DataSpec(Strict):
@@ -53,16 +87,25 @@ class FusionSpec(Strict):
     options: dict[str, Any] = Field(default_factory=dict)
 
 
-SplitKind = Literal["speaker-kfold", "loso", "session", "predefined", "file", "random", "cross-corpus"]
+SplitKind = Literal["speaker-kfold", "speaker-stratified", "loso", "session", "predefined", "file", "random",
+                    "cross-corpus"]
 
 
 class SplitSpec(Strict):
-    kind: SplitKind = Field("speaker-kfold", description="how clips are split into train/test folds")
-    folds: int = Field(5, ge=2, description="number of folds (speaker-kfold, random)")
-    shuffle: bool = Field(False, description="speaker-kfold: shuffle speakers (by seed) before blocking them")
+    kind: SplitKind = Field("speaker-stratified", description="how clips are split into train/test folds")
+    folds: int = Field(5, ge=2, description="number of folds (speaker-kfold, speaker-stratified, random)")
+    shuffle: bool | None = Field(None, description="shuffle speakers by seed: speaker-kfold before blocking them "
+                                                   "(default false), speaker-stratified before placing them "
+                                                   "(default true)")
     file: Path | None = Field(None, description="kind file: CSV of clip_id,fold")
     train: list[str] = Field(default_factory=lambda: ["train"], description="kind predefined: training partitions")
     test: list[str] = Field(default_factory=lambda: ["test"], description="kind predefined: test partitions")
+
+    @model_validator(mode="after")
+    def _default_shuffle(self) -> "SplitSpec":
+        if self.shuffle is None:
+            self.shuffle = self.kind == "speaker-stratified"
+        return self
 
 
 class TaskSpec(Strict):
@@ -101,6 +144,32 @@ class Recipe(Strict):
                             "before the folds; recorded in the protocol")
     cache: CacheSpec = Field(default_factory=CacheSpec)
 
+    @field_validator("name")
+    @classmethod
+    def _safe_name(cls, name: str) -> str:
+        if not name.strip():
+            raise ValueError("empty; the run folder is named after it")
+        if any(ord(ch) < 32 for ch in name):
+            raise ValueError(f"control characters in {shorten(name)!r}")
+        if PurePosixPath(name).is_absolute() or PureWindowsPath(name).is_absolute() or PureWindowsPath(name).drive:
+            raise ValueError(f"{shorten(name)!r} is an absolute path; a name is not a path (use --out for that)")
+        if ".." in re.split(r"[\\/]", name):
+            raise ValueError(f"{shorten(name)!r} climbs out of its folder ('..'); a name is not a path")
+        return name
+
+    @field_validator("seeds")
+    @classmethod
+    def _distinct_seeds(cls, seeds: list[int] | None) -> list[int] | None:
+        if seeds is None:
+            return None
+        if not seeds:
+            raise ValueError("empty: list at least one seed, or drop seeds and use seed")
+        repeated = sorted({s for s in seeds if seeds.count(s) > 1})
+        if repeated:
+            raise ValueError(f"repeat {', '.join(map(str, repeated))}: a repeated seed refits the same folds and "
+                             "counts their scores twice")
+        return seeds
+
     @field_validator("encoders")
     @classmethod
     def _unique_encoder_names(cls, encoders: list[EncoderSpec]) -> list[EncoderSpec]:
@@ -117,6 +186,8 @@ class Recipe(Strict):
                 raise ValueError(f"test_data makes the evaluation cross-corpus; split.kind {self.split.kind!r} "
                                  "cannot apply (drop it or write kind: cross-corpus)")
             self.split.kind = "cross-corpus"
+            if "shuffle" not in self.split.model_fields_set:
+                self.split.shuffle = False
         elif self.split.kind == "cross-corpus":
             raise ValueError("split.kind cross-corpus needs test_data: (the corpus to test on)")
         return self
@@ -134,6 +205,106 @@ class RecipeError(Exception):
 
 
 # ---------------------------------------------------------------- loading
+
+
+class _Refused(yaml.YAMLError):
+    """YAML that parses but is not accepted as a recipe; ``line`` is 1-based (0: unknown)."""
+
+    def __init__(self, problem: str, mark=None):
+        self.problem = problem
+        self.line = mark.line + 1 if mark is not None else 0
+        super().__init__(problem)
+
+
+class RecipeLoader(yaml.SafeLoader):
+    """The safe loader, refusing repeated keys, nesting deeper than MAX_DEPTH and more than MAX_NODES values
+    (aliases counted as expanded) before anything is built from the document."""
+
+    def __init__(self, stream):
+        super().__init__(stream)
+        self._open = 0
+        self._written = 0  # values composed so far (aliases not expanded): stops a long flat list early
+        self._sizes: dict[int, tuple[int, int]] = {}  # id(node) -> (height, values after expansion)
+
+    def compose_node(self, parent, index):
+        if self.check_event(yaml.AliasEvent):
+            event = self.peek_event()
+            target = self.anchors.get(event.anchor)
+            if target is not None and id(target) not in self._sizes:
+                raise _Refused(f"alias *{shorten(event.anchor, 40)} refers to a value that contains it",
+                               event.start_mark)
+            return super().compose_node(parent, index)
+        mark = self.peek_event().start_mark
+        self._open += 1
+        self._written += 1
+        try:
+            if self._open > MAX_DEPTH:
+                raise _Refused(f"nested deeper than {MAX_DEPTH} levels", mark)
+            if self._written > MAX_NODES:
+                raise _Refused(f"more than {MAX_NODES} values; a recipe needs far fewer", mark)
+            node = super().compose_node(parent, index)
+        finally:
+            self._open -= 1
+        self._sizes[id(node)] = self._measure(node, mark)
+        return node
+
+    def _measure(self, node, mark) -> tuple[int, int]:
+        """(height, values) of a composed node from its children's, refused past the limits."""
+        if isinstance(node, yaml.SequenceNode):
+            children = node.value
+        elif isinstance(node, yaml.MappingNode):
+            children = [n for pair in node.value for n in pair]
+        else:
+            return 1, 1
+        sizes = [self._sizes.get(id(child), (1, 1)) for child in children]
+        height = 1 + max((h for h, _ in sizes), default=0)
+        count = 1 + sum(c for _, c in sizes)
+        if height > MAX_DEPTH:
+            raise _Refused(f"nested deeper than {MAX_DEPTH} levels (through aliases)", mark)
+        if count > MAX_NODES:
+            raise _Refused(f"more than {MAX_NODES} values (aliases expanded); a recipe needs far fewer", mark)
+        return height, count
+
+    def construct_mapping(self, node, deep=False):
+        if isinstance(node, yaml.MappingNode):
+            self._refuse_repeated_keys(node)
+        return super().construct_mapping(node, deep=deep)
+
+    def _refuse_repeated_keys(self, node) -> None:
+        """A key written twice in one mapping (YAML would keep the last silently); merged keys may be overridden."""
+        first: dict[Any, int] = {}
+        for key_node, _ in node.value:
+            if key_node.tag == "tag:yaml.org,2002:merge" or not isinstance(key_node, yaml.ScalarNode):
+                continue
+            key, line = self.construct_object(key_node), key_node.start_mark.line + 1
+            if key in first:
+                raise _Refused(f"key '{shorten(key, 60)}' repeated (first at line {first[key]}); the last one would "
+                               "win silently", key_node.start_mark)
+            first[key] = line
+
+
+def safe_load(text: str):
+    """Parse recipe YAML with :class:`RecipeLoader` (safe types only)."""
+    loader = RecipeLoader(text)
+    try:
+        return loader.get_single_data()
+    finally:
+        loader.dispose()
+
+
+def read_recipe_text(path: Path) -> str:
+    """The recipe file's text; refused past MAX_RECIPE_BYTES without reading it all."""
+    try:
+        with open(path, "rb") as fh:
+            data = fh.read(MAX_RECIPE_BYTES + 1)
+    except OSError as exc:
+        raise RecipeError([f"{path}: cannot read ({exc.strerror})"]) from None
+    if len(data) > MAX_RECIPE_BYTES:
+        raise RecipeError([f"{path}: larger than {MAX_RECIPE_BYTES // 1024} kB; a recipe is a few kB"])
+    try:
+        return data.decode("utf-8")
+    except UnicodeDecodeError:
+        raise RecipeError([f"{path}: not a text file (not UTF-8)"]) from None
 
 
 def resolve_recipe_path(ref: str | Path) -> Path:
@@ -155,14 +326,16 @@ class _NoPlace(Exception):
 def parse_override(item: str) -> tuple[list[str], Any]:
     """``key.path=value``: the value is parsed as YAML (numbers, lists, booleans), except for paths."""
     if "=" not in item:
-        raise RecipeError([f"--set {item}: expected key.path=value"])
+        raise RecipeError([f"--set {shorten(item)}: expected key.path=value"])
     key, raw = item.split("=", 1)
     keys = key.strip().split(".")
     if tuple(keys) in PATH_FIELDS:
         # a path given on the command line is relative to the working directory
         return keys, str(Path(raw).expanduser().resolve()) if raw else None
     try:
-        value = yaml.safe_load(raw) if raw != "" else ""
+        value = safe_load(raw) if raw != "" else ""
+    except _Refused as exc:
+        raise RecipeError([f"--set {shorten(item)}: {exc.problem}"]) from None
     except yaml.YAMLError:
         value = raw
     return keys, value
@@ -173,7 +346,7 @@ def _index(node: list, key: str, where: str, grow: bool) -> int:
     try:
         i = int(key)
     except ValueError:
-        raise _NoPlace(f"{where} is a list; expected an index, got '{key}'") from None
+        raise _NoPlace(f"{where} is a list; expected an index, got '{shorten(key)}'") from None
     if grow and i == len(node):
         node.append({})
     if not -len(node) <= i < len(node):
@@ -193,7 +366,7 @@ def _set_path(tree: dict, keys: list[str], value: Any) -> None:
         if k not in node or node[k] is None:
             node[k] = [] if keys[i + 1].isdigit() else {}
         elif not isinstance(node[k], (dict, list)):
-            raise _NoPlace(f"{where} is a single value ({node[k]!r}), not a mapping")
+            raise _NoPlace(f"{where} is a single value ({shorten(node[k])}), not a mapping")
         node = node[k]
     last = keys[-1]
     if isinstance(node, list):
@@ -218,16 +391,16 @@ def _get_path(tree: Any, keys: tuple[str, ...]) -> Any:
 
 def load_raw(path: Path, overrides: list[str] = ()) -> dict:
     """Read YAML safely; resolve the recipe's own relative paths against its folder; apply --set."""
+    text = read_recipe_text(path)
     try:
-        raw = yaml.safe_load(path.read_text(encoding="utf-8"))
+        raw = safe_load(text)
+    except _Refused as exc:
+        where = f":{exc.line}" if exc.line else ""
+        raise RecipeError([f"{path}{where}: {exc.problem}"]) from None
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         where = f":{mark.line + 1}" if mark else ""
-        raise RecipeError([f"{path}{where}: not valid YAML ({getattr(exc, 'problem', exc)})"]) from None
-    except UnicodeDecodeError:
-        raise RecipeError([f"{path}: not a text file (not UTF-8)"]) from None
-    except OSError as exc:
-        raise RecipeError([f"{path}: cannot read ({exc.strerror})"]) from None
+        raise RecipeError([f"{path}{where}: not valid YAML ({shorten(getattr(exc, 'problem', exc))})"]) from None
     if raw is None:
         raise RecipeError([f"{path}: the recipe is empty"])
     if not isinstance(raw, dict):
@@ -243,12 +416,12 @@ def load_raw(path: Path, overrides: list[str] = ()) -> dict:
         try:
             _set_path(raw, keys, value)
         except _NoPlace as exc:
-            raise RecipeError([f"--set {item}: no such place in the recipe ({exc})"]) from None
+            raise RecipeError([f"--set {shorten(item)}: no such place in the recipe ({exc})"]) from None
     return raw
 
 
 def _loc(parts) -> str:
-    return ".".join(str(p) for p in parts) or "(top level)"
+    return ".".join(shorten(str(p), 40) for p in parts) or "(top level)"
 
 
 def _explain(err: dict) -> str:
@@ -262,13 +435,22 @@ def _explain(err: dict) -> str:
     msg = re.sub(r" or instance of \w+", "", msg)
     text = msg[0].lower() + msg[1:]
     if not isinstance(got, (dict, list)):
-        text += f", got {got!r}"
-    if kind in ("literal_error", "enum") and isinstance(got, str):
+        text += f", got {shorten(repr(got))}"
+    if kind in ("literal_error", "enum") and isinstance(got, str) and len(got) <= SHOWN:
         choices = re.findall(r"'([^']*)'", str((err.get("ctx") or {}).get("expected", "")))
-        close = difflib.get_close_matches(got, choices, n=1, cutoff=0.5)
+        close = _closest(got, choices)
         if close:
-            text += f"; did you mean '{close[0]}'?"
+            text += f"; did you mean '{close}'?"
     return text
+
+
+def _closest(got: str, choices: list[str]) -> str | None:
+    """The choice meant by ``got``: a known alias first (leave-one-speaker-out -> loso), else the closest spelling."""
+    alias = SPLIT_ALIASES.get(got.strip().lower().replace("_", "-").replace(" ", "-"))
+    if alias in choices:
+        return alias
+    close = difflib.get_close_matches(got, choices, n=1, cutoff=0.5)
+    return close[0] if close else None
 
 
 def pydantic_lines(source: str, exc: ValidationError, prefix: tuple = ()) -> list[str]:
@@ -338,18 +520,40 @@ def _check_semantics(recipe: Recipe, source: str) -> list[str]:
         if spec.root is None:
             problems.append(f"{source}: {field}.root: the {spec.dataset} dataset needs the corpus folder "
                             f"(--set {field}.root=PATH)")
-        elif not spec.root.exists():
-            problems.append(f"{source}: {field}.root: {spec.root} does not exist")
+        elif not _exists(spec.root):
+            problems.append(f"{source}: {field}.root: {shorten(str(spec.root))} does not exist")
     if recipe.split.kind == "file" and recipe.split.file is None:
         problems.append(f"{source}: split.file: a 'file' split needs the path of a clip-id,fold CSV")
-    elif recipe.split.kind == "file" and not recipe.split.file.exists():
-        problems.append(f"{source}: split.file: {recipe.split.file} does not exist")
+    elif recipe.split.kind == "file" and not _exists(recipe.split.file):
+        problems.append(f"{source}: split.file: {shorten(str(recipe.split.file))} does not exist")
+    problems += _check_include(recipe, source)
     problems += _check_text(recipe, source, lambda name: plugin("encoder", name))
     fusion = plugin("fusion", recipe.fusion.plugin)
     head_task = getattr(fusion, "task", "classification")
     if fusion is not None and head_task != recipe.task.kind:
         problems.append(f"{source}: fusion.plugin: '{recipe.fusion.plugin}' is a {head_task} head but task.kind is "
                         f"{recipe.task.kind}")
+    return problems
+
+
+def _exists(path: Path) -> bool:
+    """Whether ``path`` exists; a path the system cannot even look up (too long, ...) does not."""
+    try:
+        return path.exists()
+    except (OSError, ValueError):
+        return False
+
+
+def _check_include(recipe: Recipe, source: str) -> list[str]:
+    """A classification keeps at least two classes: one alone scores 1.0 whatever the model does."""
+    if recipe.task.kind != "classification":
+        return []
+    problems = []
+    for field, spec in (("data", recipe.data), ("test_data", recipe.test_data)):
+        include = spec.labels.include if spec is not None else None
+        if include is not None and len(include) < 2:
+            problems.append(f"{source}: {field}.labels.include: a classification needs at least 2 classes, got "
+                            f"{len(include)} ({', '.join(shorten(c) for c in include)})")
     return problems
 
 
@@ -390,7 +594,7 @@ def _blame_override(line: str, source: str, overrides: list[str]) -> str:
         # the field itself or anything inside the value it was given, or a rule on its section as a whole
         if (line.startswith((f"{source}: {key}: ", f"{source}: {key}."))
                 or (section and line.startswith(f"{source}: {section}: "))):
-            return f"{line} (from --set {item})"
+            return f"{line} (from --set {shorten(item)})"
     return line
 
 

@@ -52,7 +52,7 @@ def test_demo_end_to_end(tmp_path, fk_env):
     resolved = yaml.safe_load((out / "recipe.yaml").read_text())
     assert resolved["data"]["options"] == {"speakers": 4, "clips_per_class": 3}  # the --set values
     assert resolved["fusion"]["options"]["n_estimators"] == 20
-    assert resolved["split"] == {**resolved["split"], "kind": "speaker-kfold", "folds": 4}
+    assert resolved["split"] == {**resolved["split"], "kind": "speaker-stratified", "folds": 4, "shuffle": True}
     # the written recipe reproduces the run: same clips from the cache, same figures
     from fusionkit.cli import main
 

@@ -1,10 +1,13 @@
 """Train/test folds. Speaker-independent by default: no speaker is ever in both sides of a fold.
 
-Kinds (``split.kind``): ``speaker-kfold`` (k blocks of naturally sorted speakers, or shuffled
-by seed), ``loso`` (one fold per speaker), ``session`` (one fold per ``meta["session"]``),
+Kinds (``split.kind``): ``speaker-stratified`` (the default: k speaker-disjoint folds whose class
+proportions are kept close to the corpus's, scikit-learn's StratifiedGroupKFold, speakers shuffled
+by seed), ``speaker-kfold`` (k blocks of naturally sorted speakers, or shuffled by seed), ``loso``
+(one fold per speaker), ``session`` (one fold per ``meta["session"]``),
 ``predefined`` (the corpus's own partitions), ``file`` (a clip_id,fold CSV), ``random``
 (stratified by class; speakers leak, a warning says so) and ``cross-corpus`` (one fold, see
-:func:`cross_corpus_fold`).
+:func:`cross_corpus_fold`). :func:`thin_classes` names the classes a fold's training side lacks
+or nearly lacks.
 """
 
 from __future__ import annotations
@@ -21,6 +24,7 @@ from fusionkit.sdk.base import Clip
 from fusionkit.recipe import SplitSpec
 
 log = logging.getLogger("fusionkit")
+MIN_TRAIN_CLIPS = 5  # fewer training clips of a class than this in a fold gets a warning
 
 
 @dataclass
@@ -41,6 +45,8 @@ def make_folds(clips: list[Clip], spec: SplitSpec, seed: int = 0, partitions: di
     kind = spec.kind
     if kind == "speaker-kfold":
         groups = _speaker_groups(speakers, spec.folds, spec.shuffle, seed)
+    elif kind == "speaker-stratified":
+        groups = _stratified_groups(clips, speakers, spec.folds, bool(spec.shuffle), seed)
     elif kind == "loso":
         groups = [[s] for s in sorted(set(speakers), key=natural_key)]
         if len(groups) < 2:
@@ -121,6 +127,32 @@ def _speaker_groups(speakers: np.ndarray, k: int, shuffle: bool, seed: int) -> l
         rng = np.random.default_rng(seed)
         unique = [unique[i] for i in rng.permutation(len(unique))]
     return [list(block) for block in np.array_split(np.array(unique, dtype=object), k)]
+
+
+def _stratified_groups(clips: list[Clip], speakers: np.ndarray, k: int, shuffle: bool, seed: int) -> list[list[str]]:
+    """Speakers of each test fold from StratifiedGroupKFold: speaker-disjoint, class proportions kept close."""
+    import warnings
+
+    from sklearn.model_selection import StratifiedGroupKFold
+
+    n_speakers = len(set(speakers))
+    if k > n_speakers:
+        raise ValueError(f"split.folds is {k} but the data has only {n_speakers} speakers")
+    labels = np.array(["" if c.label is None else str(c.label) for c in clips])  # regression: one stratum
+    splitter = StratifiedGroupKFold(n_splits=k, shuffle=shuffle, random_state=seed if shuffle else None)
+    try:
+        with warnings.catch_warnings():  # a class rarer than k clips: the per-fold warnings say what it costs
+            warnings.simplefilter("ignore", UserWarning)
+            tests = [te for _, te in splitter.split(np.zeros(len(clips)), labels, speakers)]
+    except ValueError as exc:
+        raise ValueError(f"split.kind 'speaker-stratified': {exc}") from None
+    return [sorted({str(s) for s in speakers[te]}, key=natural_key) for te in tests]
+
+
+def thin_classes(fold: Fold, labels: np.ndarray, classes: list[str], minimum: int = MIN_TRAIN_CLIPS) -> dict[str, int]:
+    """Classes with fewer than ``minimum`` clips on the training side of ``fold``: name -> count (0: absent)."""
+    counts = dict(zip(*np.unique(labels[fold.train], return_counts=True)))
+    return {c: int(counts.get(c, 0)) for c in classes if counts.get(c, 0) < minimum}
 
 
 def _by_values(clips, values, speakers) -> list[Fold]:
