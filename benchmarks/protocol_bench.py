@@ -38,7 +38,8 @@ NOTES = "## Reading the figures"
 
 def run_all(data: Path, out: Path, skip_done: bool = False) -> None:
     from fusionkit.recipe import load_recipe
-    from fusionkit.pipeline.run import results_table, run
+    from fusionkit.cli.tables import results_table
+    from fusionkit.pipeline.run import run
 
     for rel, overrides in RUNS:
         recipe = load_recipe(HERE / rel, [o.format(D=data) for o in overrides])

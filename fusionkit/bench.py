@@ -1,4 +1,4 @@
-"""``fusionkit bench``: a grid of recipes (encoder sets x fusion heads x datasets x seeds).
+"""Benchmark grids: recipes over encoder sets x fusion heads x datasets x seeds (``fusionkit bench``).
 
 Every (encoder, clip) pair is encoded once, before any head is fitted; cells then read the
 cache. A finished cell is never run again, so an interrupted grid resumes where it stopped.
@@ -17,8 +17,7 @@ import re
 import time
 from dataclasses import dataclass
 from pathlib import Path
-
-import click
+from typing import Callable
 
 log = logging.getLogger("fusionkit")
 ROW_FIELDS = ["cell", "dataset", "encoders", "head", "seeds", "status", "uar", "uar_std", "wa", "macro_f1",
@@ -198,7 +197,13 @@ def _cell_file(out: Path, cell: Cell) -> Path:
     return out / "cells" / cell.id / "cell.json"
 
 
-def run_grid(grid_path: Path, out: Path, overrides: list[str], workers: int, retry_failed: bool) -> list[dict]:
+def run_grid(grid_path: Path, out: Path, overrides: list[str], workers: int, retry_failed: bool,
+             echo: Callable[[str], None] = log.info) -> list[dict]:
+    """Run the cells of ``grid_path`` not finished in ``out`` and render the results; return every row.
+
+    Progress lines (cells to run, the encoding time, failed cells) go to ``echo``. A grid with
+    problems raises :class:`~fusionkit.recipe.RecipeError` before anything runs.
+    """
     from concurrent.futures import ProcessPoolExecutor, as_completed
     import multiprocessing as mp
 
@@ -218,11 +223,11 @@ def run_grid(grid_path: Path, out: Path, overrides: list[str], workers: int, ret
             if status == "done" or (status == "failed" and not retry_failed):
                 continue
         todo.append(cell)
-    click.echo(f"{name}: {len(cells)} cells, {len(cells) - len(todo)} already finished, {len(todo)} to run", err=True)
+    echo(f"{name}: {len(cells)} cells, {len(cells) - len(todo)} already finished, {len(todo)} to run")
     if todo:
         t = time.perf_counter()
         timings = encode_all(todo, out)
-        click.echo(f"encoding phase: {time.perf_counter() - t:.1f} s", err=True)
+        echo(f"encoding phase: {time.perf_counter() - t:.1f} s")
         ctx = mp.get_context("spawn")
         with ProcessPoolExecutor(max_workers=workers, mp_context=ctx, max_tasks_per_child=1,
                                  initializer=_exit_with_parent, initargs=(os.getpid(),)) as pool:
@@ -240,7 +245,7 @@ def run_grid(grid_path: Path, out: Path, overrides: list[str], workers: int, ret
                                seeds=cell.seeds, encode_s=encode_s, computed=row.get("computed", 0) + computed)
                     atomic_write_text(_cell_file(out, cell), json.dumps(row, indent=2))
                     if row["status"] != "done":
-                        click.echo(f"cell {cell.id} failed: {row['error']}", err=True)
+                        echo(f"cell {cell.id} failed: {row['error']}")
                     progress.update(1)
     return render(out)
 
@@ -325,37 +330,3 @@ def heatmap(rows: list[dict], path: Path) -> None:
     fig.savefig(path, dpi=120)
     plt.close(fig)
 
-
-@click.command("bench")
-@click.argument("grid", required=False, type=click.Path(path_type=Path))
-@click.option("--out", type=click.Path(path_type=Path), help="Output folder (default bench-out/GRIDNAME).")
-@click.option("--set", "overrides", multiple=True, metavar="KEY.PATH=VALUE", help="Override a field of the base recipe.")
-@click.option("--workers", type=int, default=None, help="Cells fitted in parallel (default: CPU count, at most 2).")
-@click.option("--retry-failed", is_flag=True, help="Run failed cells again.")
-@click.option("--report", "report_dir", type=click.Path(path_type=Path, exists=True, file_okay=False),
-              help="Only re-render results.csv/.md and the heatmap of a finished folder.")
-def bench_command(grid, out, overrides, workers, retry_failed, report_dir):
-    """Run a benchmark GRID (encoders x fusion heads x datasets x seeds), resumably."""
-    import sys
-
-    from fusionkit.recipe import RecipeError
-
-    if report_dir:
-        rows = render(report_dir)
-        click.echo(f"{len(rows)} cells rendered into {report_dir}/results.md")
-        return
-    if grid is None:
-        raise click.UsageError("give a GRID file, or --report DIR")
-    out = out or Path("bench-out") / grid.stem
-    try:
-        rows = run_grid(grid, out, list(overrides), workers or min(2, os.cpu_count() or 1), retry_failed)
-    except RecipeError as exc:
-        for line in exc.lines:
-            click.echo(f"error: {line}", err=True)
-        sys.exit(2)
-    done = [r for r in rows if r["status"] == "done"]
-    click.echo((out / "results.md").read_text())
-    failed = len(rows) - len(done)
-    click.echo(f"{len(done)} cells done, {failed} failed; results in {out}/ (results.csv, results.md, uar_heatmap.png)")
-    if failed:
-        sys.exit(1)

@@ -1,4 +1,8 @@
-"""The ``fusionkit`` command. Heavy imports happen inside commands, so ``--help`` stays fast."""
+"""The ``fusionkit`` group and its validate, run, plugins and cache commands.
+
+bench, export and predict live in :mod:`fusionkit.cli.bench` and :mod:`fusionkit.cli.bundle`.
+Heavy imports happen inside commands, so ``--help`` stays fast.
+"""
 
 from __future__ import annotations
 
@@ -10,6 +14,9 @@ from pathlib import Path
 import click
 
 from fusionkit import __version__
+from fusionkit.cli.bench import bench_command
+from fusionkit.cli.bundle import export_command, predict_command
+from fusionkit.cli.tables import plugin_table, results_table, size_text, survey_lines
 
 EXIT_FAILED = 1
 EXIT_INVALID = 2
@@ -78,8 +85,36 @@ def _load(recipe: str, overrides):
 def validate(recipe: str, overrides) -> None:
     """Check RECIPE (a file or a built-in name) without running it. Exit 0 if valid, 2 if not."""
     r = _load(recipe, overrides)
+    surveys = _surveys(recipe, r)
     click.echo(f"{recipe}: valid ({r.data.dataset}; encoders {', '.join(e.key for e in r.encoders)}; "
                f"fusion {r.fusion.plugin}; split {r.split.kind})")
+    for role, spec, found in surveys:
+        for line in survey_lines(role, found, spec.labels):
+            click.echo(line)
+
+
+def _surveys(recipe: str, r) -> list:
+    """(role, data spec, survey) of each corpus whose dataset can survey its folder (e.g. ``folders``).
+
+    A corpus that cannot be read, or where no audio file can be placed, is one line and exit 2.
+    """
+    from fusionkit.pipeline.data import load_dataset
+
+    out = []
+    for role, spec in (("data", r.data), ("test_data", r.test_data)):
+        dataset = load_dataset(r, spec) if spec is not None else None
+        if not hasattr(dataset, "survey"):
+            continue
+        try:
+            found = dataset.survey()
+        except (ValueError, OSError) as exc:
+            _fail([f"{recipe}: {role}.root: {exc}"], EXIT_INVALID)
+        if not found.clips:
+            first = f": e.g. {found.unplaced[0][0]}: {found.unplaced[0][1]}" if found.unplaced else ""
+            _fail([f"{recipe}: {role}.root: no audio file could be placed ({len(found.unplaced)} file(s){first})"],
+                  EXIT_INVALID)
+        out.append((role, spec, found))
+    return out
 
 
 @main.command()
@@ -90,7 +125,7 @@ def run(recipe: str, overrides, out: Path | None) -> None:
     """Run RECIPE: encode (cached), fit the fusion head per fold, write metrics and a report."""
     r = _load(recipe, overrides)
     from fusionkit.registry import PluginError
-    from fusionkit.pipeline.run import default_run_dir, results_table, run as do_run
+    from fusionkit.pipeline.run import default_run_dir, run as do_run
 
     out = out or default_run_dir(r)
     try:
@@ -126,13 +161,8 @@ def plugins_list(as_json: bool) -> None:
     if as_json:
         click.echo(json.dumps(rows, indent=2))
         return
-    widths = {k: max([len(k), *(len(str(r[k])) for r in rows)]) for k in ("kind", "name", "status", "origin")}
-    header = "  ".join(k.ljust(widths[k]) for k in widths) + "  description"
-    click.echo(header)
-    for r in rows:
-        line = "  ".join(str(r[k]).ljust(widths[k]) for k in widths)
-        detail = r["reason"] if r["status"] != "installed" else r["description"]
-        click.echo(f"{line}  {detail}")
+    for line in plugin_table(rows):
+        click.echo(line)
 
 
 @main.group("cache")
@@ -169,19 +199,9 @@ def cache_info(cache_dir: Path | None, as_json: bool) -> None:
     width = max(len(r["folder"]) for r in rows)
     for r in rows:
         tmp = f", {r['stray_tmp']} stray .tmp" if r["stray_tmp"] else ""
-        click.echo(f"  {r['folder']:<{width}}  {r['entries']:>7} entries  {_size(r['bytes']):>9}{tmp}")
+        click.echo(f"  {r['folder']:<{width}}  {r['entries']:>7} entries  {size_text(r['bytes']):>9}{tmp}")
     total = sum(r["bytes"] for r in rows)
-    click.echo(f"  total {_size(total)}; delete a folder to drop it (it is rebuilt when needed)")
-
-
-def _size(n: float) -> str:
-    if n < 1000:
-        return f"{n:.0f} B"
-    for unit in ("KB", "MB"):
-        n /= 1000
-        if n < 1000:
-            return f"{n:.1f} {unit}"
-    return f"{n / 1000:.1f} GB"
+    click.echo(f"  total {size_text(total)}; delete a folder to drop it (it is rebuilt when needed)")
 
 
 @cache_group.command("clean")
@@ -196,26 +216,9 @@ def cache_clean(cache_dir: Path | None, min_age: float) -> None:
     click.echo(f"{root}: removed {remove_stray_tmp(root, min_age)} stray temporary file(s)")
 
 
-def _register_extra_commands() -> None:
-    """Commands that live in their own modules (bench, export, predict), added when present."""
-    import importlib
-
-    for module, name in (("fusionkit.bench", "bench"), ("fusionkit.bundle", "export"), ("fusionkit.bundle", "predict")):
-        try:
-            mod = importlib.import_module(module)
-        except ModuleNotFoundError as exc:
-            if exc.name != module:  # the module exists but needs something missing: say so, keep the CLI usable
-                click.echo(f"warning: 'fusionkit {name}' is unavailable: {exc}", err=True)
-            continue
-        except Exception as exc:  # noqa: BLE001 - a broken optional command must not break the others
-            click.echo(f"warning: 'fusionkit {name}' is unavailable: {type(exc).__name__}: {exc}", err=True)
-            continue
-        cmd = getattr(mod, f"{name}_command", None)
-        if cmd is not None:
-            main.add_command(cmd, name)
-
-
-_register_extra_commands()
+main.add_command(bench_command, "bench")
+main.add_command(export_command, "export")
+main.add_command(predict_command, "predict")
 
 if __name__ == "__main__":  # pragma: no cover
     main()
