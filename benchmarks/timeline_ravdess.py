@@ -79,7 +79,7 @@ def main() -> None:
 
     from fusionkit.bundle import export
     from fusionkit.recipe import load_recipe
-    from fusionkit.pipeline.run import load_dataset
+    from fusionkit.pipeline.data import load_dataset
 
     work = args.work or Path(tempfile.mkdtemp(prefix="fk-timeline-"))
     work.mkdir(parents=True, exist_ok=True)

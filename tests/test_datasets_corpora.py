@@ -283,7 +283,7 @@ def test_manifest_bad_rows_name_file_and_line(tmp_path, content, suffix, message
 ])
 def test_example_recipes_validate_and_split_fake_trees(tmp_path, recipe_file, tree):
     from fusionkit.recipe import load_recipe
-    from fusionkit.pipeline.run import load_dataset
+    from fusionkit.pipeline.data import load_dataset
     from fusionkit.pipeline.splits import make_folds
 
     if tree is None:

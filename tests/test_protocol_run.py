@@ -10,9 +10,10 @@ import pytest
 from protocol_fakes import write_tone
 
 from fusionkit.sdk.base import Clip
-from fusionkit.pipeline.labels import apply_labels, regression_targets
+from fusionkit.pipeline.data import apply_labels, regression_targets
 from fusionkit.recipe import LabelSpec, Recipe, RecipeError, load_recipe
-from fusionkit.pipeline.run import results_table, run
+from fusionkit.cli.tables import results_table
+from fusionkit.pipeline.run import run
 
 FREQ = {"ang": 520.0, "hap": 380.0, "neu": 200.0, "angry": 520.0, "happy": 380.0, "neutral": 200.0, "bored": 150.0}
 LLD = {"plugin": "lld", "options": {"descriptors": ["mfcc", "rms", "centroid"], "functionals": ["mean", "std"],
@@ -165,7 +166,7 @@ def test_regression_with_ridge_reports_ccc(corpora, tmp_path):
     assert "CCC" in (tmp_path / "report.md").read_text()
     from fusionkit_plugins.ridge_head import RidgeHead
 
-    head = RidgeHead.load(tmp_path / "models" / "fold0", RidgeHead.Options())
+    head = RidgeHead.load(tmp_path / "models" / "fold0")
     assert head.W.shape[1] == 1
 
 
@@ -182,7 +183,7 @@ def test_head_must_match_the_task(corpora, tmp_path):
 
 
 def test_normalize_per_group_by_hand():
-    from fusionkit.pipeline.normalize import normalize_features
+    from fusionkit.pipeline.data import normalize_features
 
     clips = [Clip("a", None, "x", "s1"), Clip("b", None, "x", "s1"), Clip("c", None, "x", "s2"), Clip("d", None, "x", "s2")]
     feats = {"e": {"a": np.array([1.0, 5.0]), "b": np.array([3.0, 5.0]), "c": np.array([10.0, 0.0]),

@@ -1,18 +1,21 @@
-"""Run an encoder over clips through the cache: batches of similar length, decoding ahead, skips with reasons."""
+"""Encoding clips for a run: :func:`~fusionkit.pipeline.featurize.featurize` over the clips the cache lacks,
+shortest first, each cached as the encoder returned it; skipped clips keep their reason."""
 
 from __future__ import annotations
 
 import logging
 import time
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Iterator, Sequence
+from typing import TYPE_CHECKING, Sequence
 
 import numpy as np
 
-from fusionkit.audio import AudioError, duration, file_digest, load_audio, text_digest
+from fusionkit.audio import duration, file_digest, text_digest
 from fusionkit.pipeline.cache import EmbeddingCache
+from fusionkit.pipeline.featurize import (  # noqa: F401 - featurize and its outcome, re-exported
+    DEFAULT_SAMPLING_RATE, EncodeError, Featurized, featurize, load_native, native_rate,
+)
 from fusionkit.sdk.base import Clip, Encoder
 from fusionkit.progress import bar
 
@@ -59,7 +62,7 @@ def encode_clips(
     audio_digests: dict[str, str],
     label: str | None = None,
 ) -> EncodeResult:
-    """Features for every clip the encoder can take; misses are encoded and cached."""
+    """Features for every clip the encoder can take; misses are encoded (shortest first) and cached."""
     start = time.perf_counter()
     result = EncodeResult()
     cache = EmbeddingCache(cache_root, encoder.cache_key(), encoder.identity())
@@ -79,20 +82,18 @@ def encode_clips(
             result.cached += 1
     if misses:
         encoder.load()
-        name = label or encoder.name
-        with bar(total=len(misses), desc=f"encoding {name}", unit="clip") as progress:
-            for batch, inputs, failures in _batches(encoder, misses):
-                result.skipped.update(failures)
-                for (clip, key), arrays in _encode_safely(encoder, batch, inputs, result.skipped):
-                    try:
-                        selected = encoder.select(arrays)
-                    except Exception as exc:  # noqa: BLE001 - one clip's odd output costs only that clip
-                        result.skipped[clip.id] = f"{encoder.name} output unusable: {type(exc).__name__}: {exc}"
-                        continue
-                    cache.put(key, arrays)
-                    result.features[clip.id] = selected
+        misses = _by_length(encoder, misses)
+        inputs = [clip.text if encoder.modality == "text" else clip.path for clip, _ in misses]
+        with bar(total=len(misses), desc=f"encoding {label or encoder.name}", unit="clip") as progress:
+            for out in featurize(encoder, inputs):
+                clip, key = misses[out.index]
+                if out.ok:
+                    cache.put(key, out.arrays)
+                    result.features[clip.id] = out.features
                     result.computed += 1
-                progress.update(len(batch) + len(failures))
+                else:
+                    result.skipped[clip.id] = out.reason
+                progress.update(1)
     result.seconds = time.perf_counter() - start
     return result
 
@@ -106,48 +107,69 @@ def _select(encoder: Encoder, arrays: dict[str, np.ndarray]) -> np.ndarray | Non
         return None
 
 
-def _encode_safely(encoder, batch, inputs, skipped) -> Iterator:
-    """Encode a batch; if it fails, retry clip by clip so one bad clip costs only itself."""
-    try:
-        yield from zip(batch, encoder.encode_batch(inputs))
-        return
-    except Exception as exc:  # noqa: BLE001
-        if len(batch) == 1:
-            skipped[batch[0][0].id] = f"{encoder.name} failed: {type(exc).__name__}: {exc}"
-            return
-    for item, x in zip(batch, inputs):
-        yield from _encode_safely(encoder, [item], [x], skipped)
-
-
-def _batches(encoder: Encoder, misses: list[tuple[Clip, str]]):
-    """Yield (batch, inputs, failures); audio is sorted by length and decoded one batch ahead."""
-    size = max(1, encoder.batch_size())
+def _by_length(encoder: Encoder, misses: list[tuple[Clip, str]]) -> list[tuple[Clip, str]]:
+    """Shortest first, so that a batch holds clips of similar length."""
     if encoder.modality == "text":
-        misses = sorted(misses, key=lambda m: len(m[0].text or ""))
-        for i in range(0, len(misses), size):
-            batch = misses[i : i + size]
-            yield batch, [c.text for c, _ in batch], {}
-        return
-    misses = sorted(misses, key=lambda m: duration(m[0].path))
-    groups = [misses[i : i + size] for i in range(0, len(misses), size)]
+        return sorted(misses, key=lambda m: len(m[0].text or ""))
+    return sorted(misses, key=lambda m: duration(m[0].path))
 
-    def decode(group):
-        ok, inputs, failures = [], [], {}
-        for clip, key in group:
-            try:
-                inputs.append(load_audio(clip.path, encoder.sample_rate))
-                ok.append((clip, key))
-            except AudioError as exc:
-                failures[clip.id] = str(exc)
-                log.warning("%s: skipped: %s", clip.path, exc)
-            except Exception as exc:  # noqa: BLE001 - a decoder bug on one file must not end the run
-                failures[clip.id] = f"cannot decode ({type(exc).__name__}: {exc})"
-                log.warning("%s: skipped: cannot decode (%s: %s)", clip.path, type(exc).__name__, exc)
-        return ok, inputs, failures
 
-    with ThreadPoolExecutor(max_workers=1) as pool:
-        pending = pool.submit(decode, groups[0]) if groups else None
-        for nxt in groups[1:] + [None]:
-            current = pending.result()
-            pending = pool.submit(decode, nxt) if nxt is not None else None
-            yield current
+# ---------------------------------------------------------------- the encode stage of a run
+
+if TYPE_CHECKING:
+    from fusionkit.recipe import Recipe
+
+
+@dataclass
+class Encoded:
+    """Every encoder's features of a run's clips, and the clips that could not be taken (with the reason)."""
+
+    features: dict[str, dict[str, np.ndarray]]  # encoder name -> clip id -> features
+    sequences: dict[str, bool]  # encoder name -> gives frame sequences
+    skipped: dict[str, str]
+    embeddings: dict  # metrics.json's counts: computed, cached, per_encoder, cache_dir
+    seconds: float
+
+
+def build_encoders(recipe: Recipe) -> dict[str, Encoder]:
+    """The recipe's encoder plugins by name, with their options validated."""
+    from fusionkit.recipe import plugin_options
+
+    out = {}
+    for spec in recipe.encoders:
+        cls, options = plugin_options("encoder", spec.plugin, spec.options)
+        out[spec.key] = cls(options)
+    return out
+
+
+def encode_recipe(recipe: Recipe, clips: Sequence[Clip], run_dir: Path | None = None) -> Encoded:
+    """Hash the audio, transcribe it when ``text.source`` is asr, and encode every clip with every encoder
+    through the cache; a clip an encoder cannot take is skipped with its reason."""
+    from fusionkit.fileio import default_cache_dir
+
+    encoders = build_encoders(recipe)
+    cache_root = recipe.cache.dir or default_cache_dir()
+    skipped: dict[str, str] = {}
+    digests: dict[str, str] = {}
+    if any(e.modality == "audio" for e in encoders.values()):
+        digests, skipped = clip_digests(clips)
+    if any(e.modality == "text" for e in encoders.values()) and recipe.text.source == "asr":
+        from fusionkit.pipeline.transcripts import transcribe_clips
+
+        skipped.update(transcribe_clips(clips, recipe.text, digests, cache_root, run_dir))
+    features, sequences, counts = {}, {}, {}
+    start = time.perf_counter()
+    for name, encoder in encoders.items():
+        result = encode_clips(encoder, clips, cache_root, digests, label=name)
+        for cid, reason in result.skipped.items():
+            skipped.setdefault(cid, f"{name}: {reason}")
+        features[name] = result.features
+        sequences[name] = encoder.is_sequence()
+        counts[name] = {"computed": result.computed, "cached": result.cached, "seconds": round(result.seconds, 2),
+                        "cache_key": encoder.cache_key()}
+        log.info("%s: %d embeddings computed, %d from cache (%.1f s)", name, result.computed, result.cached,
+                 result.seconds)
+    embeddings = {"computed": sum(c["computed"] for c in counts.values()),
+                  "cached": sum(c["cached"] for c in counts.values()),
+                  "per_encoder": counts, "cache_dir": str(cache_root)}
+    return Encoded(features, sequences, skipped, embeddings, time.perf_counter() - start)

@@ -15,27 +15,27 @@ def saved_run_difference(run_dir: Path, cache_dir: Path | None = None) -> float:
     Uses the run's own ``recipe.yaml``; features come from the embedding cache (``cache_dir``
     overrides the recipe's). predictions.csv holds 6 decimals, so an exact reload gives <= 5e-7.
     """
+    from fusionkit.pipeline.data import normalize
+    from fusionkit.pipeline.folds import fold_inputs, fold_tag, plan_folds
+    from fusionkit.pipeline.run import prepare
     from fusionkit.recipe import load_recipe, plugin_options
-    from fusionkit.pipeline.run import fold_inputs, prepare
-    from fusionkit.pipeline.splits import make_folds
 
     run_dir = Path(run_dir)
     overrides = [f"cache.dir={cache_dir}"] if cache_dir is not None else []
     recipe = load_recipe(run_dir / "recipe.yaml", overrides)
-    cls, options = plugin_options("fusion", recipe.fusion.plugin, recipe.fusion.options)
-    prep = prepare(recipe)
+    cls, _ = plugin_options("fusion", recipe.fusion.plugin, recipe.fusion.options)
+    prep = normalize(recipe, prepare(recipe))
     with open(run_dir / "predictions.csv", newline="", encoding="utf-8") as fh:
         rows = list(csv.DictReader(fh))
+    by_clip = {(int(r["seed"]), r["clip_id"]): r for r in rows}
     seeds = recipe.run_seeds()
     worst = 0.0
-    for seed in seeds:
-        by_clip = {r["clip_id"]: r for r in rows if int(r["seed"]) == seed}
-        for fold in make_folds(prep.clips, recipe.split, seed, prep.partitions):
-            if len(fold.test) == 0 or len(fold.train) == 0:
-                continue
-            tag = f"seed{seed}-fold{fold.index}" if len(seeds) > 1 else f"fold{fold.index}"
-            head = cls.load(run_dir / "models" / tag, options, seed=seed)
-            proba = head.predict_proba(fold_inputs(prep, fold.test))
-            saved = np.array([[float(by_clip[prep.clips[i].id][f"p_{c}"]) for c in prep.classes] for i in fold.test])
-            worst = max(worst, float(np.abs(proba - saved).max()))
+    for seed, fold in plan_folds(recipe, prep):
+        if len(fold.test) == 0 or len(fold.train) == 0:
+            continue
+        head = cls.load(run_dir / "models" / fold_tag(seed, fold.index, seeds))
+        proba = head.predict_proba(fold_inputs(prep, fold.test))
+        saved = np.array([[float(by_clip[seed, prep.clips[i].id][f"p_{c}"]) for c in prep.classes]
+                          for i in fold.test])
+        worst = max(worst, float(np.abs(proba - saved).max()))
     return worst

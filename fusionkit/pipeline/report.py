@@ -8,10 +8,14 @@ Regression: predicted against true per target, per-fold CCC.
 from __future__ import annotations
 
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 
 from fusionkit.fileio import atomic_write_text
+
+if TYPE_CHECKING:
+    from fusionkit.pipeline.folds import Predictions
 
 COLORS = {"uar": "#1f77b4", "wa": "#ff7f0e", "macro_f1": "#2ca02c"}
 
@@ -105,24 +109,20 @@ def plot_folds(folds: list[dict], path: Path, keys=("uar", "wa", "macro_f1"), su
     ax.set_ylim(lo, 1.0)
     ax.set_ylabel(ylabel)
     ax.set_title("per-fold scores", fontsize=10)
-    ax.legend(fontsize=7, ncol=len(keys) + 2, loc="upper center", bbox_to_anchor=(0.5, (-0.1 if len(folds) <= 12 else -0.25) - (0.06 if any("\n" in lab for lab in labels) else 0)),
-              frameon=False)
+    below = (-0.1 if len(folds) <= 12 else -0.25) - (0.06 if any("\n" in lab for lab in labels) else 0)
+    ax.legend(fontsize=7, ncol=len(keys) + 2, loc="upper center", bbox_to_anchor=(0.5, below), frameon=False)
     fig.tight_layout()
     fig.savefig(path, dpi=120, bbox_inches="tight")
     plt.close(fig)
 
 
-def plot_scatter(run_dir: Path, targets: list[str], path: Path, pooled: dict) -> None:
-    """Predicted against true, one panel per target, from predictions.csv."""
-    import csv
-
+def plot_scatter(predictions: Predictions, path: Path, pooled: dict) -> None:
+    """Predicted against true, one panel per target."""
     plt = _pyplot()
-    with open(run_dir / "predictions.csv", newline="", encoding="utf-8") as fh:
-        rows = list(csv.DictReader(fh))
+    targets = predictions.outputs
     fig, axes = plt.subplots(1, len(targets), figsize=(3.6 * len(targets), 3.6), squeeze=False)
-    for ax, t in zip(axes[0], targets):
-        y = np.array([float(r[f"true_{t}"]) for r in rows])
-        p = np.array([float(r[f"pred_{t}"]) for r in rows])
+    for j, (ax, t) in enumerate(zip(axes[0], targets)):
+        y, p = predictions.true[:, j], predictions.predicted[:, j]
         ax.scatter(y, p, s=5, alpha=0.35)
         lo, hi = float(min(y.min(), p.min())), float(max(y.max(), p.max()))
         ax.plot([lo, hi], [lo, hi], color="grey", ls="--", lw=1)
@@ -167,7 +167,8 @@ def _header(m: dict) -> list[str]:
             lines.append(f"- Label mapping: {mapping}.")
         left = (p.get("labels") or {}).get("left_out") or {}
         if left.get("train_only") or left.get("test_only"):
-            lines.append(f"- Left out (not in both corpora): {', '.join(left.get('train_only', []) + left.get('test_only', []))}.")
+            names = left.get("train_only", []) + left.get("test_only", [])
+            lines.append(f"- Left out (not in both corpora): {', '.join(names)}.")
     lines += [
         f"- Split: {p.get('split_description', p['split']['kind'])}; seeds {p['seeds']}; "
         + ("speaker-independent (no speaker on both sides of any fold)." if p["speaker_independent"]
@@ -265,11 +266,11 @@ def _classification_report(run_dir: Path, m: dict) -> list[str]:
     ]
 
 
-def _regression_report(run_dir: Path, m: dict) -> list[str]:
+def _regression_report(run_dir: Path, m: dict, predictions: Predictions) -> list[str]:
     targets = m["targets"]
     s = m["summary"]
     keys = ["ccc", *[f"ccc_{t}" for t in targets]] if len(targets) > 1 else [f"ccc_{targets[0]}"]
-    plot_scatter(run_dir, targets, run_dir / "scatter.png", m["pooled"])
+    plot_scatter(predictions, run_dir / "scatter.png", m["pooled"])
     plot_folds(m["folds"], run_dir / "folds.png", keys=tuple(keys), summary=s, ylabel="CCC")
     return [
         *_header(m),
@@ -278,7 +279,8 @@ def _regression_report(run_dir: Path, m: dict) -> list[str]:
         "| target | CCC | std | 95% CI | Pearson r | RMSE | MAE |",
         "|---|---|---|---|---|---|---|",
         *[f"| {t} | {s[f'ccc_{t}']['mean']:.3f} | {s[f'ccc_{t}']['std']:.3f} | {_fmt_ci(s[f'ccc_{t}'])} | "
-          f"{s[f'pearson_{t}']['mean']:.3f} | {s[f'rmse_{t}']['mean']:.3f} | {s[f'mae_{t}']['mean']:.3f} |" for t in targets],
+          f"{s[f'pearson_{t}']['mean']:.3f} | {s[f'rmse_{t}']['mean']:.3f} | {s[f'mae_{t}']['mean']:.3f} |"
+          for t in targets],
         f"| mean | {s['ccc']['mean']:.3f} | {s['ccc']['std']:.3f} | {_fmt_ci(s['ccc'])} | | | |",
         "",
         f"CCC pooled over all predictions: {m['ccc_pooled']:.3f}.",
@@ -299,7 +301,10 @@ def _regression_report(run_dir: Path, m: dict) -> list[str]:
     ]
 
 
-def write_report(run_dir: Path, m: dict) -> None:
-    """Write report.md and its plots into ``run_dir`` (regression runs need predictions.csv there)."""
-    lines = _regression_report(run_dir, m) if m.get("task") == "regression" else _classification_report(run_dir, m)
+def write_report(run_dir: Path, m: dict, predictions: Predictions) -> None:
+    """Write report.md and its plots into ``run_dir``, from metrics.json's content and the run's predictions."""
+    if m.get("task") == "regression":
+        lines = _regression_report(run_dir, m, predictions)
+    else:
+        lines = _classification_report(run_dir, m)
     atomic_write_text(run_dir / "report.md", "\n".join(lines))

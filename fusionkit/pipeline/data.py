@@ -1,0 +1,290 @@
+"""The data stage of a run: which clips, and what is predicted of them.
+
+Before encoding, :func:`select` reads the corpus (and the test corpus) through its dataset plugin,
+maps and chooses the classes (``data.labels``) or reads the regression targets, and for a
+cross-corpus run keeps the classes both corpora share. After encoding, :func:`keep_usable` keeps
+the clips every encoder could take and :func:`normalize` z-scores features per group when the
+recipe asks (``normalize: corpus | speaker``).
+"""
+
+from __future__ import annotations
+
+import logging
+from collections import Counter
+from dataclasses import dataclass, field, replace
+from typing import TYPE_CHECKING
+
+import numpy as np
+
+from fusionkit.recipe import DataSpec, LabelSpec, Recipe, plugin_options
+from fusionkit.sdk.base import Clip, Dataset
+
+if TYPE_CHECKING:
+    from fusionkit.pipeline.encode import Encoded
+
+log = logging.getLogger("fusionkit")
+
+
+# ---------------------------------------------------------------- labels and targets
+
+
+def apply_labels(clips: list[Clip], spec: LabelSpec, corpus: str = "data") -> tuple[list[Clip], list[str]]:
+    """Map labels (rename or merge), keep the included classes, drop unlabelled clips.
+
+    Returns (clips, classes): classes in ``include`` order when given, else sorted. The
+    clip's label before mapping is kept in ``meta["original_label"]``. Map keys and
+    included classes that the corpus never yields are warned about (typos are common).
+    """
+    before = Counter(c.label for c in clips if c.label is not None)
+    unused = sorted(k for k in spec.map if k not in before)
+    if unused:
+        log.warning("%s.labels.map: %s never occur (corpus labels: %s)", corpus, ", ".join(unused),
+                    ", ".join(sorted(before)))
+    kept = []
+    for clip in clips:
+        if clip.label is None:
+            continue
+        label = spec.map.get(clip.label, clip.label)
+        if spec.include is not None and label not in spec.include:
+            continue
+        clip.meta.setdefault("original_label", clip.label)
+        clip.label = label
+        kept.append(clip)
+    present = {c.label for c in kept}
+    if spec.include:
+        absent = [c for c in spec.include if c not in present]
+        if absent:
+            log.warning("%s.labels.include: no clip is labelled %s after mapping", corpus, ", ".join(absent))
+    classes = [c for c in spec.include if c in present] if spec.include else sorted(present)
+    return kept, classes
+
+
+def class_counts(clips: list[Clip], classes: list[str]) -> dict[str, int]:
+    """Clips per class, in class order."""
+    counts = Counter(c.label for c in clips)
+    return {k: int(counts.get(k, 0)) for k in classes}
+
+
+def target_value(clip: Clip, target: str) -> float | None:
+    """A clip's numeric value for a regression target (a meta field), or None."""
+    value = clip.meta.get(target)
+    if value is None or isinstance(value, bool):
+        return None
+    try:
+        out = float(value)
+    except (TypeError, ValueError):
+        return None
+    return out if np.isfinite(out) else None
+
+
+def regression_targets(clips: list[Clip], targets: list[str], corpus: str = "data") -> tuple[list[Clip], np.ndarray]:
+    """Clips that have every target as a number in meta, and their (N, len(targets)) values."""
+    kept, rows = [], []
+    for clip in clips:
+        values = [target_value(clip, t) for t in targets]
+        if all(v is not None for v in values):
+            kept.append(clip)
+            rows.append(values)
+    if clips and not kept:
+        fields = sorted({k for c in clips[:50] for k in c.meta})
+        raise ValueError(f"task.targets: no {corpus} clip has numeric {', '.join(targets)} in its meta "
+                         f"(fields seen: {', '.join(fields) or 'none'})")
+    if len(kept) < len(clips):
+        log.warning("%s: %d of %d clips lack a numeric %s and are left out", corpus, len(clips) - len(kept),
+                    len(clips), "/".join(targets))
+    return kept, np.asarray(rows, dtype=np.float64).reshape(len(kept), len(targets))
+
+
+# ---------------------------------------------------------------- before encoding
+
+
+@dataclass
+class Selection:
+    """The labelled clips of ``data`` (``train``) and of ``test_data`` (``test``; empty unless cross-corpus)."""
+
+    train: list[Clip]
+    test: list[Clip]
+    classes: list[str]
+    labels: dict  # how classes were chosen, for the protocol
+    partitions: dict[str, str] | None
+
+    @property
+    def clips(self) -> list[Clip]:
+        """Every clip to encode: the training corpus first, then the test corpus."""
+        return self.train + self.test
+
+
+def load_dataset(recipe: Recipe, spec: DataSpec | None = None) -> Dataset:
+    """The dataset plugin of ``spec`` (default: ``recipe.data``), with its options validated."""
+    spec = spec or recipe.data
+    cls, options = plugin_options("dataset", spec.dataset, spec.options)
+    return cls(spec.root, options)
+
+
+def select(recipe: Recipe) -> Selection:
+    """Read the corpus (and test corpus); keep the clips with what the task predicts."""
+    dataset = load_dataset(recipe)
+    train, classes = _task_clips(recipe, recipe.data, "data", dataset)
+    labels: dict = {"data": _label_info(recipe.data)}
+    test: list[Clip] = []
+    if recipe.test_data is not None:
+        test_set = load_dataset(recipe, recipe.test_data)
+        test, test_classes = _task_clips(recipe, recipe.test_data, "test_data", test_set)
+        labels["test_data"] = _label_info(recipe.test_data)
+        if recipe.task.kind == "classification":
+            classes, labels["left_out"] = _shared_classes(classes, test_classes)
+            train = [c for c in train if c.label in classes]
+            test = [c for c in test if c.label in classes]
+        _unique_ids(train, test, recipe.test_data.dataset)
+    if recipe.task.kind == "classification":
+        log.info("%d clips, %d classes: %s", len(train) + len(test), len(classes), ", ".join(classes))
+    return Selection(train, test, classes, labels, dataset.partitions())
+
+
+def _label_info(spec: DataSpec) -> dict:
+    return {"dataset": spec.dataset, "map": spec.labels.map, "include": spec.labels.include}
+
+
+def _task_clips(recipe: Recipe, spec: DataSpec, role: str, dataset: Dataset) -> tuple[list[Clip], list[str]]:
+    """Clips of one corpus with what the task predicts: mapped classes, or numeric targets."""
+    clips = dataset.clips()
+    if recipe.task.kind == "regression":
+        kept, _ = regression_targets(clips, recipe.task.targets, role)
+        return kept, []
+    kept, classes = apply_labels(clips, spec.labels, role)
+    if not kept:
+        raise ValueError(f"{role}: dataset '{spec.dataset}' at {spec.root} yielded no labelled clips")
+    return kept, classes
+
+
+def _shared_classes(train_classes: list[str], test_classes: list[str]) -> tuple[list[str], dict]:
+    """Cross-corpus classes: those both corpora have after mapping, in data's class order."""
+    shared = [c for c in train_classes if c in set(test_classes)]
+    info = {"train_only": [c for c in train_classes if c not in shared],
+            "test_only": [c for c in test_classes if c not in shared]}
+    if not shared:
+        raise ValueError(f"cross-corpus: data ({', '.join(train_classes)}) and test_data ({', '.join(test_classes)}) "
+                         "share no class; map them to common names in data.labels.map / test_data.labels.map")
+    if info["train_only"] or info["test_only"]:
+        log.warning("cross-corpus: classes left out (not in both corpora): %s",
+                    ", ".join(info["train_only"] + info["test_only"]))
+    return shared, info
+
+
+def _unique_ids(train: list[Clip], test: list[Clip], prefix: str) -> None:
+    """Give test clips whose id is also a training id a ``prefix:`` so features do not mix."""
+    seen = {c.id for c in train}
+    for c in test:
+        if c.id in seen:
+            c.id = f"{prefix}:{c.id}"
+
+
+# ---------------------------------------------------------------- after encoding
+
+
+@dataclass
+class Prepared:
+    """Everything before the folds: clips that every encoder could take, their features, the counts.
+
+    Cross-corpus: ``clips[:n_train]`` come from ``data`` and the rest from ``test_data``.
+    Regression: ``targets`` holds the (N, T) target values of ``clips``.
+    """
+
+    clips: list[Clip]
+    classes: list[str]
+    features: dict[str, dict[str, np.ndarray]]  # encoder name -> clip id -> features
+    sequences: dict[str, bool]
+    skipped: dict[str, str]
+    embeddings: dict
+    partitions: dict[str, str] | None
+    encode_seconds: float
+    n_train: int | None = None
+    targets: np.ndarray | None = None
+    labels: dict = field(default_factory=dict)  # how classes were chosen, for the protocol
+
+    @property
+    def train_clips(self) -> list[Clip]:
+        """The clips of ``data`` (all clips unless cross-corpus)."""
+        return self.clips[: self.n_train] if self.n_train is not None else self.clips
+
+    @property
+    def test_clips(self) -> list[Clip]:
+        """The clips of ``test_data`` (none unless cross-corpus)."""
+        return self.clips[self.n_train:] if self.n_train is not None else []
+
+
+def keep_usable(recipe: Recipe, selection: Selection, encoded: Encoded) -> Prepared:
+    """The clips every encoder could take, with their features; classes without a usable clip are dropped
+    (cross-corpus: classes without a usable clip on both sides)."""
+    features, skipped = encoded.features, encoded.skipped
+
+    def ok(c: Clip) -> bool:
+        return c.id not in skipped and all(c.id in f for f in features.values())
+
+    train = [c for c in selection.train if ok(c)]
+    test = [c for c in selection.test if ok(c)]
+    classes, targets = selection.classes, None
+    cross = recipe.test_data is not None
+    if recipe.task.kind == "regression":
+        targets = np.array([[target_value(c, t) for t in recipe.task.targets] for c in train + test], dtype=np.float64)
+        classes = []
+    elif cross:
+        classes = [k for k in classes if any(c.label == k for c in train) and any(c.label == k for c in test)]
+        train = [c for c in train if c.label in classes]
+        test = [c for c in test if c.label in classes]
+    else:
+        classes = [k for k in classes if any(c.label == k for c in train)]
+    if not train + test:
+        raise ValueError(f"no clip of '{recipe.data.dataset}' could be used (all {len(selection.clips)} skipped)")
+    if cross and (not train or not test):
+        raise ValueError("cross-corpus: one side has no usable clip after skipping")
+    return Prepared(train + test, classes, features, encoded.sequences, skipped, encoded.embeddings,
+                    selection.partitions, encoded.seconds, n_train=len(train) if cross else None,
+                    targets=targets, labels=selection.labels)
+
+
+# ---------------------------------------------------------------- normalisation
+
+
+def normalize(recipe: Recipe, prep: Prepared) -> Prepared:
+    """``prep`` with its features z-scored per ``recipe.normalize`` group (itself when that is ``none``).
+
+    Each group's clips (a corpus, or a speaker) are standardised with that group's own mean and
+    standard deviation, per feature. It uses the test clips' features (never their labels), as
+    speaker/corpus normalisation does in the SER literature; the protocol records it.
+    """
+    if recipe.normalize == "none":
+        return prep
+    test_ids = {c.id for c in prep.test_clips}
+    return replace(prep, features=normalize_features(prep.features, prep.sequences, prep.clips, recipe.normalize,
+                                                     test_ids))
+
+
+def group_of(clip: Clip, mode: str, test_ids: set[str]) -> str:
+    """The normalisation group of a clip: its speaker, or its corpus (``data`` / ``test_data``)."""
+    if mode == "speaker":
+        return clip.speaker
+    return "test_data" if clip.id in test_ids else "data"
+
+
+def normalize_features(features: dict[str, dict[str, np.ndarray]], sequences: dict[str, bool], clips: list[Clip],
+                       mode: str, test_ids: set[str] = frozenset(), eps: float = 1e-6) -> dict:
+    """New features dict: pooled encoders z-scored per group; sequence encoders are refused."""
+    if mode == "none":
+        return features
+    seq = [name for name, is_seq in sequences.items() if is_seq]
+    if seq:
+        raise ValueError(f"normalize: {mode} needs pooled features; {', '.join(seq)} give frame sequences")
+    groups: dict[str, list[str]] = {}
+    for c in clips:
+        groups.setdefault(group_of(c, mode, test_ids), []).append(c.id)
+    out = {}
+    for name, feats in features.items():
+        new = {}
+        for ids in groups.values():
+            block = np.stack([np.asarray(feats[i], dtype=np.float64) for i in ids])
+            mean, std = block.mean(axis=0), block.std(axis=0)
+            z = (block - mean) / np.where(std > eps, std, 1.0)
+            new.update({i: z[k].astype(np.float32) for k, i in enumerate(ids)})
+        out[name] = new
+    return out

@@ -1,0 +1,146 @@
+"""The evaluate stage of a run: metrics.json's content, for classification and regression alike.
+
+Headline figures are the mean, sample std and 95% t-interval of the per-fold scores (folds x
+seeds); the pooled figures score every prediction together; with several seeds each seed's mean
+over its folds is summarised too. The protocol records how the numbers were obtained.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from fusionkit.metrics import (DEFINITIONS, INTERVAL_NOTE, REGRESSION_DEFINITIONS, classification_metrics,
+                               metric_range, regression_metrics, summarize)
+from fusionkit.pipeline.data import Prepared, class_counts
+from fusionkit.pipeline.folds import Fitted, Predictions
+from fusionkit.pipeline.splits import MIN_TRAIN_CLIPS
+from fusionkit.recipe import Recipe
+
+HEADLINE = ("uar", "wa", "macro_f1", "weighted_f1")
+REGRESSION_MEASURES = ("ccc", "pearson", "rmse", "mae")
+
+
+def headline_keys(recipe: Recipe) -> list[str]:
+    """The per-fold scores that get a mean, std and interval; the first is the primary one."""
+    if recipe.task.kind == "regression":
+        return ["ccc", *[f"{m}_{t}" for t in recipe.task.targets for m in REGRESSION_MEASURES]]
+    return list(HEADLINE)
+
+
+def pooled_metrics(predictions: Predictions) -> dict:
+    """The metrics of all predictions together (every fold and seed)."""
+    if predictions.task == "regression":
+        return regression_metrics(predictions.true, predictions.predicted, predictions.outputs)
+    return classification_metrics(predictions.true, predictions.predicted, len(predictions.outputs))
+
+
+def summarize_run(recipe: Recipe, prep: Prepared, fitted: Fitted, total_seconds: float) -> dict:
+    """metrics.json's content."""
+    regression = recipe.task.kind == "regression"
+    keys = headline_keys(recipe)
+    folds = fitted.fold_rows
+    out: dict = {"recipe": recipe.name, "task": recipe.task.kind}
+    if regression:
+        out["targets"] = recipe.task.targets
+    summary = {k: summarize([f[k] for f in folds], metric_range(k)) for k in keys}
+    for k in keys:
+        out[k] = summary[k]["mean"]
+        out[f"{k}_std"] = summary[k]["std"]
+    pooled = pooled_metrics(fitted.predictions)
+    out[f"{keys[0]}_pooled"] = pooled[keys[0]]
+    out["summary"] = summary
+    if len(recipe.run_seeds()) > 1:
+        out["seeds"] = seed_summary(folds, keys)
+    out["classes"] = prep.classes
+    out["pooled"] = pooled
+    out["folds"] = folds
+    out["skipped"] = [{"clip": cid, "reason": r} for cid, r in sorted(prep.skipped.items())]
+    out["embeddings"] = prep.embeddings
+    out["n_clips"] = len(prep.clips)
+    out["protocol"] = protocol(recipe, prep, folds)
+    out["timing"] = {"encode_seconds": round(prep.encode_seconds, 2), "fit_seconds": round(fitted.fit_seconds, 2),
+                     "total_seconds": round(total_seconds, 2)}
+    return out
+
+
+def seed_summary(fold_rows: list[dict], keys: list[str]) -> dict:
+    """Per seed, the mean over its folds; and over seeds, the summary of those means (run-to-run spread)."""
+    seeds = sorted({f["seed"] for f in fold_rows})
+    per_seed = {str(s): {k: float(np.mean([f[k] for f in fold_rows if f["seed"] == s])) for k in keys} for s in seeds}
+    over = {k: summarize([per_seed[str(s)][k] for s in seeds], metric_range(k)) for k in keys}
+    return {"per_seed": per_seed, "over_seeds": over}
+
+
+def split_text(recipe: Recipe, prep: Prepared, n_folds: int) -> str:
+    """The split in words, for the protocol and the report."""
+    kind = recipe.split.kind
+    if kind == "cross-corpus":
+        return f"cross-corpus: train on all of {recipe.data.dataset}, test on all of {recipe.test_data.dataset}"
+    speakers = len({c.speaker for c in prep.clips})
+    order = " (speakers shuffled by seed)" if recipe.split.shuffle else " (naturally sorted speaker blocks)"
+    placed = " (speakers shuffled by seed)" if recipe.split.shuffle else ""
+    return {
+        "speaker-kfold": f"{n_folds} speaker-independent folds over {speakers} speakers{order}",
+        "speaker-stratified": f"{n_folds} speaker-independent folds over {speakers} speakers, class proportions "
+                              f"kept close to the corpus's{placed}",
+        "loso": f"leave-one-speaker-out over {speakers} speakers ({n_folds} folds)",
+        "session": f"leave-one-session-out ({n_folds} sessions)",
+        "predefined": f"predefined partitions: train on {', '.join(recipe.split.train)}, "
+                      f"test on {', '.join(recipe.split.test)}",
+        "file": f"folds from {recipe.split.file} ({n_folds} folds)",
+        "random": f"{n_folds} random stratified folds: speakers LEAK between train and test",
+    }[kind]
+
+
+def split_record(recipe: Recipe, n_folds: int) -> dict:
+    """The split as run: ``folds`` is the number of folds made (for loso, session, file... the data decides it)."""
+    record = recipe.split.model_dump(mode="json")
+    if recipe.split.kind not in ("speaker-kfold", "speaker-stratified", "random"):
+        record["folds"] = n_folds
+    return record
+
+
+def protocol(recipe: Recipe, prep: Prepared, fold_rows: list[dict]) -> dict:
+    """How the figures were obtained: corpora, classes or targets, split, seeds, metrics, plugins."""
+    overlap = sum(f["speaker_overlap"] for f in fold_rows)
+    n_folds = len({f["fold"] for f in fold_rows})
+    classification = recipe.task.kind == "classification"
+    out = {
+        "task": recipe.task.model_dump(mode="json"),
+        "corpus": recipe.data.dataset,
+        "root": str(recipe.data.root) if recipe.data.root else None,
+        "dataset_options": recipe.data.options,
+        "test_corpus": recipe.test_data.dataset if recipe.test_data else None,
+        "test_root": str(recipe.test_data.root) if recipe.test_data and recipe.test_data.root else None,
+        "classes": prep.classes,
+        "label_map": recipe.data.labels.map,
+        "include": recipe.data.labels.include,
+        "labels": prep.labels,
+        "split": split_record(recipe, n_folds),
+        "split_description": split_text(recipe, prep, n_folds),
+        "folds": n_folds,
+        "seeds": recipe.run_seeds(),
+        "interval": INTERVAL_NOTE,
+        "normalize": recipe.normalize,
+        "n_speakers": len({c.speaker for c in prep.clips}),
+        "speaker_independent": overlap == 0,
+        "speaker_overlap": overlap,
+        "metrics": DEFINITIONS if classification else REGRESSION_DEFINITIONS,
+        "encoders": [e.model_dump(mode="json") for e in recipe.encoders],
+        "fusion": recipe.fusion.model_dump(mode="json"),
+    }
+    if classification:
+        out["min_training_clips"] = MIN_TRAIN_CLIPS
+        out["thin_training_classes"] = [{"seed": f["seed"], "fold": f["fold"], "classes": f["thin_train_classes"]}
+                                        for f in fold_rows if f.get("thin_train_classes")]
+        out["class_counts"] = class_counts(prep.train_clips, prep.classes)
+        if prep.test_clips:
+            out["test_class_counts"] = class_counts(prep.test_clips, prep.classes)
+        out["scoring"] = ("each fold is scored over the classes present in its test labels; headline figures are "
+                          "the mean over folds (and seeds) with the sample std and a 95% t-interval of that mean, "
+                          "clipped to [0, 1]; uar_pooled scores all predictions together; " + INTERVAL_NOTE)
+    else:
+        out["scoring"] = ("each fold is scored per target; headline figures are the mean over folds (and seeds) "
+                          "with the sample std and a 95% t-interval (CCC's clipped to [-1, 1]); ccc_pooled scores "
+                          "all predictions together; " + INTERVAL_NOTE)
+    return out

@@ -1,0 +1,185 @@
+"""The folds stage of a run: per (seed, fold) a fresh fusion head is fitted on the training side,
+scored on the test side and saved under ``run_dir/models/<fold_tag>``.
+
+Both tasks go through one loop: classification heads give class probabilities (scored by UAR, WA,
+F1), regression heads give target values (scored by CCC per target). Every test prediction is
+kept, as arrays, in one :class:`Predictions`.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import logging
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from fusionkit.fileio import atomic_write_text
+from fusionkit.metrics import classification_metrics, regression_metrics
+from fusionkit.pipeline.data import Prepared
+from fusionkit.pipeline.splits import (MIN_TRAIN_CLIPS, Fold, cross_corpus_fold, make_folds, speaker_overlap,
+                                       thin_classes)
+from fusionkit.progress import bar
+from fusionkit.recipe import Recipe, plugin_options
+
+log = logging.getLogger("fusionkit")
+
+
+def fold_tag(seed: int, fold_index: int, seeds: list[int]) -> str:
+    """Folder name of a fold's saved head under ``run_dir/models``."""
+    return f"seed{seed}-fold{fold_index}" if len(seeds) > 1 else f"fold{fold_index}"
+
+
+def stack(feats: dict[str, np.ndarray], ids: list[str], sequence: bool) -> np.ndarray | list[np.ndarray]:
+    """One encoder's features of ``ids``: an (N, D) float32 matrix, or a list of frame sequences."""
+    rows = [feats[i] for i in ids]
+    return rows if sequence else np.stack(rows).astype(np.float32)
+
+
+def fold_inputs(prep: Prepared, idx: np.ndarray) -> dict:
+    """A head's input for the clips at ``idx``: encoder name -> their features."""
+    ids = [prep.clips[i].id for i in idx]
+    return {name: stack(f, ids, prep.sequences[name]) for name, f in prep.features.items()}
+
+
+def plan_folds(recipe: Recipe, prep: Prepared) -> list[tuple[int, Fold]]:
+    """(seed, fold) pairs: the split's folds for every seed (the folds can depend on the seed)."""
+    speakers = np.array([c.speaker for c in prep.clips])
+    out = []
+    for seed in recipe.run_seeds():
+        if prep.n_train is not None:
+            folds = [cross_corpus_fold(prep.n_train, len(prep.clips) - prep.n_train, speakers)]
+        else:
+            folds = make_folds(prep.clips, recipe.split, seed, prep.partitions)
+        out += [(seed, f) for f in folds]
+    return out
+
+
+@dataclass
+class Predictions:
+    """Every test prediction of a run, one row per (seed, fold, test clip), in fitting order.
+
+    Classification: ``true`` and ``predicted`` are class indices into ``outputs`` (the classes)
+    and ``proba`` the (N, C) probabilities. Regression: ``true`` and ``predicted`` are (N, T)
+    values of ``outputs`` (the targets) and ``proba`` is None.
+    """
+
+    task: str
+    outputs: list[str]
+    clip_ids: np.ndarray
+    seeds: np.ndarray
+    folds: np.ndarray
+    speakers: np.ndarray
+    true: np.ndarray
+    predicted: np.ndarray
+    proba: np.ndarray | None = None
+
+    def header(self) -> list[str]:
+        """predictions.csv's column names."""
+        if self.task == "regression":
+            return ["clip_id", "seed", "fold", "speaker", *[f"true_{t}" for t in self.outputs],
+                    *[f"pred_{t}" for t in self.outputs]]
+        return ["clip_id", "seed", "fold", "speaker", "true", "predicted", *[f"p_{c}" for c in self.outputs]]
+
+    def rows(self) -> list[list]:
+        """predictions.csv's rows: labels as names, numbers with 6 decimals."""
+        base = zip(self.clip_ids.tolist(), self.seeds.tolist(), self.folds.tolist(), self.speakers.tolist())
+        if self.task == "regression":
+            return [[*b, *[f"{v:.6f}" for v in t], *[f"{v:.6f}" for v in p]]
+                    for b, t, p in zip(base, self.true, self.predicted)]
+        names = self.outputs
+        return [[*b, names[t], names[p], *[f"{v:.6f}" for v in pr]]
+                for b, t, p, pr in zip(base, self.true.tolist(), self.predicted.tolist(), self.proba)]
+
+    def write_csv(self, path: Path) -> None:
+        """Write predictions.csv (atomically)."""
+        buf = io.StringIO()
+        writer = csv.writer(buf)
+        writer.writerow(self.header())
+        writer.writerows(self.rows())
+        atomic_write_text(path, buf.getvalue())
+
+
+@dataclass
+class Fitted:
+    """What the fold loop gives: one row of scores per fold, every prediction, the seconds spent fitting."""
+
+    fold_rows: list[dict]
+    predictions: Predictions
+    fit_seconds: float
+
+
+def fit_folds(recipe: Recipe, prep: Prepared, run_dir: Path) -> Fitted:
+    """Fit, score and save a fresh head per (seed, fold); folds with an empty side are skipped."""
+    regression = recipe.task.kind == "regression"
+    outputs = list(recipe.task.targets) if regression else list(prep.classes)
+    y = prep.targets if regression else np.array([prep.classes.index(c.label) for c in prep.clips])
+    speakers = np.array([c.speaker for c in prep.clips])
+    labels = np.array([str(c.label) for c in prep.clips])
+    head_cls, head_options = plugin_options("fusion", recipe.fusion.plugin, recipe.fusion.options)
+    seeds = recipe.run_seeds()
+    fold_rows: list[dict] = []
+    parts: list[tuple[int, Fold, np.ndarray, np.ndarray | None]] = []
+    fit_seconds = 0.0
+    for seed, fold in bar(plan_folds(recipe, prep), desc=f"fitting {recipe.fusion.plugin}", unit="fold"):
+        if len(fold.test) == 0 or len(fold.train) == 0:
+            log.warning("fold %d has an empty side; skipped", fold.index)
+            continue
+        thin = {} if regression else warn_thin(fold, labels, outputs, fold_tag(seed, fold.index, seeds))
+        head = head_cls(head_options, seed=seed)
+        t = time.perf_counter()
+        head.fit(fold_inputs(prep, fold.train), y[fold.train], outputs, speakers[fold.train])
+        fit_seconds += time.perf_counter() - t
+        X = fold_inputs(prep, fold.test)
+        if regression:
+            predicted = np.asarray(head.predict(X), dtype=np.float64).reshape(len(fold.test), len(outputs))
+            proba = None
+            scores = regression_metrics(y[fold.test], predicted, outputs)
+        else:
+            proba = np.asarray(head.predict_proba(X), dtype=np.float64)
+            predicted = proba.argmax(axis=1)
+            scores = classification_metrics(y[fold.test], predicted, len(outputs))
+        head.save(run_dir / "models" / fold_tag(seed, fold.index, seeds))
+        fold_rows.append({**_fold_base(seed, fold, speakers), "thin_train_classes": thin, **scores})
+        parts.append((seed, fold, predicted, proba))
+    if not fold_rows:
+        raise ValueError("no fold could be evaluated")
+    return Fitted(fold_rows, _predictions(recipe.task.kind, outputs, prep, y, parts), fit_seconds)
+
+
+def warn_thin(fold: Fold, labels: np.ndarray, classes: list[str], tag: str) -> dict[str, int]:
+    """The classes the fold's training side lacks or nearly lacks (name -> clips), warned about in one line."""
+    thin = thin_classes(fold, labels, classes)
+    if thin:
+        listed = ", ".join(f"{c} ({n or 'none'})" for c, n in thin.items())
+        log.warning("%s: the training side has fewer than %d clips of %s; the head can hardly learn %s",
+                    tag, MIN_TRAIN_CLIPS, listed, "them" if len(thin) > 1 else "it")
+    return thin
+
+
+def _fold_base(seed: int, fold: Fold, speakers: np.ndarray) -> dict:
+    return {"seed": seed, "fold": fold.index, "test_speakers": fold.test_speakers,
+            "test_size": int(len(fold.test)), "train_size": int(len(fold.train)),
+            "speaker_overlap": len(speaker_overlap(fold, speakers))}
+
+
+def _predictions(task: str, outputs: list[str], prep: Prepared, y: np.ndarray,
+                 parts: list[tuple[int, Fold, np.ndarray, np.ndarray | None]]) -> Predictions:
+    """The folds' test predictions joined into one :class:`Predictions`."""
+    idx = np.concatenate([fold.test for _, fold, _, _ in parts])
+    ids = np.array([c.id for c in prep.clips], dtype=object)
+    names = np.array([c.speaker for c in prep.clips], dtype=object)
+    return Predictions(
+        task=task,
+        outputs=outputs,
+        clip_ids=ids[idx],
+        seeds=np.concatenate([np.full(len(fold.test), seed) for seed, fold, _, _ in parts]),
+        folds=np.concatenate([np.full(len(fold.test), fold.index) for _, fold, _, _ in parts]),
+        speakers=names[idx],
+        true=y[idx],
+        predicted=np.concatenate([p for _, _, p, _ in parts]),
+        proba=None if task == "regression" else np.concatenate([p for *_, p in parts]),
+    )
