@@ -3,20 +3,15 @@ format, with early stopping on a validation set of whole training speakers."""
 
 from __future__ import annotations
 
-from pathlib import Path
 from typing import ClassVar
 
 import numpy as np
 from pydantic import Field
 
-from fusionkit.sdk import hookimpl
-from fusionkit.sdk.features import full_proba
-from fusionkit.sdk.heads import (
-    HeadFileError, check_names, encoder_names, pooled_blocks, present_classes, read_config,
-    validation_split, write_config,
-)
-from fusionkit.sdk.base import FusionHead, Options
 from fusionkit.resources import threads
+from fusionkit.sdk import hookimpl
+from fusionkit.sdk.heads import FusionHead, HeadFileError, pooled_blocks, validation_split
+from fusionkit.sdk.options import Options
 
 
 class CatBoostOptions(Options):
@@ -30,7 +25,8 @@ class CatBoostOptions(Options):
     early_stopping: bool = Field(True, description="hold out training speakers and keep the best iteration")
     val_fraction: float = Field(0.2, gt=0, lt=1, description="share of training speakers held out when early stopping")
     patience: int = Field(50, ge=1, description="rounds without validation improvement before stopping")
-    refit: bool = Field(True, description="after early stopping, refit on the whole training fold for the best number of rounds")
+    refit: bool = Field(True, description="after early stopping, refit on the whole training fold for the best "
+                                          "number of rounds")
     threads: int | None = Field(None, ge=1, description="threads (default: FUSIONKIT_THREADS or every CPU)")
 
 
@@ -41,6 +37,7 @@ class CatBoostHead(FusionHead):
     description = "CatBoost on concatenated pooled embeddings (native .cbm model)"
     Options = CatBoostOptions
     requires: ClassVar[tuple[str, ...]] = ("catboost",)
+    arrays_file = None  # the model is saved as model.cbm
 
     def _model(self, iterations: int):
         from catboost import CatBoostClassifier
@@ -54,75 +51,45 @@ class CatBoostHead(FusionHead):
         )
 
     def _matrix(self, X) -> np.ndarray:
-        check_names(X, self.encoders)
         return np.concatenate(pooled_blocks(X, self.encoders), axis=1).astype(np.float32)
 
-    def fit(self, X, y, classes, groups=None):
+    def _fit(self, X, y, groups):
         o = self.options
-        y = np.asarray(y)
-        self.classes = list(classes)
-        self.present = present_classes(y, len(self.classes))
-        self.encoders = encoder_names(X)
-        remap = np.full(len(self.classes), -1)
-        remap[self.present] = np.arange(len(self.present))
-        yy = remap[y]
         M = self._matrix(X)
         self.width = M.shape[1]
         self.best_iteration = o.iterations
-        if len(self.present) == 1:
-            self.model = None
-            return
         if o.early_stopping:
-            tr, va = validation_split(yy, None if groups is None else np.asarray(groups), o.val_fraction, self.seed)
-            if len(np.unique(yy[tr])) == len(self.present):
+            tr, va = validation_split(y, groups, o.val_fraction, self.seed)
+            if len(np.unique(y[tr])) == len(self.present):
                 model = self._model(o.iterations)
-                model.fit(M[tr], yy[tr], eval_set=(M[va], yy[va]), early_stopping_rounds=o.patience, use_best_model=True)
+                model.fit(M[tr], y[tr], eval_set=(M[va], y[va]), early_stopping_rounds=o.patience, use_best_model=True)
                 self.best_iteration = int(model.get_best_iteration() or 0) + 1
                 if not o.refit:
                     self.model = model
                     return
         self.model = self._model(self.best_iteration)
-        self.model.fit(M, yy)
+        self.model.fit(M, y)
 
-    def predict_proba(self, X):
+    def _predict_proba(self, X):
         M = self._matrix(X)
         if M.shape[1] != self.width:
             raise ValueError(f"catboost head: fitted on {self.width} concatenated features, got {M.shape[1]}")
-        if self.model is None:
-            return full_proba(np.ones((len(M), 1)), self.present, len(self.classes))
-        return full_proba(self.model.predict_proba(M), self.present, len(self.classes))
+        return self.model.predict_proba(M)
 
-    def save(self, directory: Path) -> None:
-        directory = Path(directory)
-        directory.mkdir(parents=True, exist_ok=True)
-        if self.model is not None:
-            self.model.save_model(str(directory / "model.cbm"), format="cbm")
-        write_config(directory, {
-            "plugin": self.name, "classes": self.classes, "present": self.present.tolist(),
-            "encoders": self.encoders, "width": self.width, "best_iteration": self.best_iteration,
-            "options": self.options.model_dump(mode="json"), "seed": self.seed,
-        })
+    def _state(self, directory):
+        self.model.save_model(str(directory / "model.cbm"), format="cbm")
+        return {"width": self.width, "best_iteration": self.best_iteration}, {}
 
-    @classmethod
-    def load(cls, directory: Path, options, seed: int = 0):
-        directory = Path(directory)
-        config = read_config(directory, cls.name)
-        head = cls(cls.Options.model_validate(config["options"]), seed)
-        head.classes = list(config["classes"])
-        head.present = np.asarray(config["present"], dtype=np.int64)
-        head.encoders = list(config["encoders"])
-        head.width = int(config["width"])
-        head.best_iteration = int(config["best_iteration"])
-        head.model = None
-        if len(head.present) > 1:
-            path = directory / "model.cbm"
-            if not path.exists():
-                raise HeadFileError(f"{path}: missing (was the head saved into this folder?)")
-            from catboost import CatBoostClassifier
+    def _restore(self, config, arrays, directory):
+        from catboost import CatBoostClassifier
 
-            head.model = CatBoostClassifier()
-            head.model.load_model(str(path), format="cbm")
-        return head
+        self.width = int(config["width"])
+        self.best_iteration = int(config["best_iteration"])
+        path = directory / "model.cbm"
+        if not path.exists():
+            raise HeadFileError(f"{path}: missing (was the head saved into this folder?)")
+        self.model = CatBoostClassifier()
+        self.model.load_model(str(path), format="cbm")
 
 
 @hookimpl

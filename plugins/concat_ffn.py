@@ -18,10 +18,12 @@ class ConcatFFNHead(NeuralHead):
     name = "concat-ffn"
     description = "standardised concatenation + feed-forward network (torch, safetensors)"
     Options = ConcatFFNOptions
-    network = "concat-ffn"
 
-    def network_options(self):
-        return {"depth": self.options.depth}
+    def network(self, specs, n_classes):
+        from fusionkit_plugins.concat_ffn_network import ConcatFFN
+
+        o = self.options
+        return ConcatFFN(specs, n_classes, o.width, o.dropout, o.input_dropout, o.layers, depth=o.depth)
 
 
 @hookimpl

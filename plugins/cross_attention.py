@@ -14,10 +14,12 @@ class CrossAttentionHead(NeuralHead):
     name = "cross-attention"
     description = "MulT-style cross-modal attention between encoders' sequences (torch, safetensors)"
     Options = AttentionOptions
-    network = "cross-attention"
 
-    def network_options(self):
-        return {"heads": self.options.heads}
+    def network(self, specs, n_classes):
+        from fusionkit_plugins.cross_attention_network import CrossAttentionFusion
+
+        o = self.options
+        return CrossAttentionFusion(specs, n_classes, o.width, o.dropout, o.input_dropout, o.layers, heads=o.heads)
 
 
 @hookimpl

@@ -7,7 +7,6 @@ out-of-fold probabilities come from speaker-grouped inner folds of the training 
 
 from __future__ import annotations
 
-from pathlib import Path
 from typing import Any, ClassVar, Literal
 
 import numpy as np
@@ -15,10 +14,16 @@ from pydantic import Field, model_validator
 
 from fusionkit.sdk import hookimpl
 from fusionkit.sdk.ensemble import (
-    PerEncoderHead, base_probas, combine, fit_bases, out_of_fold, simplex_grid, validate_base,
+    PerEncoderHead,
+    base_probas,
+    combine,
+    fit_bases,
+    out_of_fold,
+    simplex_grid,
+    validate_base,
 )
-from fusionkit.sdk.heads import class_weights, encoder_names, macro_recall, present_classes
-from fusionkit.sdk.base import Options
+from fusionkit.sdk.heads import class_weights, macro_recall
+from fusionkit.sdk.options import Options
 
 
 class LateAverageOptions(Options):
@@ -30,7 +35,8 @@ class LateAverageOptions(Options):
         "auto", description="average probabilities, or log-probabilities (geometric mean); 'auto' picks the one with "
                             "the better out-of-fold UAR (log with equal weighting)")
     inner_folds: int = Field(4, ge=2, description="speaker-grouped inner folds for the out-of-fold probabilities")
-    grid_step: float = Field(0.05, gt=0, le=0.5, description="weight grid step of 'search' (coarsened to 0.1 / 0.25 for 4+ / 6+ encoders)")
+    grid_step: float = Field(0.05, gt=0, le=0.5, description="weight grid step of 'search' "
+                                                          "(coarsened to 0.1 / 0.25 for 4+ / 6+ encoders)")
 
     @model_validator(mode="after")
     def _base_valid(self):
@@ -66,20 +72,15 @@ class LateAverageHead(PerEncoderHead):
     Options = LateAverageOptions
     requires: ClassVar[tuple[str, ...]] = ("sklearn",)
 
-    def fit(self, X, y, classes, groups=None):
+    def _fit(self, X, y, groups):
         o = self.options
-        y = np.asarray(y)
-        self.classes = list(classes)
-        present_classes(y, len(self.classes))
-        self.encoders = encoder_names(X)
-        groups = None if groups is None else np.asarray(groups)
         n = len(self.encoders)
         self.scores: dict[str, float] = {}
         self.space = "log" if o.average == "auto" else o.average
         if o.weighting == "equal" or n == 1:
             self.weights = np.full(n, 1.0 / n)
         else:
-            oof = [out_of_fold(o.base, o.base_options, X[e], y, self.classes, groups, o.inner_folds, self.seed, e)
+            oof = [out_of_fold(o.base, o.base_options, X[e], y, self.present_names, groups, o.inner_folds, self.seed, e)
                    for e in self.encoders]
             self.scores = {e: macro_recall(y, p) for e, p in zip(self.encoders, oof)}
             spaces = ["proba", "log"] if o.average == "auto" else [o.average]
@@ -95,16 +96,18 @@ class LateAverageHead(PerEncoderHead):
                 self.weights = found[self.space][0]
                 fused = {s: f[1] for s, f in found.items()}
             self.scores.update({f"fused_{s}": v for s, v in fused.items()})
-        self.bases = fit_bases(o.base, o.base_options, X, y, self.classes, groups, self.seed)
+        self.bases = fit_bases(o.base, o.base_options, X, y, self.present_names, groups, self.seed)
 
-    def predict_proba(self, X):
+    def _predict_proba(self, X):
         probas = base_probas(self.bases, X)
         return combine([probas[e] for e in self.encoders], self.weights, self.space)
 
-    def _save_extra(self, directory: Path) -> dict:
-        return {"weights": [float(w) for w in self.weights], "average": self.space}
+    def _state(self, directory):
+        config, arrays = super()._state(directory)
+        return {**config, "weights": [float(w) for w in self.weights], "average": self.space}, arrays
 
-    def _load_extra(self, directory: Path, config: dict) -> None:
+    def _restore(self, config, arrays, directory):
+        super()._restore(config, arrays, directory)
         self.weights = np.asarray(config["weights"], dtype=np.float64)
         self.space = config["average"]
 

@@ -8,16 +8,13 @@ Saved as safetensors (weights, standardisation) plus JSON.
 
 from __future__ import annotations
 
-import json
-from pathlib import Path
-
 import numpy as np
 from pydantic import Field
 
 from fusionkit.sdk import hookimpl
 from fusionkit.sdk.features import concat_pooled
-from fusionkit.sdk.base import Options
-from fusionkit.sdk.regression import RegressionHead
+from fusionkit.sdk.heads import RegressionHead
+from fusionkit.sdk.options import Options
 
 
 class RidgeOptions(Options):
@@ -42,9 +39,7 @@ class RidgeHead(RegressionHead):
     name = "ridge"
     description = "ridge regression per target (arousal, valence, ...) on standardised pooled embeddings"
     Options = RidgeOptions
-
-    def _standardise(self, X) -> np.ndarray:
-        return ((concat_pooled(X) - self.mean) / self.scale).astype(np.float64)
+    arrays_file = "ridge.safetensors"
 
     def _choose_alpha(self, Z: np.ndarray, Y: np.ndarray, groups: np.ndarray | None) -> float:
         from fusionkit.metrics import ccc
@@ -62,38 +57,24 @@ class RidgeHead(RegressionHead):
                 scores[i] += np.mean([ccc(Y[va, j], P[:, j]) for j in range(Y.shape[1])])
         return float(alphas[int(np.argmax(scores))])
 
-    def fit(self, X, Y, targets, groups=None):
-        self.targets = list(targets)
+    def _fit(self, X, Y, groups):
         raw = concat_pooled(X).astype(np.float64)
         self.mean = raw.mean(axis=0)
         self.scale = np.where(raw.std(axis=0) > 1e-8, raw.std(axis=0), 1.0)
         Z = (raw - self.mean) / self.scale
-        Y = np.asarray(Y, dtype=np.float64).reshape(len(Z), len(self.targets))
         self.alpha = self._choose_alpha(Z, Y, groups)
         self.W, self.b = fit_ridge(Z, Y, self.alpha)
 
-    def predict(self, X) -> np.ndarray:
-        return self._standardise(X) @ self.W + self.b
+    def _predict(self, X) -> np.ndarray:
+        Z = ((concat_pooled(X) - self.mean) / self.scale).astype(np.float64)
+        return Z @ self.W + self.b
 
-    def save(self, directory: Path) -> None:
-        from safetensors.numpy import save_file
+    def _state(self, directory):
+        return {"alpha": self.alpha}, {"W": self.W, "b": self.b, "mean": self.mean, "scale": self.scale}
 
-        directory.mkdir(parents=True, exist_ok=True)
-        save_file({"W": self.W, "b": self.b, "mean": self.mean, "scale": self.scale}, str(directory / "ridge.safetensors"))
-        (directory / "head.json").write_text(json.dumps(
-            {"plugin": self.name, "task": self.task, "targets": self.targets, "alpha": self.alpha,
-             "options": self.options.model_dump(), "seed": self.seed}, indent=2))
-
-    @classmethod
-    def load(cls, directory: Path, options, seed: int = 0) -> "RidgeHead":
-        from safetensors.numpy import load_file
-
-        meta = json.loads((directory / "head.json").read_text())
-        arrays = load_file(str(directory / "ridge.safetensors"))
-        head = cls(options, seed)
-        head.targets, head.alpha = meta["targets"], meta["alpha"]
-        head.W, head.b, head.mean, head.scale = arrays["W"], arrays["b"], arrays["mean"], arrays["scale"]
-        return head
+    def _restore(self, config, arrays, directory):
+        self.alpha = config["alpha"]
+        self.W, self.b, self.mean, self.scale = arrays["W"], arrays["b"], arrays["mean"], arrays["scale"]
 
 
 @hookimpl

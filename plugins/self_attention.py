@@ -25,10 +25,12 @@ class SelfAttentionHead(NeuralHead):
     name = "self-attention"
     description = "one token per encoder, multi-head attention across encoders (torch, safetensors)"
     Options = AttentionOptions
-    network = "self-attention"
 
-    def network_options(self):
-        return {"heads": self.options.heads}
+    def network(self, specs, n_classes):
+        from fusionkit_plugins.self_attention_network import SelfAttentionFusion
+
+        o = self.options
+        return SelfAttentionFusion(specs, n_classes, o.width, o.dropout, o.input_dropout, o.layers, heads=o.heads)
 
 
 @hookimpl

@@ -3,7 +3,6 @@ combine their out-of-fold probabilities (speaker-grouped inner folds of the trai
 
 from __future__ import annotations
 
-from pathlib import Path
 from typing import Any, ClassVar, Literal
 
 import numpy as np
@@ -11,8 +10,8 @@ from pydantic import Field, model_validator
 
 from fusionkit.sdk import hookimpl
 from fusionkit.sdk.ensemble import PerEncoderHead, base_probas, fit_bases, out_of_fold, validate_base
-from fusionkit.sdk.heads import encoder_names, macro_recall, present_classes
-from fusionkit.sdk.base import Options
+from fusionkit.sdk.heads import macro_recall
+from fusionkit.sdk.options import Options
 from fusionkit_plugins.linear_head import LinearHead, LinearOptions
 
 
@@ -20,7 +19,8 @@ class StackingOptions(Options):
     base: str = Field("linear", description="fusion head fitted on each encoder alone")
     base_options: dict[str, Any] = Field(default_factory=dict, description="options of the base head")
     inner_folds: int = Field(5, ge=2, description="speaker-grouped inner folds for the out-of-fold probabilities")
-    meta_input: Literal["proba", "log"] = Field("log", description="meta-classifier reads probabilities or log-probabilities")
+    meta_input: Literal["proba", "log"] = Field("log",
+                                                description="meta-classifier reads probabilities or log-probabilities")
     meta_C: float = Field(0.1, gt=0, description="inverse L2 strength of the meta logistic regression")
     class_weight: Literal["balanced", "none"] = Field("balanced", description="class weighting of the meta-classifier")
 
@@ -47,29 +47,26 @@ class StackingHead(PerEncoderHead):
             return {e: np.log(np.clip(p, 1e-6, 1.0)) for e, p in probas.items()}
         return dict(probas)
 
-    def fit(self, X, y, classes, groups=None):
+    def _fit(self, X, y, groups):
         o = self.options
-        y = np.asarray(y)
-        self.classes = list(classes)
-        present_classes(y, len(self.classes))
-        self.encoders = encoder_names(X)
-        groups = None if groups is None else np.asarray(groups)
-        oof = {e: out_of_fold(o.base, o.base_options, X[e], y, self.classes, groups, o.inner_folds, self.seed, e)
+        names = self.present_names
+        oof = {e: out_of_fold(o.base, o.base_options, X[e], y, names, groups, o.inner_folds, self.seed, e)
                for e in self.encoders}
         self.scores = {e: macro_recall(y, p) for e, p in oof.items()}
         self.meta = LinearHead(self._meta_options(), self.seed)
-        self.meta.fit(self._meta_inputs(oof), y, self.classes, groups)
-        self.bases = fit_bases(o.base, o.base_options, X, y, self.classes, groups, self.seed)
+        self.meta.fit(self._meta_inputs(oof), y, names, groups)
+        self.bases = fit_bases(o.base, o.base_options, X, y, names, groups, self.seed)
 
-    def predict_proba(self, X):
+    def _predict_proba(self, X):
         return self.meta.predict_proba(self._meta_inputs(base_probas(self.bases, X)))
 
-    def _save_extra(self, directory: Path) -> dict:
+    def _state(self, directory):
         self.meta.save(directory / "meta")
-        return {}
+        return super()._state(directory)
 
-    def _load_extra(self, directory: Path, config: dict) -> None:
-        self.meta = LinearHead.load(directory / "meta", self._meta_options(), self.seed)
+    def _restore(self, config, arrays, directory):
+        super()._restore(config, arrays, directory)
+        self.meta = LinearHead.load(directory / "meta")
 
 
 @hookimpl

@@ -20,10 +20,13 @@ class TransformerHead(NeuralHead):
     name = "transformer"
     description = "small transformer over all encoders' tokens with modality embeddings (torch, safetensors)"
     Options = TransformerOptions
-    network = "transformer"
 
-    def network_options(self):
-        return {"heads": self.options.heads, "depth": self.options.depth}
+    def network(self, specs, n_classes):
+        from fusionkit_plugins.transformer_network import TransformerFusion
+
+        o = self.options
+        return TransformerFusion(specs, n_classes, o.width, o.dropout, o.input_dropout, o.layers,
+                                 heads=o.heads, depth=o.depth)
 
 
 @hookimpl

@@ -2,18 +2,16 @@
 
 from __future__ import annotations
 
-import json
-from pathlib import Path
 from typing import ClassVar
 
 import numpy as np
 from pydantic import Field
 
-from fusionkit.sdk import hookimpl
-from fusionkit.sdk.features import concat_pooled, full_proba
-from fusionkit.sdk.heads import check_names, encoder_names, present_classes
-from fusionkit.sdk.base import FusionHead, Options
 from fusionkit.resources import threads
+from fusionkit.sdk import hookimpl
+from fusionkit.sdk.features import concat_pooled
+from fusionkit.sdk.heads import FusionHead, HeadFileError
+from fusionkit.sdk.options import Options
 
 
 class XGBoostOptions(Options):
@@ -35,6 +33,7 @@ class XGBoostHead(FusionHead):
     description = "XGBoost on concatenated pooled embeddings (native JSON model)"
     Options = XGBoostOptions
     requires: ClassVar[tuple[str, ...]] = ("xgboost",)
+    arrays_file = None  # the model is saved as model.json
 
     def _model(self):
         import xgboost as xgb
@@ -46,48 +45,27 @@ class XGBoostHead(FusionHead):
             reg_lambda=o.reg_lambda, n_jobs=o.n_jobs or threads(), random_state=self.seed, tree_method="hist",
         )
 
-    def fit(self, X, y, classes, groups=None):
-        self.classes = list(classes)
-        self.encoders = encoder_names(X)
-        self.present = present_classes(np.asarray(y), len(self.classes))  # XGBoost needs contiguous labels
-        remap = {c: i for i, c in enumerate(self.present)}
-        yy = np.array([remap[v] for v in y])
+    def _fit(self, X, y, groups):
         weight = None
         if self.options.class_weight:
-            counts = np.bincount(yy)
-            weight = (len(yy) / (len(counts) * counts))[yy]
-        self.model = None
-        if len(self.present) == 1:  # a one-class fold: nothing to learn, predict that class
-            return
+            counts = np.bincount(y)
+            weight = (len(y) / (len(counts) * counts))[y]
         self.model = self._model()
-        self.model.fit(concat_pooled(X), yy, sample_weight=weight)
+        self.model.fit(concat_pooled(X), y, sample_weight=weight)
 
-    def predict_proba(self, X):
-        if self.encoders is not None:
-            check_names(X, self.encoders)
-        if self.model is None:
-            return full_proba(np.ones((len(next(iter(X.values()))), 1)), self.present, len(self.classes))
-        return full_proba(self.model.predict_proba(concat_pooled(X)), self.present, len(self.classes))
+    def _predict_proba(self, X):
+        return self.model.predict_proba(concat_pooled(X))
 
-    def save(self, directory: Path) -> None:
-        directory.mkdir(parents=True, exist_ok=True)
-        if self.model is not None:
-            self.model.save_model(str(directory / "model.json"))
-        (directory / "head.json").write_text(json.dumps(
-            {"plugin": self.name, "classes": self.classes, "present": self.present.tolist(), "encoders": self.encoders,
-             "options": self.options.model_dump(), "seed": self.seed}, indent=2))
+    def _state(self, directory):
+        self.model.save_model(str(directory / "model.json"))
+        return {}, {}
 
-    @classmethod
-    def load(cls, directory: Path, options, seed: int = 0):
-        meta = json.loads((directory / "head.json").read_text())
-        head = cls(options, seed)
-        head.classes, head.present = meta["classes"], np.array(meta["present"])
-        head.encoders = meta.get("encoders")
-        head.model = None
-        if len(head.present) > 1:
-            head.model = head._model()
-            head.model.load_model(str(directory / "model.json"))
-        return head
+    def _restore(self, config, arrays, directory):
+        path = directory / "model.json"
+        if not path.exists():
+            raise HeadFileError(f"{path}: missing (was the head saved into this folder?)")
+        self.model = self._model()
+        self.model.load_model(str(path))
 
 
 @hookimpl

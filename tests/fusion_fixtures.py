@@ -19,6 +19,9 @@ FAST = {
     "stacking": {"inner_folds": 3},
 }
 NEURAL = ["concat-ffn", "self-attention", "cross-attention", "transformer"]
+# a reloaded (or refitted) head reproduces probabilities up to the last bits BLAS may change between
+# runs and CPUs (e.g. 3e-16 on Intel AMX); never compare them bit for bit
+RELOAD_ATOL = 1e-9
 
 
 def two_bit_task(n_speakers: int = 12, per_speaker: int = 24, seed: int = 0):

@@ -10,7 +10,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from fusion_fixtures import CLASSES, FAST, NEURAL, accuracy, make, split, two_bit_task
+from fusion_fixtures import CLASSES, FAST, NEURAL, RELOAD_ATOL, accuracy, make, split, two_bit_task
 
 
 @pytest.mark.parametrize("name", list(FAST))
@@ -40,8 +40,8 @@ def test_save_load_reproduces_probabilities(name, tmp_path):
     head.save(tmp_path / "m")
     names = {p.name for p in (tmp_path / "m").rglob("*")}
     assert not any(n.endswith((".pkl", ".pickle", ".joblib", ".pt")) for n in names), names
-    again = type(head).load(tmp_path / "m", head.options, seed=0)
-    np.testing.assert_array_equal(again.predict_proba(Xte), head.predict_proba(Xte))
+    again = type(head).load(tmp_path / "m")
+    np.testing.assert_allclose(again.predict_proba(Xte), head.predict_proba(Xte), rtol=0, atol=RELOAD_ATOL)
 
 
 @pytest.mark.parametrize("name", [*NEURAL, "catboost", "late-average", "stacking"])
@@ -55,9 +55,9 @@ def test_same_seed_same_result(name):
         head = make(name, seed=seed, **extra)
         head.fit(Xtr, ytr, CLASSES, gtr)
         runs.append(head.predict_proba(Xte))
-    np.testing.assert_array_equal(runs[0], runs[1])
+    np.testing.assert_allclose(runs[0], runs[1], rtol=0, atol=RELOAD_ATOL)
     if name in NEURAL or name == "catboost":
-        assert not np.array_equal(runs[0], runs[2]), "another seed should give another model"
+        assert np.abs(runs[0] - runs[2]).max() > 1e-4, "another seed should give another model"
 
 
 def sequence_task(seed: int = 0):
@@ -77,8 +77,8 @@ def test_sequence_inputs(name, tmp_path):
     head.fit(Xtr, ytr, CLASSES, gtr)
     assert accuracy(head, Xte, yte) > 0.7
     head.save(tmp_path / "m")
-    again = type(head).load(tmp_path / "m", head.options)
-    np.testing.assert_array_equal(again.predict_proba(Xte), head.predict_proba(Xte))
+    again = type(head).load(tmp_path / "m")
+    np.testing.assert_allclose(again.predict_proba(Xte), head.predict_proba(Xte), rtol=0, atol=RELOAD_ATOL)
 
 
 def test_sequence_length_does_not_change_a_clip_prediction():

@@ -2,7 +2,8 @@
 
 Plugins subclass these and register the class through a hook (see
 :mod:`fusionkit.hookspecs`). Each class carries a pydantic ``Options`` model: the
-recipe's ``options:`` mapping for that plugin is validated against it.
+recipe's ``options:`` mapping for that plugin is validated against it. The fusion-head
+bases live in :mod:`fusionkit.sdk.heads` and are re-exported here.
 """
 
 from __future__ import annotations
@@ -15,13 +16,15 @@ from pathlib import Path
 from typing import Annotated, Any, ClassVar, Literal, Sequence, Union
 
 import numpy as np
-from pydantic import AfterValidator, BaseModel, ConfigDict
+from pydantic import AfterValidator
 
+from fusionkit.sdk.features import Features
+from fusionkit.sdk.heads import FusionHead, RegressionHead
+from fusionkit.sdk.options import Options
 
-class Options(BaseModel):
-    """Base of every plugin options model: unknown keys are errors."""
-
-    model_config = ConfigDict(extra="forbid")
+__all__ = [
+    "Clip", "Dataset", "Encoder", "Features", "FusionHead", "LayerChoice", "Options", "Pooling", "RegressionHead",
+]
 
 
 # ---------------------------------------------------------------- datasets
@@ -40,9 +43,14 @@ class Clip:
 
 
 class Dataset(ABC):
-    """A corpus. ``clips()`` lists every utterance with its label and speaker."""
+    """A corpus. ``clips()`` lists every utterance with its label and speaker.
+
+    A file (or label-file row) that ``clips()`` passes over is reported with :meth:`skip`, never only
+    logged: a run lists it under ``skipped`` in metrics.json, in its printed summary and in report.md.
+    """
 
     name: ClassVar[str]
+    modality: ClassVar[str] = "audio+text"  # what its clips carry (shown by `fusionkit plugins list`)
     description: ClassVar[str] = ""
     Options: ClassVar[type[Options]] = Options
     requires: ClassVar[tuple[str, ...]] = ()
@@ -51,10 +59,31 @@ class Dataset(ABC):
     def __init__(self, root: Path | None, options: Options):
         self.root = root
         self.options = options
+        self.skipped: dict[str, str] = {}
 
     @abstractmethod
     def clips(self) -> list[Clip]:
-        """Every clip of the corpus (unreadable audio is found later, when decoded)."""
+        """Every clip of the corpus (unreadable audio is found later, when decoded); what it passes over goes
+        through :meth:`skip`."""
+
+    def skip(self, item: str | Path, reason: str) -> None:
+        """Report a file (or a row of a label file) that :meth:`clips` passes over, with the reason.
+
+        ``item`` is shown relative to the dataset root when it lies under it. Reporting the same item
+        twice (``clips()`` called again) keeps one entry.
+        """
+        if not isinstance(getattr(self, "skipped", None), dict):  # a subclass that did not call __init__
+            self.skipped = {}
+        self.skipped[self._shown(item)] = reason
+
+    def _shown(self, item: str | Path) -> str:
+        """``item`` relative to the root (``/`` separators) when it lies under it, else as given."""
+        if isinstance(item, Path) and self.root is not None:
+            try:
+                return item.relative_to(Path(self.root)).as_posix()
+            except ValueError:
+                pass
+        return str(item)
 
     def partitions(self) -> dict[str, str] | None:
         """Clip id -> predefined partition name ("train"/"dev"/"test"), where the corpus has one."""
@@ -145,64 +174,24 @@ class Encoder(ABC):
         """True when :meth:`select` returns a (T, D) sequence rather than a pooled vector."""
         return False
 
-    # -- opensmile-style convenience: one API for a signal, a file, many files
+    # -- opensmile-style convenience: one API for a signal, a file, many files, computed as in a run
+    #    (fusionkit.pipeline.featurize); a failure raises AudioError or EncodeError with the reason
     def process_signal(self, signal: np.ndarray, sampling_rate: int) -> np.ndarray:
-        from fusionkit.audio import to_mono_resampled
+        """Features of a signal at ``sampling_rate`` (resampled to :attr:`sample_rate`)."""
+        from fusionkit.pipeline.featurize import featurize
 
         self.load()
-        x = to_mono_resampled(signal, sampling_rate, self.sample_rate)
-        return self.select(self.encode_batch([x])[0])
+        (out,) = featurize(self, [signal], sampling_rate)
+        return out.unwrap()
 
     def process_file(self, path: str | Path) -> np.ndarray:
-        from fusionkit.audio import load_audio
-
-        self.load()
-        return self.select(self.encode_batch([load_audio(path, self.sample_rate)])[0])
+        """Features of an audio file (decoded at :attr:`sample_rate`)."""
+        return self.process_files([path])[0]
 
     def process_files(self, paths: Sequence[str | Path]) -> list[np.ndarray]:
-        return [self.process_file(p) for p in paths]
+        """Features of each file, in batches of :meth:`batch_size`; the first file that fails raises."""
+        from fusionkit.pipeline.featurize import featurize
 
-
-# ---------------------------------------------------------------- fusion heads
-
-Features = Union[np.ndarray, list]  # (N, D), (N, L, D), or a list of N (T_i, D) arrays
-
-
-class FusionHead(ABC):
-    """A classifier over one or more encoders' features, fitted once per fold.
-
-    ``X`` maps encoder name -> features for the same N clips (same order). ``y``
-    holds class indices into ``classes``. ``groups`` holds each clip's speaker,
-    so that a head that needs a validation set can draw it from other speakers.
-    """
-
-    name: ClassVar[str]
-    description: ClassVar[str] = ""
-    Options: ClassVar[type[Options]] = Options
-    requires: ClassVar[tuple[str, ...]] = ()
-    accepts_sequences: ClassVar[bool] = False
-
-    def __init__(self, options: Options, seed: int = 0):
-        self.options = options
-        self.seed = seed
-
-    @abstractmethod
-    def fit(
-        self,
-        X: dict[str, Features],
-        y: np.ndarray,
-        classes: list[str],
-        groups: np.ndarray | None = None,
-    ) -> None: ...
-
-    @abstractmethod
-    def predict_proba(self, X: dict[str, Features]) -> np.ndarray:
-        """(N, len(classes)) class probabilities."""
-
-    @abstractmethod
-    def save(self, directory: Path) -> None:
-        """Write the fitted head into ``directory`` (no pickle: safetensors, native formats, JSON)."""
-
-    @classmethod
-    @abstractmethod
-    def load(cls, directory: Path, options: Options, seed: int = 0) -> "FusionHead": ...
+        self.load()
+        paths = list(paths)
+        return [out.unwrap(str(paths[out.index])) for out in featurize(self, paths)]

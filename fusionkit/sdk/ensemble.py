@@ -1,5 +1,8 @@
 """Shared code of the late-fusion heads (``late-average``, ``stacking``): one base head per
-encoder, out-of-fold probabilities from speaker-grouped inner folds, saving the bases."""
+encoder, out-of-fold probabilities from speaker-grouped inner folds, saving the bases.
+
+Base heads see the classes of the late head's training fold only (its ``present_names``), so their
+probabilities have the same k columns as the late head's ``_predict_proba``."""
 
 from __future__ import annotations
 
@@ -9,15 +12,16 @@ from typing import Any
 
 import numpy as np
 
-from fusionkit.sdk.heads import inner_group_folds, read_config, write_config
-from fusionkit.sdk.base import FusionHead
+from fusionkit.sdk.heads import FusionHead, inner_group_folds
+
 
 def base_class(name: str) -> type[FusionHead]:
     from fusionkit.registry import registry
 
     cls = registry().get("fusion", name)
     if issubclass(cls, PerEncoderHead):
-        raise ValueError(f"base head '{name}' is itself a late-fusion head; choose a single-encoder head such as 'linear'")
+        raise ValueError(f"base head '{name}' is itself a late-fusion head; "
+                         "choose a single-encoder head such as 'linear'")
     return cls
 
 
@@ -75,59 +79,35 @@ def fit_bases(name: str, options: dict, X: dict, y, classes, groups, seed: int) 
 
 
 def base_probas(bases: dict[str, FusionHead], X: dict) -> dict[str, np.ndarray]:
-    missing = sorted(set(bases) - set(X))
-    if missing:
-        raise ValueError(f"late fusion head was fitted on encoders {sorted(bases)}; missing {missing}")
+    """Each base head's probabilities from its own encoder's features."""
     return {enc: head.predict_proba({enc: X[enc]}) for enc, head in bases.items()}
 
 
-def save_bases(directory: Path, bases: dict[str, FusionHead]) -> list[str]:
-    """Each base into ``directory/base<i>``; returns the encoder order used."""
-    order = sorted(bases)
-    for i, enc in enumerate(order):
+def save_bases(directory: Path, bases: dict[str, FusionHead]) -> None:
+    """Each base into ``directory/base<i>``, in sorted encoder order."""
+    for i, enc in enumerate(sorted(bases)):
         bases[enc].save(Path(directory) / f"base{i}")
-    return order
 
 
-def load_bases(directory: Path, name: str, options: dict, order: list[str], seed: int) -> dict[str, FusionHead]:
+def load_bases(directory: Path, name: str, order: list[str]) -> dict[str, FusionHead]:
     cls = base_class(name)
-    opts = cls.Options.model_validate(options)
-    return {enc: cls.load(Path(directory) / f"base{i}", opts, seed) for i, enc in enumerate(order)}
+    return {enc: cls.load(Path(directory) / f"base{i}") for i, enc in enumerate(order)}
 
 
 class PerEncoderHead(FusionHead):
     """Base of the late-fusion heads: one base head per encoder, saved in ``base<i>/`` next to a
-    config with the classes, encoder order and out-of-fold scores. Subclasses add their own state
-    through ``_save_extra`` and ``_load_extra``."""
+    head.json with the out-of-fold scores. Subclasses extend ``_state`` and ``_restore``."""
 
     accepts_sequences = True
+    arrays_file = None  # the base heads are saved in their own folders
 
-    def _save_extra(self, directory: Path) -> dict[str, Any]:
-        return {}
+    def _state(self, directory: Path):
+        save_bases(directory, self.bases)
+        return {"oof_uar": self.scores}, {}
 
-    def _load_extra(self, directory: Path, config: dict[str, Any]) -> None:
-        pass
-
-    def save(self, directory: Path) -> None:
-        directory = Path(directory)
-        order = save_bases(directory, self.bases)
-        write_config(directory, {
-            "plugin": self.name, "classes": self.classes, "encoders": order, "oof_uar": self.scores,
-            "options": self.options.model_dump(mode="json"), "seed": self.seed, **self._save_extra(directory),
-        })
-
-    @classmethod
-    def load(cls, directory: Path, options, seed: int = 0):
-        directory = Path(directory)
-        config = read_config(directory, cls.name)
-        saved = cls.Options.model_validate(config["options"])
-        head = cls(saved, seed)
-        head.classes = list(config["classes"])
-        head.encoders = list(config["encoders"])
-        head.scores = dict(config.get("oof_uar", {}))
-        head.bases = load_bases(directory, saved.base, saved.base_options, head.encoders, seed)
-        head._load_extra(directory, config)
-        return head
+    def _restore(self, config, arrays, directory: Path) -> None:
+        self.scores = dict(config.get("oof_uar", {}))
+        self.bases = load_bases(directory, self.options.base, self.encoders)
 
 
 def simplex_grid(n: int, step: float) -> np.ndarray:

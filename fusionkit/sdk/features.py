@@ -1,8 +1,13 @@
-"""Helpers for fusion heads: shaping encoders' features and class probabilities."""
+"""Helpers for fusion heads: the shapes of encoders' features and how they become one matrix."""
 
 from __future__ import annotations
 
+from typing import Union
+
 import numpy as np
+
+Features = Union[np.ndarray, list]
+"""One encoder's features for N clips: (N, D), (N, L, D), or a list of N (T_i, D) arrays."""
 
 
 def as_matrix(x) -> np.ndarray:
@@ -16,10 +21,3 @@ def as_matrix(x) -> np.ndarray:
 def concat_pooled(X: dict) -> np.ndarray:
     """Concatenate every encoder's features in a stable (sorted by name) order."""
     return np.concatenate([as_matrix(X[k]) for k in sorted(X)], axis=1)
-
-
-def full_proba(proba: np.ndarray, present: np.ndarray, n_classes: int) -> np.ndarray:
-    """Place probabilities over the classes seen in training into all classes' columns."""
-    out = np.zeros((proba.shape[0], n_classes), dtype=np.float64)
-    out[:, present] = proba
-    return out

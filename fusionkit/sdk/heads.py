@@ -1,5 +1,11 @@
-"""Shared code for fusion heads (numpy only; torch code lives in :mod:`fusionkit.sdk.training`).
+"""The fusion-head SDK: the head bases and the numpy helpers they share (torch code lives in
+:mod:`fusionkit.sdk.training`).
 
+* :class:`FusionHead` (classification) and :class:`RegressionHead`: a head implements ``_fit``,
+  ``_predict_proba`` (or ``_predict``), ``_state`` and ``_restore``; the base keeps the classes (only
+  those present in the training fold reach the head, as indices 0..k-1), the encoder order, the
+  full-width probabilities, and ``save``/``load`` of ``head.json`` (plugin, classes, encoders,
+  options, seed) and of the head's arrays.
 * :class:`Standardizer`: per-encoder mean/std fitted on the training fold only.
 * :func:`pooled_blocks`: every encoder's features as an (N, D) block, in a stable order.
 * :func:`validation_split`: a validation set drawn from the training fold's *speakers*.
@@ -11,12 +17,14 @@
 from __future__ import annotations
 
 import json
+from abc import ABC, abstractmethod
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 import numpy as np
 
-from fusionkit.sdk.features import as_matrix
+from fusionkit.sdk.features import Features, as_matrix
+from fusionkit.sdk.options import Options
 
 CONFIG = "head.json"
 ARRAYS = "arrays.safetensors"
@@ -24,6 +32,17 @@ ARRAYS = "arrays.safetensors"
 
 class HeadFileError(ValueError):
     """A saved head that cannot be read back; the message names the file and the reason."""
+
+
+class Saved(dict):
+    """What was read from a saved head's file: a missing entry is a :class:`HeadFileError` naming it."""
+
+    def __init__(self, values: dict, path: Path, what: str):
+        super().__init__(values)
+        self.path, self.what = path, what
+
+    def __missing__(self, key: str):
+        raise HeadFileError(f"{self.path}: {self.what} '{key}' missing (saved by another version of the head?)")
 
 
 # ---------------------------------------------------------------- shapes
@@ -34,10 +53,6 @@ def encoder_names(X: dict) -> list[str]:
     if not X:
         raise ValueError("fusion head: no encoder features were given")
     return sorted(X)
-
-
-def n_rows(x) -> int:
-    return len(x)
 
 
 def pooled_blocks(X: dict, names: list[str] | None = None) -> list[np.ndarray]:
@@ -67,7 +82,7 @@ class Standardizer:
         self.mean = mean
         self.scale = scale
 
-    def fit(self, x: np.ndarray) -> "Standardizer":
+    def fit(self, x: np.ndarray) -> Standardizer:
         """``x``: (N, D) or stacked frames (M, D)."""
         x = np.asarray(x, dtype=np.float64)
         self.mean = x.mean(axis=0)
@@ -85,7 +100,7 @@ class Standardizer:
         return {f"{prefix}.mean": self.mean, f"{prefix}.scale": self.scale}
 
     @classmethod
-    def from_arrays(cls, arrays: dict[str, np.ndarray], prefix: str) -> "Standardizer":
+    def from_arrays(cls, arrays: dict[str, np.ndarray], prefix: str) -> Standardizer:
         return cls(arrays[f"{prefix}.mean"], arrays[f"{prefix}.scale"])
 
 
@@ -136,7 +151,9 @@ def validation_split(
     return np.sort(tr), np.sort(va)
 
 
-def inner_group_folds(y: np.ndarray, groups: np.ndarray | None, k: int, seed: int) -> list[tuple[np.ndarray, np.ndarray]]:
+def inner_group_folds(
+    y: np.ndarray, groups: np.ndarray | None, k: int, seed: int
+) -> list[tuple[np.ndarray, np.ndarray]]:
     """Speaker-grouped inner folds (GroupKFold); stratified clip folds when there are no groups."""
     idx = np.arange(len(y))
     if groups is not None and len(set(groups.tolist())) >= 2:
@@ -188,7 +205,7 @@ def load_arrays(directory: Path, filename: str = ARRAYS) -> dict[str, np.ndarray
     if not path.exists():
         raise HeadFileError(f"{path}: missing (was the head saved into this folder?)")
     try:
-        return load_file(str(path))
+        return Saved(load_file(str(path)), path, "array")
     except Exception as exc:  # noqa: BLE001
         raise HeadFileError(f"{path}: not a readable safetensors file ({exc})") from None
 
@@ -200,7 +217,7 @@ def write_config(directory: Path, config: dict[str, Any], filename: str = CONFIG
     atomic_write_text(Path(directory) / filename, json.dumps(config, indent=2, sort_keys=True))
 
 
-def read_config(directory: Path, plugin: str, filename: str = CONFIG) -> dict[str, Any]:
+def read_config(directory: Path, plugin: str, filename: str = CONFIG) -> Saved:
     path = Path(directory) / filename
     if not path.exists():
         raise HeadFileError(f"{path}: missing (was the head saved into this folder?)")
@@ -208,6 +225,186 @@ def read_config(directory: Path, plugin: str, filename: str = CONFIG) -> dict[st
         config = json.loads(path.read_text(encoding="utf-8"))
     except json.JSONDecodeError as exc:
         raise HeadFileError(f"{path}: not valid JSON ({exc.msg} at line {exc.lineno})") from None
+    if not isinstance(config, dict):
+        raise HeadFileError(f"{path}: not a JSON object")
     if config.get("plugin") != plugin:
         raise HeadFileError(f"{path}: plugin: saved by '{config.get('plugin')}', cannot be loaded as '{plugin}'")
-    return config
+    return Saved(config, path, "entry")
+
+
+# ---------------------------------------------------------------- the head bases
+
+
+class Head(ABC):
+    """What every fusion head shares: options, seed, the encoders it was fitted on, and its saved form.
+
+    ``save(directory)`` writes ``head.json`` (plugin, encoders, options, seed and what :meth:`_state`
+    adds) and the arrays of :meth:`_state` into :attr:`arrays_file`; ``load(directory)`` rebuilds the
+    head from that folder alone, with the options and seed it was saved with. A head without
+    safetensors arrays (a model in its library's own format) sets ``arrays_file = None``.
+    """
+
+    name: ClassVar[str]
+    task: ClassVar[str]
+    modality: ClassVar[str] = "any"  # fuses encoders of any modality
+    description: ClassVar[str] = ""
+    Options: ClassVar[type[Options]] = Options
+    requires: ClassVar[tuple[str, ...]] = ()
+    accepts_sequences: ClassVar[bool] = False
+    arrays_file: ClassVar[str | None] = ARRAYS
+
+    def __init__(self, options: Options, seed: int = 0):
+        self.options = options
+        self.seed = seed
+        self.encoders: list[str] | None = None  # sorted names, set by fit (None: a head saved without them)
+
+    # -- what a head implements
+    def _state(self, directory: Path) -> tuple[dict[str, Any], dict[str, np.ndarray]]:
+        """The fitted state: entries added to head.json, and named arrays. A head whose model is
+        saved in its library's own format writes it into ``directory`` here."""
+        return {}, {}
+
+    def _restore(self, config: Saved, arrays: Saved | dict, directory: Path) -> None:
+        """Rebuild the fitted state from what :meth:`_state` saved (``config`` holds head.json)."""
+
+    def _fitted(self) -> bool:
+        """Whether there is a fitted state to save and restore."""
+        return True
+
+    # -- shared
+    def _check_encoders(self, X: dict[str, Features]) -> int:
+        """The number of clips in ``X``, after checking that its encoders are those of training."""
+        names = encoder_names(X)
+        if self.encoders is not None:
+            check_names(X, self.encoders)
+        return len(X[names[0]])
+
+    def _config(self) -> dict[str, Any]:
+        return {"plugin": self.name, "encoders": self.encoders, "options": self.options.model_dump(mode="json"),
+                "seed": self.seed}
+
+    def _read(self, config: Saved) -> None:
+        """Restore what the base saved (a missing optional entry gets the value older versions implied)."""
+        self.encoders = None if config.get("encoders") is None else list(config["encoders"])
+
+    def save(self, directory: Path) -> None:
+        """Write the fitted head into ``directory`` (no pickle: safetensors, native formats, JSON)."""
+        directory = Path(directory)
+        directory.mkdir(parents=True, exist_ok=True)
+        extra, arrays = self._state(directory) if self._fitted() else ({}, {})
+        if arrays and not self.arrays_file:
+            raise TypeError(f"{type(self).__name__}: _state returned arrays but arrays_file is None")
+        write_config(directory, {**self._config(), **extra})
+        if arrays:
+            save_arrays(directory, arrays, self.arrays_file)
+
+    @classmethod
+    def load(cls, directory: Path) -> Head:
+        """The head saved in ``directory``, with the options and seed it was saved with."""
+        directory = Path(directory)
+        config = read_config(directory, cls.name)
+        head = cls(saved_options(cls, config), int(config.get("seed", 0)))
+        head._read(config)
+        if head._fitted():
+            arrays = load_arrays(directory, cls.arrays_file) if cls.arrays_file else {}
+            head._restore(config, arrays, directory)
+        return head
+
+
+def saved_options(cls: type[Head], config: Saved) -> Options:
+    """The options a head was saved with (defaults where head.json has none)."""
+    from pydantic import ValidationError
+
+    try:
+        return cls.Options.model_validate(config.get("options") or {})
+    except ValidationError as exc:
+        err = exc.errors()[0]
+        where = ".".join(str(p) for p in err["loc"]) or "(options)"
+        raise HeadFileError(f"{config.path}: options.{where}: not valid for {cls.name} ({err['msg']})") from None
+
+
+class FusionHead(Head):
+    """A classifier over one or more encoders' features, fitted once per fold.
+
+    ``X`` maps encoder name -> features for the same N clips (same order). ``y`` holds class indices
+    into ``classes``; ``groups`` each clip's speaker, so that a head that needs a validation set can
+    draw it from other speakers. The base keeps :attr:`present` (the classes of the training fold);
+    the head sees only those, as indices 0..k-1 (``_fit``), and returns probabilities over them
+    (``_predict_proba``); absent classes get probability 0. A one-class fold predicts that class.
+    """
+
+    task: ClassVar[str] = "classification"
+
+    @abstractmethod
+    def _fit(self, X: dict[str, Features], y: np.ndarray, groups: np.ndarray | None) -> None:
+        """Fit on ``y`` in 0..k-1 (indices into :attr:`present`, k >= 2)."""
+
+    @abstractmethod
+    def _predict_proba(self, X: dict[str, Features]) -> np.ndarray:
+        """(N, k) probabilities over the present classes."""
+
+    @property
+    def present_names(self) -> list[str]:
+        """Names of the classes present in the training fold, in the order of ``_fit``'s indices."""
+        return [self.classes[i] for i in self.present]
+
+    def _fitted(self) -> bool:
+        return len(self.present) > 1
+
+    def fit(self, X: dict[str, Features], y: np.ndarray, classes: list[str], groups: np.ndarray | None = None) -> None:
+        y = np.asarray(y)
+        self.classes = list(classes)
+        self.present = present_classes(y, len(self.classes))
+        self.encoders = encoder_names(X)
+        if self._fitted():
+            index = np.full(len(self.classes), -1)
+            index[self.present] = np.arange(len(self.present))
+            self._fit(X, index[y], None if groups is None else np.asarray(groups))
+
+    def predict_proba(self, X: dict[str, Features]) -> np.ndarray:
+        """(N, len(classes)) class probabilities."""
+        n = self._check_encoders(X)
+        out = np.zeros((n, len(self.classes)))
+        out[:, self.present] = self._predict_proba(X) if self._fitted() else 1.0
+        return out
+
+    def _config(self) -> dict[str, Any]:
+        return {**super()._config(), "classes": self.classes, "present": self.present.tolist()}
+
+    def _read(self, config: Saved) -> None:
+        super()._read(config)
+        self.classes = list(config["classes"])
+        self.present = np.asarray(config.get("present", range(len(self.classes))), dtype=np.int64)
+
+
+class RegressionHead(Head):
+    """A regressor over one or more encoders' features, fitted once per fold: ``Y`` is (N, T) float
+    for the recipe's T targets (``task: {kind: regression, targets: [...]}``)."""
+
+    task: ClassVar[str] = "regression"
+
+    @abstractmethod
+    def _fit(self, X: dict[str, Features], Y: np.ndarray, groups: np.ndarray | None) -> None:
+        """Fit on ``Y`` (N, T) float64."""
+
+    @abstractmethod
+    def _predict(self, X: dict[str, Features]) -> np.ndarray:
+        """(N, T) predictions."""
+
+    def fit(self, X: dict[str, Features], Y: np.ndarray, targets: list[str], groups: np.ndarray | None = None) -> None:
+        self.targets = list(targets)
+        self.encoders = encoder_names(X)
+        Y = np.asarray(Y, dtype=np.float64).reshape(len(X[self.encoders[0]]), len(self.targets))
+        self._fit(X, Y, None if groups is None else np.asarray(groups))
+
+    def predict(self, X: dict[str, Features]) -> np.ndarray:
+        """(N, len(targets)) predictions."""
+        self._check_encoders(X)
+        return self._predict(X)
+
+    def _config(self) -> dict[str, Any]:
+        return {**super()._config(), "task": self.task, "targets": self.targets}
+
+    def _read(self, config: Saved) -> None:
+        super()._read(config)
+        self.targets = list(config["targets"])

@@ -51,7 +51,8 @@ def layer_indices(layers: Any, n_layers: int) -> list[int]:
     for i in chosen:
         j = i + n_layers if i < 0 else i
         if not 0 <= j < n_layers:
-            raise LayerError(f"layers: {i} is out of range; this model has layers 0..{n_layers - 1} (or -{n_layers}..-1)")
+            raise LayerError(f"layers: {i} is out of range; "
+                             f"this model has layers 0..{n_layers - 1} (or -{n_layers}..-1)")
         out.append(j)
     return out
 
@@ -143,7 +144,9 @@ def select_layers(arrays: dict[str, np.ndarray], layers: Any, pooling: str) -> n
     return out[0] if isinstance(layers, int) else out
 
 
-def sequences_for(hidden_states: Sequence[Any], lengths: Sequence[int], layers: Sequence[int]) -> list[dict[str, np.ndarray]]:
+def sequences_for(
+    hidden_states: Sequence[Any], lengths: Sequence[int], layers: Sequence[int]
+) -> list[dict[str, np.ndarray]]:
     """Each item's real frames (T_b, D) of the given layers, keyed by :func:`sequence_key`."""
     out = []
     for b, n in enumerate(lengths):

@@ -1,6 +1,7 @@
 """Base class of the torch fusion heads (``concat-ffn``, ``self-attention``, ``cross-attention``,
-``transformer``). This module does not import torch; :mod:`fusionkit.sdk.training` does, and is
-imported inside methods only.
+``transformer``, or a third party's): a subclass supplies its network through :meth:`NeuralHead.network`;
+this base shapes the inputs, trains with :func:`fusionkit.sdk.training.train`, and saves the weights.
+This module does not import torch; :mod:`fusionkit.sdk.training` does, and is imported inside methods only.
 
 Every encoder's features become one :class:`Block`:
 
@@ -17,18 +18,19 @@ training fold (``groups``); class weights counter imbalance; everything is seede
 
 from __future__ import annotations
 
+from abc import abstractmethod
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, ClassVar, Literal
+from typing import TYPE_CHECKING, Any, ClassVar, Literal
 
 import numpy as np
 from pydantic import Field
 
-from fusionkit.sdk.heads import (
-    HeadFileError, Standardizer, check_names, encoder_names, load_arrays, present_classes, read_config,
-    save_arrays, write_config,
-)
-from fusionkit.sdk.base import FusionHead, Options
+from fusionkit.sdk.heads import FusionHead, Standardizer
+from fusionkit.sdk.options import Options
+
+if TYPE_CHECKING:
+    from torch import nn
 
 
 class NeuralOptions(Options):
@@ -40,14 +42,18 @@ class NeuralOptions(Options):
     epochs: int = Field(150, ge=1, description="maximum training epochs")
     patience: int = Field(15, ge=1, description="stop after this many epochs without a better validation UAR")
     batch_size: int = Field(64, ge=2)
-    val_fraction: float = Field(0.2, gt=0, lt=1, description="share of the training speakers held out for early stopping")
+    val_fraction: float = Field(0.2, gt=0, lt=1,
+                                description="share of the training speakers held out for early stopping")
     class_weight: bool = Field(True, description="weight the loss inversely to class frequency")
-    refit: bool = Field(True, description="after early stopping, retrain on the whole training fold (validation speakers "
-                                          "included) for the best number of epochs")
+    refit: bool = Field(True, description="after early stopping, retrain on the whole training fold (validation "
+                                          "speakers included) for the best number of epochs")
     layers: Literal["weighted", "sequence"] = Field(
-        "weighted", description="(N, L, D) inputs: learned softmax-weighted sum of layers, or the layers as a token sequence")
-    max_frames: int = Field(64, ge=1, description="sequences longer than this are average-pooled in time to this length")
-    threads: int | None = Field(1, ge=1, description="torch CPU threads while fitting and predicting (null: torch's default); one is fastest for these small networks")
+        "weighted", description="(N, L, D) inputs: learned softmax-weighted sum of layers, or the layers as a token "
+                                "sequence")
+    max_frames: int = Field(64, ge=1,
+                            description="sequences longer than this are average-pooled in time to this length")
+    threads: int | None = Field(1, ge=1, description="torch CPU threads while fitting and predicting (null: torch's "
+                                                     "default); one is fastest for these small networks")
 
 
 @dataclass
@@ -100,12 +106,22 @@ def pad(seqs: list[np.ndarray], dim: int) -> tuple[np.ndarray, np.ndarray]:
 
 
 class NeuralHead(FusionHead):
-    """Shared fit/predict/save/load of the torch heads; subclasses say which network to build."""
+    """Shared fit/predict/save/load of the torch heads; a subclass supplies its network.
+
+    :meth:`network` gets one spec per encoder (``name``, ``kind``, ``dim``, ``n_layers``) and returns
+    a module whose ``forward(xs, masks)`` takes one tensor per encoder (with a mask, or None) and
+    returns logits; it may read ``self.options``. Modules built from
+    :class:`fusionkit.sdk.training.EncoderInput` kept in an attribute ``inputs`` get their learned
+    layer weights reported in ``history["layer_weights"]``.
+    """
 
     Options = NeuralOptions
     requires: ClassVar[tuple[str, ...]] = ("torch", "sklearn")
     accepts_sequences = True
-    network: ClassVar[str] = ""  # a name known to fusionkit.sdk.training.build_network
+
+    @abstractmethod
+    def network(self, specs: list[dict[str, Any]], n_classes: int) -> nn.Module:
+        """A fresh, untrained network (import torch and the module that defines it here)."""
 
     # -- inputs
     def _fit_scalers(self, X: dict) -> None:
@@ -120,12 +136,12 @@ class NeuralHead(FusionHead):
                 self.scalers[name] = Standardizer().fit(frames)
             elif kind == "layers":
                 arr = np.asarray(x, dtype=np.float64)
-                self.scalers[name] = Standardizer(arr.mean(axis=0), np.where(arr.std(axis=0) > 1e-8, arr.std(axis=0), 1.0))
+                std = arr.std(axis=0)
+                self.scalers[name] = Standardizer(arr.mean(axis=0), np.where(std > 1e-8, std, 1.0))
             else:
                 self.scalers[name] = Standardizer().fit(np.asarray(x, dtype=np.float64))
 
     def blocks(self, X: dict) -> list[Block]:
-        check_names(X, self.encoders)
         out = []
         for name in self.encoders:
             x, kind, scaler = X[name], self.kinds[name], self.scalers[name]
@@ -133,7 +149,8 @@ class NeuralHead(FusionHead):
                 raise ValueError(f"encoder '{name}': fitted on {kind} features, got {_kind(x)}")
             width = scaler.mean.shape[-1]
             if kind == "sequence":
-                seqs = [scaler.transform(shrink(s, self.options.max_frames)) if len(s) else np.zeros((0, width)) for s in x]
+                seqs = [scaler.transform(shrink(s, self.options.max_frames)) if len(s) else np.zeros((0, width))
+                        for s in x]
                 if any(s.shape[-1] != width for s in seqs):
                     raise ValueError(f"encoder '{name}': fitted on {width}-dimensional frames, got another width")
                 data, mask = pad(seqs, width)
@@ -141,7 +158,8 @@ class NeuralHead(FusionHead):
                 continue
             arr = np.asarray(x, dtype=np.float64)
             if arr.shape[1:] != scaler.mean.shape:
-                raise ValueError(f"encoder '{name}': fitted on features of shape {scaler.mean.shape}, got {arr.shape[1:]}")
+                raise ValueError(f"encoder '{name}': fitted on features of shape {scaler.mean.shape}, "
+                                 f"got {arr.shape[1:]}")
             data = scaler.transform(arr).astype(np.float32)
             out.append(Block(name, kind, width, arr.shape[1] if kind == "layers" else 1, data))
         return out
@@ -155,75 +173,36 @@ class NeuralHead(FusionHead):
                         "n_layers": int(mean.shape[0]) if kind == "layers" else 1})
         return out
 
-    def network_options(self) -> dict[str, Any]:
-        """Extra keyword arguments for the network (subclasses add theirs)."""
-        return {}
+    def _build(self) -> nn.Module:
+        return self.network(self.specs(), len(self.present))
 
-    def _build(self):
-        from fusionkit.sdk.training import build_network
-
-        o = self.options
-        return build_network(self.network, self.specs(), len(self.present), width=o.width, dropout=o.dropout,
-                             input_dropout=o.input_dropout, layers=o.layers, **self.network_options())
-
-    # -- FusionHead
-    def fit(self, X, y, classes, groups=None):
+    # -- FusionHead hooks
+    def _fit(self, X, y, groups):
         from fusionkit.sdk.training import train
 
-        y = np.asarray(y)
-        self.classes = list(classes)
-        self.present = present_classes(y, len(self.classes))
-        self.encoders = encoder_names(X)
         self._fit_scalers(X)
-        remap = np.full(len(self.classes), -1)
-        remap[self.present] = np.arange(len(self.present))
-        blocks = self.blocks(X)
-        self.model, self.history = train(self._build, blocks, remap[y], None if groups is None else np.asarray(groups),
-                                         self.options, self.seed)
+        self.model, self.history = train(self._build, self.blocks(X), y, groups, self.options, self.seed)
 
-    def predict_proba(self, X):
+    def _predict_proba(self, X):
         from fusionkit.sdk.training import predict
 
-        p = predict(self.model, self.blocks(X), self.options)
-        out = np.zeros((p.shape[0], len(self.classes)))
-        out[:, self.present] = p
-        return out
+        return predict(self.model, self.blocks(X), self.options)
 
-    def save(self, directory: Path) -> None:
+    def _state(self, directory: Path):
         from fusionkit.sdk.training import state_arrays
 
-        directory = Path(directory)
         arrays = {f"model.{k}": v for k, v in state_arrays(self.model).items()}
         for name in self.encoders:
             arrays.update(self.scalers[name].arrays(f"scaler.{name}"))
-        write_config(directory, {
-            "plugin": self.name, "classes": self.classes, "present": self.present.tolist(),
-            "encoders": self.encoders, "kinds": self.kinds, "specs": self.specs(),
-            "options": self.options.model_dump(mode="json"), "seed": self.seed,
-            "network": self.network, "network_options": self.network_options(), "history": self.history,
-        })
-        save_arrays(directory, arrays)
+        return {"kinds": self.kinds, "specs": self.specs(), "history": self.history}, arrays
 
-    @classmethod
-    def load(cls, directory: Path, options, seed: int = 0):
+    def _restore(self, config, arrays, directory: Path) -> None:
         from fusionkit.sdk.training import load_state
 
-        directory = Path(directory)
-        config = read_config(directory, cls.name)
-        arrays = load_arrays(directory)
-        # the network and the input shaping must be those of training, whatever ``options`` says
-        try:
-            saved = cls.Options.model_validate(config["options"])
-        except Exception as exc:  # noqa: BLE001
-            raise HeadFileError(f"{directory / 'head.json'}: options: not valid for {cls.name} ({exc})") from None
-        head = cls(saved, seed)
-        head.classes = list(config["classes"])
-        head.present = np.asarray(config["present"], dtype=np.int64)
-        head.encoders = list(config["encoders"])
-        head.kinds = dict(config["kinds"])
-        head.scalers = {n: Standardizer.from_arrays(arrays, f"scaler.{n}") for n in head.encoders}
-        head.history = config.get("history", {})
-        head.model = head._build()
-        load_state(head.model, {k[len("model."):]: v for k, v in arrays.items() if k.startswith("model.")},
-                   directory / "arrays.safetensors")
-        return head
+        # the network and the input shaping are those of training (the saved options)
+        self.kinds = dict(config["kinds"])
+        self.scalers = {n: Standardizer.from_arrays(arrays, f"scaler.{n}") for n in self.encoders}
+        self.history = config.get("history", {})
+        self.model = self._build()
+        load_state(self.model, {k[len("model."):]: v for k, v in arrays.items() if k.startswith("model.")},
+                   directory / self.arrays_file)

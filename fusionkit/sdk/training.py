@@ -1,5 +1,8 @@
-"""Torch side of the neural fusion heads: networks, a seeded training loop with speaker-held-out
-early stopping, prediction and safetensors state I/O. Imported lazily (inside methods) only."""
+"""Torch side of the neural fusion heads: the building blocks of their networks (:class:`EncoderInput`,
+:func:`masked_mean`, :class:`Projector`, :class:`CrossBlock`), a seeded training loop with
+speaker-held-out early stopping, prediction and safetensors state I/O. The networks themselves live
+beside their heads (a :class:`~fusionkit.sdk.neural.NeuralHead` supplies its own). Imported lazily
+(inside methods, or by the modules that define networks) only."""
 
 from __future__ import annotations
 
@@ -7,7 +10,7 @@ import copy
 import math
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any, Callable
+from typing import Callable
 
 import numpy as np
 import torch
@@ -68,47 +71,6 @@ class Projector(nn.Module):
         return self.norm(self.proj(tokens)) + self.modality
 
 
-# ---------------------------------------------------------------- networks
-
-
-class ConcatFFN(nn.Module):
-    """Pooled (or layer-weighted) vectors of every encoder, concatenated, then an MLP."""
-
-    def __init__(self, specs, n_classes, width, dropout, input_dropout, layers, depth: int = 1):
-        super().__init__()
-        self.inputs = nn.ModuleList(EncoderInput(s, input_dropout, layers) for s in specs)
-        dims = sum(s["dim"] for s in specs)
-        hidden: list[nn.Module] = []
-        for i in range(depth):
-            hidden += [nn.Linear(dims if i == 0 else width, width), nn.GELU(), nn.Dropout(dropout)]
-        self.mlp = nn.Sequential(*hidden, nn.Linear(width, n_classes))
-
-    def forward(self, xs, masks):
-        pooled = [masked_mean(*inp(x, m)) for inp, x, m in zip(self.inputs, xs, masks)]
-        return self.mlp(torch.cat(pooled, dim=1))
-
-
-class SelfAttentionFusion(nn.Module):
-    """One token per encoder (projected to ``width``), multi-head scaled dot-product attention
-    across the tokens, then a classifier on the concatenated attended tokens."""
-
-    def __init__(self, specs, n_classes, width, dropout, input_dropout, layers, heads: int = 4):
-        super().__init__()
-        self.inputs = nn.ModuleList(EncoderInput(s, input_dropout, layers) for s in specs)
-        self.proj = nn.ModuleList(Projector(s["dim"], width) for s in specs)
-        self.attn = nn.MultiheadAttention(width, heads, dropout=dropout, batch_first=True)
-        self.norm = nn.LayerNorm(width)
-        self.ffn = nn.Sequential(nn.Linear(width, 2 * width), nn.GELU(), nn.Dropout(dropout), nn.Linear(2 * width, width))
-        self.norm2 = nn.LayerNorm(width)
-        self.out = nn.Sequential(nn.Dropout(dropout), nn.Linear(width * len(specs), n_classes))
-
-    def forward(self, xs, masks):
-        tokens = torch.stack([p(masked_mean(*inp(x, m))) for inp, p, x, m in zip(self.inputs, self.proj, xs, masks)], dim=1)
-        h = self.norm(tokens + self.attn(tokens, tokens, tokens, need_weights=False)[0])
-        h = self.norm2(h + self.ffn(h))
-        return self.out(h.flatten(1))
-
-
 class CrossBlock(nn.Module):
     """Queries from one encoder attend to keys/values from the others (MulT-style), + FFN."""
 
@@ -116,81 +78,13 @@ class CrossBlock(nn.Module):
         super().__init__()
         self.attn = nn.MultiheadAttention(width, heads, dropout=dropout, batch_first=True)
         self.norm = nn.LayerNorm(width)
-        self.ffn = nn.Sequential(nn.Linear(width, 2 * width), nn.GELU(), nn.Dropout(dropout), nn.Linear(2 * width, width))
+        self.ffn = nn.Sequential(nn.Linear(width, 2 * width), nn.GELU(), nn.Dropout(dropout),
+                                 nn.Linear(2 * width, width))
         self.norm2 = nn.LayerNorm(width)
 
     def forward(self, q, kv, kv_mask):
         h = self.norm(q + self.attn(q, kv, kv, key_padding_mask=~kv_mask, need_weights=False)[0])
         return self.norm2(h + self.ffn(h))
-
-
-class CrossAttentionFusion(nn.Module):
-    """Each encoder's token sequence attends to the other encoders' tokens; each attended
-    sequence is mean-pooled over its frames; the pooled vectors are concatenated and classified.
-    With a single encoder, it attends to itself."""
-
-    def __init__(self, specs, n_classes, width, dropout, input_dropout, layers, heads: int = 4):
-        super().__init__()
-        self.inputs = nn.ModuleList(EncoderInput(s, input_dropout, layers) for s in specs)
-        self.proj = nn.ModuleList(Projector(s["dim"], width) for s in specs)
-        self.cross = nn.ModuleList(CrossBlock(width, heads, dropout) for _ in specs)
-        self.out = nn.Sequential(nn.Dropout(dropout), nn.Linear(width * len(specs), n_classes))
-
-    def forward(self, xs, masks):
-        toks, ms = [], []
-        for inp, p, x, m in zip(self.inputs, self.proj, xs, masks):
-            t, mm = inp(x, m)
-            toks.append(p(t))
-            ms.append(mm)
-        pooled = []
-        for i, block in enumerate(self.cross):
-            others = [j for j in range(len(toks)) if j != i] or [i]
-            kv = torch.cat([toks[j] for j in others], dim=1)
-            kv_mask = torch.cat([ms[j] for j in others], dim=1)
-            pooled.append(masked_mean(block(toks[i], kv, kv_mask), ms[i]))
-        return self.out(torch.cat(pooled, dim=1))
-
-
-class TransformerFusion(nn.Module):
-    """A small pre-norm transformer encoder over a [CLS] token and every encoder's tokens, each
-    projected to ``width`` with a learned modality embedding; the [CLS] output is classified."""
-
-    def __init__(self, specs, n_classes, width, dropout, input_dropout, layers, heads: int = 4, depth: int = 2):
-        super().__init__()
-        self.inputs = nn.ModuleList(EncoderInput(s, input_dropout, layers) for s in specs)
-        self.proj = nn.ModuleList(Projector(s["dim"], width) for s in specs)
-        self.cls = nn.Parameter(torch.zeros(1, 1, width))
-        layer = nn.TransformerEncoderLayer(width, heads, dim_feedforward=2 * width, dropout=dropout,
-                                           activation="gelu", batch_first=True, norm_first=True)
-        self.encoder = nn.TransformerEncoder(layer, depth, enable_nested_tensor=False)
-        self.norm = nn.LayerNorm(width)
-        self.out = nn.Linear(width, n_classes)
-
-    def forward(self, xs, masks):
-        toks, ms = [], []
-        for inp, p, x, m in zip(self.inputs, self.proj, xs, masks):
-            t, mm = inp(x, m)
-            toks.append(p(t))
-            ms.append(mm)
-        n = toks[0].shape[0]
-        tokens = torch.cat([self.cls.expand(n, -1, -1), *toks], dim=1)
-        mask = torch.cat([torch.ones(n, 1, dtype=torch.bool, device=tokens.device), *ms], dim=1)
-        h = self.encoder(tokens, src_key_padding_mask=~mask)
-        return self.out(self.norm(h[:, 0]))
-
-
-NETWORKS: dict[str, Callable[..., nn.Module]] = {
-    "concat-ffn": ConcatFFN,
-    "self-attention": SelfAttentionFusion,
-    "cross-attention": CrossAttentionFusion,
-    "transformer": TransformerFusion,
-}
-
-
-def build_network(kind: str, specs: list[dict], n_classes: int, **kwargs: Any) -> nn.Module:
-    if kind not in NETWORKS:
-        raise ValueError(f"unknown network '{kind}' (known: {', '.join(NETWORKS)})")
-    return NETWORKS[kind](specs, n_classes, **kwargs)
 
 
 # ---------------------------------------------------------------- data
