@@ -9,11 +9,14 @@ __version__ = "0.1.0"
 __all__ = ["load", "__version__"]
 
 
-def load(bundle: str):
-    """Load an exported model bundle for prediction (see ``fusionkit export``)."""
+def load(bundle: str, trust_remote_code: bool = False):
+    """Load an exported model bundle for prediction (see ``fusionkit export``).
+
+    A bundle whose recipe asks for ``trust_remote_code`` is refused unless ``trust_remote_code=True`` is passed.
+    """
     from fusionkit.bundle import Bundle
 
-    return Bundle.load(bundle)
+    return Bundle.load(bundle, trust_remote_code=trust_remote_code)
 
 
 def __getattr__(name: str):

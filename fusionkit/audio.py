@@ -18,8 +18,32 @@ class AudioError(Exception):
     """An unreadable clip; the message is the reason, fit for one line."""
 
 
+def as_float_signal(signal) -> np.ndarray:
+    """Samples as float32 in [-1, 1]: floats as they are, integer PCM scaled by its type's range
+    (int16 by 32768, int32 by 2**31, uint8 centred on 128); anything else raises :class:`AudioError`."""
+    x = np.asarray(signal)
+    if x.dtype.kind == "f":
+        return x.astype(np.float32, copy=False)
+    if x.dtype.kind in "iu":
+        info = np.iinfo(x.dtype)
+        half = (int(info.max) + 1) / 2 if x.dtype.kind == "u" else 0.0
+        scale = (int(info.max) + 1) / 2 if x.dtype.kind == "u" else -float(info.min)
+        return ((x.astype(np.float64) - half) / scale).astype(np.float32)
+    raise AudioError(f"expected audio samples as floats or integer PCM, got an array of {x.dtype}")
+
+
+def signal_rate(sampling_rate) -> int:
+    """The rate of a signal array, checked: a positive whole number of Hz (there is no default)."""
+    if sampling_rate is None:
+        raise ValueError("sampling_rate: required with a signal array (the rate it was recorded at, in Hz)")
+    if isinstance(sampling_rate, bool) or not isinstance(sampling_rate, (int, np.integer)) or sampling_rate <= 0:
+        raise ValueError(f"sampling_rate: expected a positive whole number of Hz, got {sampling_rate!r}")
+    return int(sampling_rate)
+
+
 def to_mono_resampled(signal: np.ndarray, sr: int, target_sr: int) -> np.ndarray:
-    x = np.asarray(signal, dtype=np.float32)
+    """Mono float32 at ``target_sr`` (integer PCM scaled to [-1, 1]); :class:`AudioError` with the reason otherwise."""
+    x = as_float_signal(signal)
     if x.ndim == 2:
         # soundfile gives (frames, channels); accept (channels, frames) for short channel counts too
         x = x.mean(axis=1) if x.shape[1] <= x.shape[0] else x.mean(axis=0)

@@ -1,25 +1,22 @@
 """Model bundles: ``fusionkit export`` writes one, ``fusionkit predict`` and ``fusionkit.load`` use it.
 
 A bundle is a folder: ``recipe.yaml`` (resolved), ``encoders.json`` (plugin, options, identity),
-``head/`` (the fusion head in its own pickle-free format), ``labels.json`` and ``manifest.json``
-(versions and a content hash of every file).
+``head/`` (the fusion head in its own pickle-free format), ``labels.json``, ``models/`` (the local model
+folders the recipe names, copied and named relative to the bundle) and ``manifest.json`` (versions and a
+content hash of every file). Loading needs nothing else: not the corpus, the run folder or the dataset plugin.
 """
 
 from __future__ import annotations
 
-import csv
 import hashlib
-import io
 import json
 import logging
+import os
 import platform
-import sys
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Iterator
-
-import click
 
 log = logging.getLogger("fusionkit")
 BUNDLE_FORMAT = 1
@@ -37,8 +34,12 @@ def export(run_dir: Path, bundle_dir: Path, fold: str = "all") -> Path:
     """
     import shutil
 
+    import yaml
+
     from fusionkit.recipe import load_recipe, plugin_options
-    from fusionkit.pipeline.run import build_encoders, fold_inputs, fold_tag, prepare
+    from fusionkit.pipeline.encode import build_encoders
+    from fusionkit.pipeline.folds import fold_inputs, fold_tag
+    from fusionkit.pipeline.run import prepare
 
     import numpy as np
 
@@ -49,10 +50,9 @@ def export(run_dir: Path, bundle_dir: Path, fold: str = "all") -> Path:
                          "which a bundle cannot know for new recordings; export a run with normalize: none")
     regression = recipe.task.kind == "regression"
     outputs = list(recipe.task.targets) if regression else metrics["classes"]
-    bundle_dir.mkdir(parents=True, exist_ok=True)
+    chosen = None if fold == "all" else pick_fold(metrics, fold, regression)
+    prepare_target(bundle_dir)
     head_dir = bundle_dir / "head"
-    if head_dir.exists():
-        shutil.rmtree(head_dir)
     if fold == "all":
         prep = prepare(recipe)
         n = prep.n_train if prep.n_train is not None else len(prep.clips)
@@ -65,17 +65,17 @@ def export(run_dir: Path, bundle_dir: Path, fold: str = "all") -> Path:
         corpus = " of the training corpus" if prep.n_train is not None else ""
         source = f"refitted on all {n} clips{corpus}"
     else:
-        folds = metrics["folds"]
         key = "ccc" if regression else "uar"
-        best = max(folds, key=lambda f: f[key]) if fold == "best" else folds[int(fold)]
+        best = chosen
         tag = fold_tag(best["seed"], best["fold"], metrics["protocol"]["seeds"])
         shutil.copytree(run_dir / "models" / tag, head_dir)
         source = f"fold {best['fold']} (seed {best['seed']}, {key.upper()} {best[key]:.3f})"
     encoders = build_encoders(recipe)
-    (bundle_dir / "recipe.yaml").write_text((run_dir / "recipe.yaml").read_text())
+    raw = carry_models(recipe.model_dump(mode="json"), bundle_dir)  # local model folders travel in the bundle
+    (bundle_dir / "recipe.yaml").write_text(yaml.safe_dump(raw, sort_keys=False, allow_unicode=True))
     (bundle_dir / "encoders.json").write_text(json.dumps(
-        [{"name": spec.key, "plugin": spec.plugin, "options": spec.options, "identity": encoders[spec.key].identity()}
-         for spec in recipe.encoders], indent=2, default=str))
+        [{"name": spec.key, "plugin": spec.plugin, "options": raw["encoders"][i]["options"],
+          "identity": encoders[spec.key].identity()} for i, spec in enumerate(recipe.encoders)], indent=2, default=str))
     labels = {"task": "regression", "targets": outputs} if regression else {"classes": outputs}
     (bundle_dir / "labels.json").write_text(json.dumps(labels, indent=2))
     manifest = {
@@ -106,11 +106,337 @@ def _versions() -> dict:
 
 
 def _file_hashes(root: Path) -> dict[str, str]:
-    out = {}
-    for p in sorted(root.rglob("*")):
-        if p.is_file() and p.name != "manifest.json":
-            out[p.relative_to(root).as_posix()] = hashlib.sha256(p.read_bytes()).hexdigest()
+    """SHA-256 of every file of the bundle but its ``manifest.json``, by path relative to it."""
+    return {rel: hashlib.sha256((root / rel).read_bytes()).hexdigest() for rel in _walk(root).files}
+
+
+# ---------------------------------------------------------------- checks: what a bundle holds and may load
+
+
+class BundleError(ValueError):
+    """A bundle that cannot be used as it is; the message is one line naming the file or field and the reason."""
+
+
+class ExportError(ValueError):
+    """An export that cannot start with these arguments (fold, target folder); nothing was written."""
+
+
+@dataclass
+class _Tree:
+    files: list[str]  # regular files, relative POSIX paths, without the top-level manifest.json
+    links: list[str]  # symlinks (to files or folders, dangling or not)
+    odd: list[str]  # anything else that is not a folder (fifos, sockets, devices)
+
+
+def _walk(root: Path) -> _Tree:
+    """Every entry under ``root`` without following symlinks."""
+    tree = _Tree([], [], [])
+    for here, dirs, files in os.walk(root, followlinks=False):
+        for name in sorted(dirs) + sorted(files):
+            full = Path(here) / name
+            rel = full.relative_to(root).as_posix()
+            if full.is_symlink():
+                tree.links.append(rel)
+            elif name in files and not full.is_file():
+                tree.odd.append(rel)
+            elif name in files and rel != "manifest.json":
+                tree.files.append(rel)
+    tree.files.sort()
+    return tree
+
+
+def _names(items: list[str], shown: int = 5) -> str:
+    more = f" and {len(items) - shown} more" if len(items) > shown else ""
+    return ", ".join(items[:shown]) + more
+
+
+def read_manifest(root: Path) -> dict:
+    """A bundle's ``manifest.json``; :class:`BundleError` when there is none or it is not a manifest."""
+    path = root / "manifest.json"
+    if not root.is_dir():
+        raise BundleError(f"{root}: not a folder")
+    if not path.is_file() or path.is_symlink():
+        raise BundleError(f"{root}: not a fusionkit bundle (no manifest.json)")
+    manifest = _read_json(root, "manifest.json")
+    if not isinstance(manifest, dict) or not isinstance(manifest.get("files"), dict):
+        raise BundleError(f"{path}: not a bundle manifest (no 'files' mapping)")
+    return manifest
+
+
+def _read_json(root: Path, name: str):
+    try:
+        return json.loads((root / name).read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError) as exc:
+        raise BundleError(f"{root / name}: cannot read ({getattr(exc, 'strerror', None) or exc})") from None
+    except json.JSONDecodeError as exc:
+        raise BundleError(f"{root / name}: not valid JSON (line {exc.lineno}: {exc.msg})") from None
+
+
+def check_files(root: Path, manifest: dict, verify: bool = True) -> None:
+    """Refuse symlinks and other non-regular files in the bundle, files its manifest lists that are missing,
+    files it does not list, and (``verify``) files whose content changed since export."""
+    tree = _walk(root)
+    if tree.links:
+        raise BundleError(f"{root}: symlinks are not allowed in a bundle: {_names(tree.links)}")
+    if tree.odd:
+        raise BundleError(f"{root}: not regular files: {_names(tree.odd)}")
+    listed = manifest["files"]
+    missing = sorted(set(listed) - set(tree.files))
+    if missing:
+        raise BundleError(f"{root}: files listed in its manifest are missing: {_names(missing)}")
+    extra = sorted(set(tree.files) - set(listed))
+    if extra:
+        raise BundleError(f"{root}: files not in the manifest (a bundle holds only what export wrote): "
+                          f"{_names(extra)}")
+    if verify:
+        changed = [f for f, h in _file_hashes(root).items() if listed.get(f) != h]
+        if changed:
+            raise BundleError(f"{root}: bundle files changed since export: {_names(changed)}")
+
+
+def bundle_recipe_raw(root: Path) -> dict:
+    """The bundle's ``recipe.yaml`` as a mapping, read with the recipe loader (safe, size-limited)."""
+    from fusionkit.recipe import load_raw
+
+    return load_raw(root / "recipe.yaml")
+
+
+_NO = {"", "0", "false", "no", "off", "n", "f"}
+
+
+def remote_code_requests(raw: dict) -> list[str]:
+    """Dotted fields of the encoders' options (at any depth) and of ``text`` that ask for ``trust_remote_code``."""
+    found: list[str] = []
+
+    def walk(node, where: str) -> None:
+        items = node.items() if isinstance(node, dict) else enumerate(node) if isinstance(node, list) else ()
+        for key, value in items:
+            here = f"{where}.{key}"
+            asked = value not in (None, False, 0) and not (isinstance(value, str) and value.strip().lower() in _NO)
+            if key == "trust_remote_code" and asked:
+                found.append(here)
+            walk(value, here)
+
+    for i, enc in enumerate(raw.get("encoders") or []):
+        if isinstance(enc, dict):
+            walk(enc.get("options"), f"encoders.{i}.options")
+    walk(raw.get("text"), "text")
+    return found
+
+
+def _model_fields(raw: dict) -> list[tuple[str, dict, str]]:
+    """(dotted field, the mapping holding it, key) of every model reference: encoders' ``model`` options and,
+    with ASR, ``text.model``."""
+    out = []
+    for i, enc in enumerate(raw.get("encoders") or []):
+        options = enc.get("options") if isinstance(enc, dict) else None
+        if isinstance(options, dict) and isinstance(options.get("model"), str):
+            out.append((f"encoders.{i}.options.model", options, "model"))
+    text = raw.get("text")
+    if isinstance(text, dict) and text.get("source") == "asr" and isinstance(text.get("model"), str):
+        out.append(("text.model", text, "model"))
     return out
+
+
+def _is_folder_ref(root: Path, ref: str) -> bool:
+    """Whether a bundle's model reference names a folder (not ``pkg:<distribution>`` nor a hub id)."""
+    from fusionkit.modelref import is_pkg_ref
+
+    if is_pkg_ref(ref):
+        return False
+    return (ref.startswith(("/", "./", "../", "~", "\\")) or Path(ref).is_absolute() or ref.count("/") > 1
+            or ".." in Path(ref).parts or os.path.lexists(root / ref))
+
+
+def _bundle_model_dir(root: Path, ref: str, field: str) -> Path:
+    """The folder a bundle's model reference names: relative to the bundle, inside it, reached without symlinks."""
+    where = f"{root / 'recipe.yaml'}: {field}: {ref}"
+    norm = os.path.normpath(ref)
+    if ref.startswith("~") or os.path.isabs(norm) or norm == ".." or norm.startswith(".." + os.sep):
+        raise BundleError(f"{where} points outside the bundle; a bundle names its model folders inside itself "
+                          "(models/...)")
+    here = root
+    for part in Path(norm).parts:
+        here = here / part
+        if here.is_symlink():
+            raise BundleError(f"{where} goes through a symlink ({here.relative_to(root).as_posix()})")
+    if not here.is_dir():
+        raise BundleError(f"{where}: no such model folder in the bundle")
+    if not here.resolve().is_relative_to(root.resolve()):
+        raise BundleError(f"{where} points outside the bundle")
+    return here.resolve()
+
+
+def localized_models(root: Path, raw: dict) -> dict:
+    """A copy of ``raw`` whose model folders are absolute paths inside the bundle (checked); ``pkg:`` references
+    and hub ids are left as they are."""
+    import copy
+
+    out = copy.deepcopy(raw)
+    for field, node, key in _model_fields(out):
+        if _is_folder_ref(root, node[key]):
+            node[key] = str(_bundle_model_dir(root, node[key], field))
+    return out
+
+
+def typed_recipe(root: Path, raw: dict):
+    """The bundle's recipe validated for prediction: the recipe's own model and its encoders' and fusion head's
+    options; the dataset plugin, the corpus and the split file are not needed."""
+    from pydantic import ValidationError
+
+    from fusionkit.recipe import Recipe, RecipeError, pydantic_lines
+    from fusionkit.registry import PluginError, registry
+
+    source = str(root / "recipe.yaml")
+    try:
+        recipe = Recipe.model_validate(raw)
+    except ValidationError as exc:
+        raise RecipeError(pydantic_lines(source, exc)) from None
+    problems = []
+    parts = [("encoder", ("encoders", i), spec) for i, spec in enumerate(recipe.encoders)]
+    for kind, loc, spec in parts + [("fusion", ("fusion",), recipe.fusion)]:
+        try:
+            cls = registry().get(kind, spec.plugin)
+        except PluginError as exc:
+            problems.append(f"{source}: {'.'.join(map(str, loc))}.plugin: {exc}")
+            continue
+        try:
+            cls.Options.model_validate(spec.options)
+        except ValidationError as exc:
+            problems += pydantic_lines(source, exc, loc + ("options",))
+    if problems:
+        raise RecipeError(problems)
+    return recipe
+
+
+def check_identities(root: Path, encoders: dict) -> None:
+    """Each encoder's model identity (weights digest) against the one ``encoders.json`` recorded at export."""
+    recorded = _read_json(root, "encoders.json")
+    entries = {e.get("name"): e for e in recorded if isinstance(e, dict)} if isinstance(recorded, list) else {}
+    for name, enc in encoders.items():
+        entry = entries.get(name)
+        if entry is None:
+            raise BundleError(f"{root / 'encoders.json'}: no entry for encoder {name}")
+        want = (entry.get("identity") or {}).get("model")
+        got = enc.identity().get("model")
+        if want != got:
+            raise BundleError(f"{root}: encoder {name}: the installed model's identity (weights digest) {got} differs "
+                              f"from the one recorded at export ({want}); the head was fitted on that model's features")
+
+
+def describe(path: str | Path) -> dict:
+    """What a bundle loads, from its files alone (no plugin or model is loaded): encoders with plugin, model
+    reference and weights digest, fusion head, classes or targets, content hash, and any remote-code request.
+    The bundle is checked first (:func:`check_files`, model folders inside it)."""
+    root = Path(path)
+    manifest = read_manifest(root)
+    check_files(root, manifest)
+    raw = bundle_recipe_raw(root)
+    localized_models(root, raw)
+    recorded = _read_json(root, "encoders.json")
+    labels = _read_json(root, "labels.json")
+    encoders = []
+    for i, enc in enumerate(raw.get("encoders") or []):
+        entry = recorded[i] if isinstance(recorded, list) and i < len(recorded) else {}
+        options = enc.get("options") or {}
+        encoders.append({"name": enc.get("name") or enc.get("plugin"), "plugin": enc.get("plugin"),
+                         "model": options.get("model"), "weights_digest": (entry.get("identity") or {}).get("model"),
+                         "plugin_version": (entry.get("identity") or {}).get("version")})
+    text = raw.get("text") or {}
+    return {
+        "bundle": str(root),
+        "content_hash": manifest.get("content_hash"),
+        "created": manifest.get("created"),
+        "head": manifest.get("head"),
+        "fusion": (raw.get("fusion") or {}).get("plugin"),
+        "task": (raw.get("task") or {}).get("kind", "classification"),
+        **({"targets": labels.get("targets")} if "targets" in labels else {"classes": labels.get("classes")}),
+        "encoders": encoders,
+        "text": {"source": text.get("source", "dataset"),
+                 **({"model": text.get("model")} if text.get("source") == "asr" else {})},
+        "trust_remote_code": remote_code_requests(raw),
+        "files": len(manifest["files"]),
+    }
+
+
+# ---------------------------------------------------------------- checks: what export writes
+
+
+def pick_fold(metrics: dict, fold: str, regression: bool) -> dict:
+    """The fold row of ``metrics.json`` that ``fold`` names: ``best``, or a fold number of the run's first seed."""
+    import re
+
+    folds = metrics.get("folds") or []
+    key = "ccc" if regression else "uar"
+    if not folds:
+        raise ExportError("fold: the run's metrics.json lists no folds")
+    if fold == "best":
+        return max(folds, key=lambda f: f[key])
+    first = folds[0].get("seed")
+    numbers = sorted({f["fold"] for f in folds if f.get("seed") == first})
+    span = f"{numbers[0]}-{numbers[-1]}" if numbers == list(range(numbers[0], numbers[-1] + 1)) else \
+        ", ".join(map(str, numbers))
+    if not re.fullmatch(r"\d+", str(fold).strip()):
+        raise ExportError(f"fold {fold}: expected all, best or a fold number ({span})")
+    if int(fold) not in numbers:
+        raise ExportError(f"fold {fold}: the run has folds {span} (or all, best)")
+    return next(f for f in folds if f["fold"] == int(fold) and f.get("seed") == first)
+
+
+def prepare_target(bundle_dir: Path) -> None:
+    """Make ``bundle_dir`` ready for a bundle: a new or empty folder, or an earlier bundle whose files are removed.
+    A folder holding anything else is refused (:class:`ExportError`) and left as it is."""
+    if bundle_dir.exists() and not bundle_dir.is_dir():
+        raise ExportError(f"{bundle_dir}: exists and is not a folder")
+    if bundle_dir.is_dir() and any(bundle_dir.iterdir()):
+        try:
+            listed = read_manifest(bundle_dir)["files"]
+        except BundleError:
+            raise ExportError(f"{bundle_dir}: not empty and not a fusionkit bundle; export into a new or empty "
+                              "folder") from None
+        tree = _walk(bundle_dir)
+        foreign = sorted(set(tree.files) - set(listed)) + tree.links + tree.odd
+        if foreign:
+            raise ExportError(f"{bundle_dir}: holds files that are not part of its bundle ({_names(foreign)}); "
+                              "export into a new or empty folder")
+        for rel in [*tree.files, "manifest.json"]:
+            (bundle_dir / rel).unlink()
+        for here, _dirs, _files in sorted(os.walk(bundle_dir), key=lambda w: -len(w[0])):
+            if Path(here) != bundle_dir:
+                Path(here).rmdir()
+    bundle_dir.mkdir(parents=True, exist_ok=True)
+
+
+def carry_models(raw: dict, bundle_dir: Path) -> dict:
+    """Copy every local model folder ``raw`` names into ``bundle_dir/models/`` and name it there, relative;
+    ``pkg:`` references and hub ids stay as they are (found again where the bundle is used)."""
+    import shutil
+
+    from fusionkit.modelref import is_pkg_ref
+    from fusionkit.recipe import safe_name
+
+    copied: dict[Path, str] = {}
+    for field, node, key in _model_fields(raw):
+        ref = node[key]
+        folder = Path(ref).expanduser()
+        if is_pkg_ref(ref) or not folder.is_dir():
+            continue
+        src = folder.resolve()
+        if bundle_dir.resolve().is_relative_to(src):
+            raise ValueError(f"{field}: {ref}: the bundle folder {bundle_dir} lies inside this model folder; "
+                              "export elsewhere")
+        if src not in copied:
+            enc = raw["encoders"][int(field.split(".")[1])] if field.startswith("encoders.") else {}
+            rel = f"models/{safe_name(enc.get('name') or enc.get('plugin') or 'asr')}"
+            while rel in copied.values():
+                rel += "-"
+            # symlinks (e.g. a hub snapshot's) are copied as the files they point to; dot-files are left out
+            shutil.copytree(src, bundle_dir / rel, symlinks=False,
+                            ignore=lambda d, names: [n for n in names if n.startswith(".") and
+                                                     not (Path(d) / n).is_dir()])
+            copied[src] = rel
+        node[key] = copied[src]
+    return raw
 
 
 # ---------------------------------------------------------------- loading and predicting
@@ -150,24 +476,32 @@ class Bundle:
         self._transcriber = None
 
     @classmethod
-    def load(cls, path: str | Path, verify: bool = True) -> "Bundle":
-        from fusionkit.recipe import load_recipe, plugin_options
-        from fusionkit.pipeline.run import build_encoders
+    def load(cls, path: str | Path, verify: bool = True, trust_remote_code: bool = False) -> "Bundle":
+        """Check the bundle (see :func:`check_files`), then load its head and encoders.
+
+        Nothing about the training data is looked at. A recipe asking for ``trust_remote_code`` is refused
+        unless ``trust_remote_code`` is passed here; model folders must lie inside the bundle; each encoder's
+        model identity (weights digest) must be the one recorded at export.
+        """
+        from fusionkit.recipe import plugin_options
+        from fusionkit.pipeline.encode import build_encoders
+        from fusionkit.sdk.heads import load_head
 
         root = Path(path)
-        if not (root / "manifest.json").exists():
-            raise ValueError(f"{root}: not a fusionkit bundle (no manifest.json)")
-        manifest = json.loads((root / "manifest.json").read_text())
-        if verify:
-            changed = [f for f, h in _file_hashes(root).items() if manifest["files"].get(f) != h]
-            if changed:
-                raise ValueError(f"{root}: bundle files changed since export: {', '.join(changed)}")
-        recipe = load_recipe(root / "recipe.yaml")
-        fusion_cls, options = plugin_options("fusion", recipe.fusion.plugin, recipe.fusion.options)
-        head = fusion_cls.load(root / "head", options, seed=recipe.run_seeds()[0])
+        check_files(root, read_manifest(root), verify)
+        raw = bundle_recipe_raw(root)
+        asked = remote_code_requests(raw)
+        if asked and not trust_remote_code:
+            raise BundleError(f"{root}: its recipe asks for trust_remote_code ({', '.join(asked)}), which runs code "
+                              "shipped with a model; if you trust where the bundle came from, pass "
+                              "--trust-remote-code (fusionkit.load(path, trust_remote_code=True))")
+        recipe = typed_recipe(root, localized_models(root, raw))
+        fusion_cls, fusion_options = plugin_options("fusion", recipe.fusion.plugin, recipe.fusion.options)
+        head = load_head(fusion_cls, root / "head", fusion_options, recipe.run_seeds()[0])
         labels = json.loads((root / "labels.json").read_text())
         outputs = labels["targets"] if recipe.task.kind == "regression" else labels["classes"]
         encoders = build_encoders(recipe)
+        check_identities(root, encoders)
         for enc in encoders.values():
             enc.load()
         return cls(root, recipe, encoders, head, outputs)
@@ -176,29 +510,79 @@ class Bundle:
     def uses_text(self) -> bool:
         return any(e.modality == "text" for e in self.encoders.values())
 
-    def _texts(self, signals: list) -> list[str]:
+    def _texts(self, signals: list, sr: int) -> list[str]:
         if self.recipe.text.source != "asr":
             raise ValueError("this bundle's text encoders need transcripts, and its recipe has no ASR "
                              "(text: {source: asr}); it cannot label raw audio")
+        from fusionkit.audio import to_mono_resampled
+        from fusionkit.pipeline.transcripts import SAMPLE_RATE, make_transcriber
+
         if self._transcriber is None:
-            from fusionkit.pipeline.transcripts import make_transcriber
-
             self._transcriber = make_transcriber(self.recipe.text)
-        return [self._transcriber(x) for x in signals]
+        return [self._transcriber(to_mono_resampled(x, sr, SAMPLE_RATE)) for x in signals]
 
-    def predict_signals(self, signals: list, sr: int = 16000) -> tuple[list[dict], list[str] | None]:
-        """Scores for mono 16 kHz signals: one dict per signal, class -> probability (or target -> value)."""
-        import numpy as np
+    @staticmethod
+    def _signal(source, sampling_rate: int | None):
+        """(mono signal, its rate): a file read once at its own rate, or an array at ``sampling_rate`` (required;
+        integer PCM is scaled to [-1, 1])."""
+        from fusionkit.audio import signal_rate, to_mono_resampled
+        from fusionkit.pipeline.featurize import load_native
 
-        texts = self._texts(signals) if self.uses_text else None
-        X = {}
+        if isinstance(source, (str, Path)):
+            return load_native(source)
+        sr = signal_rate(sampling_rate)
+        return to_mono_resampled(source, sr, sr), sr
+
+    def _featurize(self, signals: list, sr: int) -> tuple[dict[str, list], list[str] | None]:
+        """Each encoder's :class:`~fusionkit.pipeline.featurize.Featurized` outcomes, every signal at its own rate."""
+        from fusionkit.pipeline.featurize import featurize
+
+        texts = self._texts(signals, sr) if self.uses_text else None
+        outcomes = {}
         for name, enc in self.encoders.items():
             inputs = texts if enc.modality == "text" else signals
-            feats = [enc.select(a) for a in enc.encode_batch(inputs)]
-            X[name] = feats if enc.is_sequence() else np.stack(feats).astype(np.float32)
-        scores = self.head.predict(X) if self.regression else self.head.predict_proba(X)
-        scores = np.asarray(scores, dtype=np.float64).reshape(len(signals), len(self.outputs))
-        return [dict(zip(self.outputs, map(float, p))) for p in scores], texts
+            outcomes[name] = list(featurize(enc, inputs, sr))
+        return outcomes, texts
+
+    def _scores(self, signals: list, sr: int) -> tuple[list[dict | None], list[str] | None, dict]:
+        """(scores per signal, None where it failed; transcripts; signal index -> the failed outcome)."""
+        import numpy as np
+
+        outcomes, texts = self._featurize(signals, sr)
+        failed = {}
+        for outs in outcomes.values():
+            for out in outs:
+                if not out.ok:
+                    failed.setdefault(out.index, out)
+        ok = [i for i in range(len(signals)) if i not in failed]
+        scores: list[dict | None] = [None] * len(signals)
+        if ok:
+            X = {}
+            for name, enc in self.encoders.items():
+                feats = [outcomes[name][i].features for i in ok]
+                X[name] = feats if enc.is_sequence() else np.stack(feats).astype(np.float32)
+            P = self.head.predict(X) if self.regression else self.head.predict_proba(X)
+            P = np.asarray(P, dtype=np.float64).reshape(len(ok), len(self.outputs))
+            for i, p in zip(ok, P):
+                scores[i] = dict(zip(self.outputs, map(float, p)))
+        return scores, texts, failed
+
+    def features(self, source, sampling_rate: int | None = None) -> dict[str, object]:
+        """Each encoder's features of a file or signal array, computed as :meth:`predict` computes them."""
+        x, sr = self._signal(source, sampling_rate)
+        outcomes, _ = self._featurize([x], sr)
+        return {name: outs[0].unwrap(name) for name, outs in outcomes.items()}
+
+    def predict_signals(self, signals: list, sr: int | None = None) -> tuple[list[dict], list[str] | None]:
+        """Scores for mono signals at ``sr`` Hz (required: a positive whole number): one dict per signal, class ->
+        probability (or target -> value). Each encoder gets the signals resampled to its own rate; a signal
+        that cannot be encoded raises :class:`~fusionkit.audio.AudioError` or ``EncodeError`` naming it."""
+        from fusionkit.audio import signal_rate
+
+        scores, texts, failed = self._scores(signals, signal_rate(sr))
+        for i, out in sorted(failed.items())[:1]:
+            out.unwrap(f"signal {i}")
+        return scores, texts
 
     def predict(self, source, sampling_rate: int | None = None, window: float | None = None,
                 hop: float | None = None, vad: bool = False, smooth: int = 1, batch: int = 16):
@@ -206,37 +590,48 @@ class Bundle:
 
         Without ``window``/``vad``: ``{"label", "probabilities"}`` for the whole recording
         (``{"values"}`` for a regression bundle). With them: a list of :class:`Segment`.
+        A file is read once at its own rate; an array needs its ``sampling_rate`` (a positive whole number of
+        Hz; integer PCM such as int16 is scaled to [-1, 1]). Every encoder gets the signal resampled to its own rate.
         """
-        import numpy as np
-
-        from fusionkit.audio import load_audio, to_mono_resampled
-
         if window is None and not vad:
-            x = (load_audio(source, 16000) if isinstance(source, (str, Path))
-                 else to_mono_resampled(np.asarray(source), sampling_rate or 16000, 16000))
-            probs, texts = self.predict_signals([x])
-            out = _result(probs[0], self.regression)
+            x, sr = self._signal(source, sampling_rate)
+            scores, texts, failed = self._scores([x], sr)
+            if failed:
+                failed[0].unwrap()
+            out = _result(scores[0], self.regression)
             if texts:
                 out["text"] = texts[0]
             return out
         return list(self.timeline(source, sampling_rate, window, hop, vad, smooth, batch))
 
-    def timeline(self, source, sampling_rate=None, window=None, hop=None, vad=False, smooth=1, batch=16) -> Iterator[Segment]:
-        from fusionkit.windows import iter_windows, smooth_probabilities, speech_regions
+    def timeline(self, source, sampling_rate=None, window=None, hop=None, vad=False, smooth=1,
+                 batch=16) -> Iterator[Segment]:
+        """Windows of a file (read block by block at its own rate) or array, labelled ``batch`` at a time;
+        a window that cannot be encoded is left out with a warning."""
+        from fusionkit.audio import signal_rate
+        from fusionkit.pipeline.featurize import DEFAULT_SAMPLING_RATE, native_rate
+        from fusionkit.windows import iter_windows, smooth_probabilities, speech_regions, window_problem
 
+        problem = window_problem(window, hop, smooth)
+        if problem:
+            raise ValueError(problem)
         window = window or 4.0
         hop = hop or window
-        if vad:
-            regions = speech_regions(source, sampling_rate)
-            spans = iter_windows(source, sampling_rate, window, hop, regions=regions)
-        else:
-            spans = iter_windows(source, sampling_rate, window, hop)
+        is_file = isinstance(source, (str, Path))
+        # an unreadable file's header gives no rate: iter_windows then raises the reason
+        rate = (native_rate(source) or DEFAULT_SAMPLING_RATE) if is_file else signal_rate(sampling_rate)
+        regions = speech_regions(source, sampling_rate) if vad else None
+        spans = iter_windows(source, sampling_rate, window, hop, regions=regions, target_sr=rate)
         segments: list[Segment] = []
         chunk: list = []
 
         def flush():
-            probs, texts = self.predict_signals([x for _, _, x in chunk])
+            probs, texts, failed = self._scores([x for _, _, x in chunk], rate)
             for i, ((s, e, _), p) in enumerate(zip(chunk, probs)):
+                if i in failed:
+                    log.warning("%s: window %.2f-%.2f s skipped: %s", source if is_file else "signal", s, e,
+                                failed[i].reason)
+                    continue
                 r = _result(p, self.regression)
                 segments.append(Segment(round(s, 3), round(e, 3), r.get("label"), r.get("probabilities"),
                                         texts[i] if texts else None, r.get("values")))
@@ -251,114 +646,3 @@ class Bundle:
         if smooth > 1:
             segments = smooth_probabilities(segments, smooth, self.outputs)
         yield from segments
-
-
-# ---------------------------------------------------------------- CLI
-
-
-@click.command("export")
-@click.argument("run_dir", type=click.Path(path_type=Path, exists=True, file_okay=False))
-@click.argument("bundle_dir", type=click.Path(path_type=Path))
-@click.option("--fold", default="all", show_default=True,
-              help="'all': refit the head on every clip; 'best': the best fold's head; or a fold number.")
-def export_command(run_dir: Path, bundle_dir: Path, fold: str) -> None:
-    """Write a self-contained model bundle from RUN_DIR (a finished `fusionkit run`)."""
-    from fusionkit.recipe import RecipeError
-
-    try:
-        export(run_dir, bundle_dir, fold)
-    except (RecipeError, ValueError, OSError, KeyError) as exc:
-        click.echo(f"error: {run_dir}: cannot export: {exc}", err=True)
-        sys.exit(1)
-    m = json.loads((bundle_dir / "manifest.json").read_text())
-    click.echo(f"bundle written to {bundle_dir} ({m['head']}; content hash {m['content_hash'][:12]})")
-
-
-def _expand(paths) -> list[Path]:
-    from fusionkit.windows import AUDIO_SUFFIXES
-
-    out = []
-    for p in map(Path, paths):
-        if p.is_dir():
-            out += sorted(q for q in p.rglob("*") if q.is_file() and q.suffix.lower() in AUDIO_SUFFIXES)
-        else:
-            out.append(p)
-    return out
-
-
-@click.command("predict")
-@click.argument("bundle", type=click.Path(path_type=Path, exists=True, file_okay=False))
-@click.argument("audio", nargs=-1, required=True)
-@click.option("--window", type=float, help="Window length in seconds: label a timeline instead of whole files.")
-@click.option("--hop", type=float, help="Hop between windows in seconds (default: the window).")
-@click.option("--vad", is_flag=True, help="Label only speech regions found by voice activity detection (silero-vad).")
-@click.option("--smooth", type=int, default=1, show_default=True, help="Average probabilities over this many neighbouring windows.")
-@click.option("--format", "fmt", type=click.Choice(["table", "json", "csv"]), default="table", show_default=True)
-def predict_command(bundle: Path, audio, window, hop, vad, smooth, fmt) -> None:
-    """Label AUDIO files (or folders) with BUNDLE; with --window, a timeline per file."""
-    from fusionkit.audio import AudioError
-
-    try:
-        model = Bundle.load(bundle)
-    except Exception as exc:  # noqa: BLE001
-        click.echo(f"error: {bundle}: cannot load bundle: {exc}", err=True)
-        sys.exit(2)
-    results, failed = [], 0
-    for path in _expand(audio):
-        try:
-            r = model.predict(path, window=window, hop=hop, vad=vad, smooth=smooth)
-        except (AudioError, ValueError, OSError) as exc:
-            click.echo(f"error: {path}: {exc}", err=True)
-            failed += 1
-            continue
-        results.append((path, r))
-        if fmt == "table":
-            _print_table(path, r)
-    if fmt == "json":
-        click.echo(json.dumps([_as_json(p, r) for p, r in results], indent=2))
-    elif fmt == "csv":
-        click.echo(_as_csv(results, model), nl=False)
-    if failed:
-        click.echo(f"{failed} file(s) could not be labelled", err=True)
-        sys.exit(1)
-
-
-def _as_json(path: Path, r) -> dict:
-    if isinstance(r, dict):
-        return {"file": str(path), **r}
-    return {"file": str(path), "timeline": [s.as_dict() for s in r]}
-
-
-def _as_csv(results, model: "Bundle") -> str:
-    buf = io.StringIO()
-    w = csv.writer(buf)
-    names = model.outputs
-    text = ["text"] if model.uses_text else []
-    w.writerow(["file", "start", "end", *([] if model.regression else ["label"]),
-                *(names if model.regression else [f"p_{c}" for c in names]), *text])
-    for path, r in results:
-        segs = [Segment(0.0, -1.0, r.get("label"), r.get("probabilities"), r.get("text"), r.get("values"))] \
-            if isinstance(r, dict) else r
-        for s in segs:
-            scores = s.values if model.regression else s.probabilities
-            w.writerow([str(path), s.start, "" if s.end < 0 else s.end, *([] if model.regression else [s.label]),
-                        *[f"{scores[c]:.4f}" for c in names], *([s.text or ""] if text else [])])
-    return buf.getvalue()
-
-
-def _values_text(values: dict[str, float]) -> str:
-    return ", ".join(f"{k} {v:.2f}" for k, v in values.items())
-
-
-def _print_table(path: Path, r) -> None:
-    if isinstance(r, dict):
-        if "values" in r:
-            click.echo(f"{path}: {_values_text(r['values'])}")
-            return
-        top = sorted(r["probabilities"].items(), key=lambda kv: -kv[1])[:3]
-        click.echo(f"{path}: {r['label']}  ({_values_text(dict(top))})")
-        return
-    click.echo(f"{path}: {len(r)} windows")
-    for s in r:
-        what = _values_text(s.values) if s.values is not None else f"{s.label:<10} {s.probabilities[s.label]:.2f}"
-        click.echo(f"  {s.start:8.2f} - {s.end:8.2f}  {what}" + (f"  \"{s.text}\"" if s.text else ""))

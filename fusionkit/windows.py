@@ -8,10 +8,28 @@ from typing import Iterator
 
 import numpy as np
 
-from fusionkit.audio import AudioError, to_mono_resampled
+from fusionkit.audio import (
+    ESTIMATED_LENGTH_FORMATS,
+    AudioError,
+    as_float_signal,
+    container_truncation,
+    signal_rate,
+    to_mono_resampled,
+)
 
-AUDIO_SUFFIXES = {".wav", ".flac", ".ogg", ".mp3", ".aiff", ".aif", ".au"}
+# names of the files a folder given to ``fusionkit predict`` is searched for (libsndfile reads Opus in Ogg)
+AUDIO_SUFFIXES = {".wav", ".flac", ".ogg", ".oga", ".opus", ".mp3", ".aiff", ".aif", ".au"}
 TARGET_SR = 16000
+
+
+def window_problem(window: float | None, hop: float | None, smooth: int, prefix: str = "") -> str | None:
+    """Why these timeline arguments cannot be used (``prefix`` + the argument's name first), or None."""
+    for name, value in (("window", window), ("hop", hop)):
+        if value is not None and not (isinstance(value, (int, float)) and math.isfinite(value) and value > 0):
+            return f"{prefix}{name} {value}: expected a finite number of seconds > 0"
+    if isinstance(smooth, bool) or not isinstance(smooth, int) or smooth < 1:
+        return f"{prefix}smooth {smooth}: expected a whole number of windows >= 1"
+    return None
 
 
 def window_starts(total: float, window: float, hop: float) -> list[tuple[float, float]]:
@@ -33,6 +51,9 @@ def _open(path: Path):
         raise AudioError("file not found")
     if path.stat().st_size == 0:
         raise AudioError("empty file (0 bytes)")
+    truncated = container_truncation(path)
+    if truncated:
+        raise AudioError(truncated)
     try:
         return sf.SoundFile(str(path))
     except Exception as exc:  # noqa: BLE001
@@ -51,13 +72,17 @@ def iter_windows(source, sampling_rate: int | None, window: float, hop: float,
                 raise AudioError("no audio samples")
             for s, e in _spans(total, window, hop, regions):
                 f.seek(int(s * sr))
-                block = f.read(int(round((e - s) * sr)), dtype="float32", always_2d=True)
+                wanted = min(int(round((e - s) * sr)), f.frames - int(s * sr))
+                block = f.read(wanted, dtype="float32", always_2d=True)
+                if len(block) < wanted and f.format not in ESTIMATED_LENGTH_FORMATS:
+                    raise AudioError(f"truncated: header promises {f.frames} frames, "
+                                     f"{int(s * sr) + len(block)} could be decoded")
                 if len(block) == 0:
                     continue
                 yield s, e, to_mono_resampled(block, sr, target_sr)
         return
-    x = np.asarray(source, dtype=np.float32)
-    sr = sampling_rate or TARGET_SR
+    x = as_float_signal(source)
+    sr = signal_rate(sampling_rate)
     if x.ndim == 2 and x.shape[0] < x.shape[1]:
         x = x.T  # (channels, frames) -> (frames, channels)
     total = len(x) / sr
@@ -83,7 +108,7 @@ def speech_regions(source, sampling_rate: int | None = None, min_gap: float = 0.
     from fusionkit.audio import load_audio
 
     x = load_audio(source, TARGET_SR) if isinstance(source, (str, Path)) else to_mono_resampled(
-        np.asarray(source), sampling_rate or TARGET_SR, TARGET_SR)
+        source, signal_rate(sampling_rate), TARGET_SR)
     model = _vad_model(load_silero_vad)
     stamps = get_speech_timestamps(torch.from_numpy(x), model, sampling_rate=TARGET_SR, return_seconds=True)
     merged: list[list[float]] = []

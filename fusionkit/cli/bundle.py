@@ -5,10 +5,14 @@ from __future__ import annotations
 import csv
 import io
 import json
+import os
+import re
 import sys
 from pathlib import Path
 
 import click
+
+EXIT_INVALID = 2
 
 
 @click.command("export")
@@ -18,52 +22,122 @@ import click
               help="'all': refit the head on every clip; 'best': the best fold's head; or a fold number.")
 def export_command(run_dir: Path, bundle_dir: Path, fold: str) -> None:
     """Write a self-contained model bundle from RUN_DIR (a finished `fusionkit run`)."""
-    from fusionkit.bundle import export
+    from fusionkit.bundle import ExportError, export
     from fusionkit.recipe import RecipeError
 
+    fold = fold.strip().lower()
+    if fold not in ("all", "best") and not re.fullmatch(r"\d+", fold):
+        _refuse(f"--fold {fold}: expected all, best or a fold number (0, 1, ...)")
     try:
         export(run_dir, bundle_dir, fold)
-    except (RecipeError, ValueError, OSError, KeyError) as exc:
-        click.echo(f"error: {run_dir}: cannot export: {exc}", err=True)
-        sys.exit(1)
+    except ExportError as exc:
+        _refuse(f"{run_dir}: cannot export: {exc}")
+    except RecipeError as exc:
+        _fail([f"{run_dir}: cannot export: {line}" for line in exc.lines], 1)
+    except (ValueError, OSError, KeyError) as exc:
+        _fail([f"{run_dir}: cannot export: {_one_line(exc)}"], 1)
     m = json.loads((bundle_dir / "manifest.json").read_text())
     click.echo(f"bundle written to {bundle_dir} ({m['head']}; content hash {m['content_hash'][:12]})")
 
 
-def _expand(paths) -> list[Path]:
-    """Files as given; folders replaced by the audio files under them, sorted."""
-    from fusionkit.windows import AUDIO_SUFFIXES
+def _fail(lines: list[str], code: int) -> None:
+    for line in lines:
+        click.echo(f"error: {line}", err=True)
+    sys.exit(code)
 
-    out = []
+
+def _refuse(line: str) -> None:
+    """One line about invalid input, exit 2."""
+    _fail([line], EXIT_INVALID)
+
+
+def _one_line(exc: BaseException) -> str:
+    return " ".join(str(exc).split()) or type(exc).__name__
+
+
+def _expand(paths) -> tuple[list[Path], list[tuple[Path, str]], list[tuple[Path, str]]]:
+    """(files to label, files that cannot be read, entries passed over): files as given; folders replaced by
+    the audio files under them, sorted; every other entry under a folder is listed with the reason."""
+    files: list[Path] = []
+    broken: list[tuple[Path, str]] = []
+    passed: list[tuple[Path, str]] = []
     for p in map(Path, paths):
         if p.is_dir():
-            out += sorted(q for q in p.rglob("*") if q.is_file() and q.suffix.lower() in AUDIO_SUFFIXES)
+            found, bad, other = _scan_folder(p)
+            files, broken, passed = files + found, broken + bad, passed + other
         else:
-            out.append(p)
-    return out
+            files.append(p)
+    return files, broken, passed
+
+
+def _scan_folder(folder: Path) -> tuple[list[Path], list[tuple[Path, str]], list[tuple[Path, str]]]:
+    """Audio files under ``folder`` (symlinks to files followed, to folders not); unreadable or dangling ones;
+    and what is not audio by its name."""
+    from fusionkit.windows import AUDIO_SUFFIXES
+
+    files, broken, passed = [], [], []
+    for here, dirs, names in os.walk(folder):
+        for name in sorted(dirs):
+            if (Path(here) / name).is_symlink():
+                passed.append((Path(here) / name, "a symlink to a folder (not followed)"))
+        for name in sorted(names):
+            q = Path(here) / name
+            audio = q.suffix.lower() in AUDIO_SUFFIXES
+            if q.is_symlink() and not q.exists():
+                reason = f"dangling symlink (to {os.readlink(q)}, which does not exist)"
+                (broken if audio else passed).append((q, reason))
+            elif not q.is_file():
+                passed.append((q, "not a regular file"))
+            elif not audio:
+                passed.append((q, f"not an audio file name ({q.suffix or 'no suffix'})"))
+            elif not os.access(q, os.R_OK):
+                broken.append((q, "not readable (permission denied)"))
+            else:
+                files.append(q)
+    return sorted(files), broken, passed
 
 
 @click.command("predict")
 @click.argument("bundle", type=click.Path(path_type=Path, exists=True, file_okay=False))
-@click.argument("audio", nargs=-1, required=True)
+@click.argument("audio", nargs=-1)
 @click.option("--window", type=float, help="Window length in seconds: label a timeline instead of whole files.")
 @click.option("--hop", type=float, help="Hop between windows in seconds (default: the window).")
 @click.option("--vad", is_flag=True, help="Label only speech regions found by voice activity detection (silero-vad).")
 @click.option("--smooth", type=int, default=1, show_default=True,
               help="Average probabilities over this many neighbouring windows.")
 @click.option("--format", "fmt", type=click.Choice(["table", "json", "csv"]), default="table", show_default=True)
-def predict_command(bundle: Path, audio, window, hop, vad, smooth, fmt) -> None:
+@click.option("--show", is_flag=True,
+              help="List what BUNDLE loads (encoders, models, weights digests, head, classes) without loading it.")
+@click.option("--trust-remote-code", is_flag=True,
+              help="Allow a bundle whose recipe asks for trust_remote_code to run code shipped with its models.")
+def predict_command(bundle: Path, audio, window, hop, vad, smooth, fmt, show, trust_remote_code) -> None:
     """Label AUDIO files (or folders) with BUNDLE; with --window, a timeline per file."""
     from fusionkit.audio import AudioError
     from fusionkit.bundle import Bundle
+    from fusionkit.recipe import RecipeError
+    from fusionkit.windows import window_problem
 
+    problem = window_problem(window, hop, smooth, prefix="--")
+    if problem:
+        _refuse(problem)
+    if show:
+        _show(bundle, fmt)
+        return
+    if not audio:
+        _refuse("no AUDIO given: name the files or folders to label (or use --show)")
     try:
-        model = Bundle.load(bundle)
+        model = Bundle.load(bundle, trust_remote_code=trust_remote_code)
+    except RecipeError as exc:
+        _fail([f"{bundle}: cannot load bundle: {line}" for line in exc.lines], EXIT_INVALID)
     except Exception as exc:  # noqa: BLE001
-        click.echo(f"error: {bundle}: cannot load bundle: {exc}", err=True)
-        sys.exit(2)
-    results, failed = [], 0
-    for path in _expand(audio):
+        _refuse(f"{bundle}: cannot load bundle: {_one_line(exc)}")
+    files, broken, passed = _expand(audio)
+    for path, reason in passed:
+        click.echo(f"skipped: {path}: {reason}", err=True)
+    for path, reason in broken:
+        click.echo(f"error: {path}: {reason}", err=True)
+    results, failed = [], len(broken)
+    for path in files:
         try:
             r = model.predict(path, window=window, hop=hop, vad=vad, smooth=smooth)
         except (AudioError, ValueError, OSError) as exc:
@@ -78,9 +152,47 @@ def predict_command(bundle: Path, audio, window, hop, vad, smooth, fmt) -> None:
         click.echo(json.dumps([as_json(p, r) for p, r in results], indent=2))
     elif fmt == "csv":
         click.echo(as_csv(results, model), nl=False)
+    if passed:
+        click.echo(f"{len(passed)} entr{'y' if len(passed) == 1 else 'ies'} passed over (not audio by name)", err=True)
     if failed:
         click.echo(f"{failed} file(s) could not be labelled", err=True)
         sys.exit(1)
+
+
+def _show(bundle: Path, fmt: str) -> None:
+    """``predict --show``: what the bundle loads, from its files (checked), as text or JSON."""
+    from fusionkit.bundle import describe
+    from fusionkit.recipe import RecipeError
+
+    try:
+        info = describe(bundle)
+    except RecipeError as exc:
+        _fail([f"{bundle}: {line}" for line in exc.lines], EXIT_INVALID)
+    except (ValueError, OSError) as exc:
+        _refuse(f"{bundle}: {_one_line(exc)}")
+    if fmt == "json":
+        click.echo(json.dumps(info, indent=2))
+        return
+    for line in show_lines(info):
+        click.echo(line)
+
+
+def show_lines(info: dict) -> list[str]:
+    """A bundle's description (:func:`fusionkit.bundle.describe`) for the terminal."""
+    outputs = ("targets: " + ", ".join(info["targets"])) if "targets" in info else \
+        ("classes: " + ", ".join(info["classes"] or []))
+    lines = [f"bundle: {info['bundle']}",
+             f"content hash: {info['content_hash']} ({info['files']} files, created {info['created']})",
+             f"fusion head: {info['fusion']} ({info['head']})", outputs]
+    for e in info["encoders"]:
+        lines.append(f"encoder {e['name']}: plugin {e['plugin']}, model {e['model'] or '-'}, "
+                     f"weights digest {e['weights_digest'] or '-'}")
+    text = info["text"]
+    lines.append(f"text: {text['source']}" + (f" (ASR model {text['model']})" if "model" in text else ""))
+    if info["trust_remote_code"]:
+        lines.append(f"trust_remote_code asked for by {', '.join(info['trust_remote_code'])}: "
+                     "predict refuses it without --trust-remote-code")
+    return lines
 
 
 def as_json(path: Path, r) -> dict:
