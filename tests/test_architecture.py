@@ -19,7 +19,7 @@ from core_fixtures import (ROOT, encoder_module, fake_distribution, fk_env, smal
 
 CORE = ROOT / "fusionkit"
 PLUGINS = ROOT / "plugins"
-SHIMS = {CORE / "interfaces.py", CORE / "heads.py"}  # deprecated re-exports, kept for one release
+SHIMS = {CORE / "interfaces.py", CORE / "heads.py", CORE / "regression.py"}  # deprecated re-exports, kept for one release
 HEAVY = ("torch", "transformers")
 SKIP_DIRS = {"__pycache__", "build", "dist", ".venv", ".pytest_cache", ".hypothesis"}
 

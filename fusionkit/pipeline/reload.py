@@ -19,11 +19,12 @@ def saved_run_difference(run_dir: Path, cache_dir: Path | None = None) -> float:
     from fusionkit.pipeline.folds import fold_inputs, fold_tag, plan_folds
     from fusionkit.pipeline.run import prepare
     from fusionkit.recipe import load_recipe, plugin_options
+    from fusionkit.sdk.heads import load_head
 
     run_dir = Path(run_dir)
     overrides = [f"cache.dir={cache_dir}"] if cache_dir is not None else []
     recipe = load_recipe(run_dir / "recipe.yaml", overrides)
-    cls, _ = plugin_options("fusion", recipe.fusion.plugin, recipe.fusion.options)
+    cls, options = plugin_options("fusion", recipe.fusion.plugin, recipe.fusion.options)
     prep = normalize(recipe, prepare(recipe))
     with open(run_dir / "predictions.csv", newline="", encoding="utf-8") as fh:
         rows = list(csv.DictReader(fh))
@@ -33,7 +34,7 @@ def saved_run_difference(run_dir: Path, cache_dir: Path | None = None) -> float:
     for seed, fold in plan_folds(recipe, prep):
         if len(fold.test) == 0 or len(fold.train) == 0:
             continue
-        head = cls.load(run_dir / "models" / fold_tag(seed, fold.index, seeds))
+        head = load_head(cls, run_dir / "models" / fold_tag(seed, fold.index, seeds), options, seed)
         proba = head.predict_proba(fold_inputs(prep, fold.test))
         saved = np.array([[float(by_clip[seed, prep.clips[i].id][f"p_{c}"]) for c in prep.classes]
                           for i in fold.test])

@@ -12,7 +12,7 @@ from typing import Any
 
 import numpy as np
 
-from fusionkit.sdk.heads import FusionHead, inner_group_folds
+from fusionkit.sdk.heads import FusionHead, inner_group_folds, load_head
 
 
 def base_class(name: str) -> type[FusionHead]:
@@ -89,9 +89,12 @@ def save_bases(directory: Path, bases: dict[str, FusionHead]) -> None:
         bases[enc].save(Path(directory) / f"base{i}")
 
 
-def load_bases(directory: Path, name: str, order: list[str]) -> dict[str, FusionHead]:
+def load_bases(directory: Path, name: str, order: list[str], options: dict[str, Any] | None = None,
+               seed: int = 0) -> dict[str, FusionHead]:
+    """The base heads saved by :func:`save_bases` (``options``/``seed``: the late head's, for pre-SDK bases)."""
     cls = base_class(name)
-    return {enc: cls.load(Path(directory) / f"base{i}") for i, enc in enumerate(order)}
+    opts = cls.Options.model_validate(options or {})
+    return {enc: load_head(cls, Path(directory) / f"base{i}", opts, seed) for i, enc in enumerate(order)}
 
 
 class PerEncoderHead(FusionHead):
@@ -107,7 +110,7 @@ class PerEncoderHead(FusionHead):
 
     def _restore(self, config, arrays, directory: Path) -> None:
         self.scores = dict(config.get("oof_uar", {}))
-        self.bases = load_bases(directory, self.options.base, self.encoders)
+        self.bases = load_bases(directory, self.options.base, self.encoders, self.options.base_options, self.seed)
 
 
 def simplex_grid(n: int, step: float) -> np.ndarray:

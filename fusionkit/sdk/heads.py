@@ -12,11 +12,16 @@
 * :func:`class_weights`: inverse-frequency weights for imbalanced corpora.
 * :func:`save_arrays` / :func:`load_arrays`, :func:`write_config` / :func:`read_config`:
   safetensors + JSON persistence (no pickle anywhere).
+* :func:`load_head`: how the core loads a saved head (also heads written against the pre-SDK API, whose
+  ``fit``/``predict_proba``/``save``/``load(directory, options, seed)`` keep working for one release, with a
+  DeprecationWarning).
 """
 
 from __future__ import annotations
 
+import inspect
 import json
+import warnings
 from abc import ABC, abstractmethod
 from pathlib import Path
 from typing import Any, ClassVar
@@ -252,11 +257,26 @@ class Head(ABC):
     requires: ClassVar[tuple[str, ...]] = ()
     accepts_sequences: ClassVar[bool] = False
     arrays_file: ClassVar[str | None] = ARRAYS
+    # hook -> the public method a pre-SDK head overrode instead (see __init_subclass__)
+    _legacy_hooks: ClassVar[dict[str, str]] = {}
 
     def __init__(self, options: Options, seed: int = 0):
         self.options = options
         self.seed = seed
         self.encoders: list[str] | None = None  # sorted names, set by fit (None: a head saved without them)
+
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        """A head written against the pre-SDK API (it overrides ``fit``/``predict_proba`` or ``predict``
+        instead of implementing the hooks) still instantiates, for one release, with a DeprecationWarning."""
+        super().__init_subclass__(**kwargs)
+        legacy = {hook: public for hook, public in cls._legacy_hooks.items()
+                  if getattr(getattr(cls, hook), "__isabstractmethod__", False) and _overrides(cls, public)}
+        for hook, public in legacy.items():
+            setattr(cls, hook, _legacy_stand_in(hook, public))
+        if legacy:
+            warnings.warn(f"{cls.__module__}.{cls.__qualname__} overrides {', '.join(legacy.values())} instead of "
+                          f"implementing {', '.join(legacy)}: the pre-SDK head API is deprecated and will be removed "
+                          "in the next release (see docs/plugins.md)", DeprecationWarning, stacklevel=3)
 
     # -- what a head implements
     def _state(self, directory: Path) -> tuple[dict[str, Any], dict[str, np.ndarray]]:
@@ -264,7 +284,7 @@ class Head(ABC):
         saved in its library's own format writes it into ``directory`` here."""
         return {}, {}
 
-    def _restore(self, config: Saved, arrays: Saved | dict, directory: Path) -> None:
+    def _restore(self, config: Saved, arrays: Saved | dict, directory: Path) -> None:  # noqa: B027 - optional
         """Rebuild the fitted state from what :meth:`_state` saved (``config`` holds head.json)."""
 
     def _fitted(self) -> bool:
@@ -311,6 +331,61 @@ class Head(ABC):
         return head
 
 
+def _overrides(cls: type, attr: str) -> bool:
+    """Whether ``attr`` comes from a class outside this module (a head's own override)."""
+    owner = next((k for k in cls.__mro__ if attr in vars(k)), None)
+    return owner is not None and owner.__module__ != __name__
+
+
+def _legacy_stand_in(hook: str, public: str) -> Any:
+    """A concrete ``hook`` for a pre-SDK head, which never calls it (its own ``public`` method does the work)."""
+
+    def stand_in(self: Head, *args: Any, **kwargs: Any) -> Any:
+        raise NotImplementedError(f"{type(self).__name__} overrides {public}() (the pre-SDK API) and has no {hook}()")
+
+    stand_in.__name__ = stand_in.__qualname__ = hook
+    return stand_in
+
+
+def legacy_load(cls: type) -> bool:
+    """Whether ``cls.load`` has the pre-SDK signature ``load(directory, options, seed=0)``."""
+    try:
+        params = list(inspect.signature(cls.load).parameters.values())
+    except (TypeError, ValueError):
+        return False
+    positional = [p for p in params if p.kind in (p.POSITIONAL_ONLY, p.POSITIONAL_OR_KEYWORD)]
+    return len(positional) >= 2 or any(p.name == "options" for p in params)
+
+
+def load_head(cls: type, directory: Path, options: Options | None = None, seed: int = 0) -> Any:
+    """The head saved in ``directory``: ``cls.load(directory)``, the one way the core loads a head.
+
+    A head with the pre-SDK ``load(directory, options, seed)`` gets the options and seed its head.json holds,
+    else ``options`` (the recipe's; the defaults when None) and ``seed``, with a DeprecationWarning.
+    """
+    if not legacy_load(cls):
+        return cls.load(directory)
+    warnings.warn(f"{cls.__module__}.{cls.__qualname__}.load(directory, options, seed) is deprecated and will not "
+                  "be called in the next release: define load(directory) or use the FusionHead hooks "
+                  "(see docs/plugins.md)", DeprecationWarning, stacklevel=2)
+    config = _loose_config(Path(directory))
+    if config.get("options") is not None:
+        options = saved_options(cls, config)
+    saved_seed = config.get("seed")
+    seed = saved_seed if isinstance(saved_seed, int) and not isinstance(saved_seed, bool) else seed
+    return cls.load(directory, options if options is not None else cls.Options(), seed)
+
+
+def _loose_config(directory: Path) -> Saved:
+    """head.json as far as a pre-SDK head wrote one (it may have written none, or its own keys)."""
+    path = directory / CONFIG
+    try:
+        config = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        config = {}
+    return Saved(config if isinstance(config, dict) else {}, path, "entry")
+
+
 def saved_options(cls: type[Head], config: Saved) -> Options:
     """The options a head was saved with (defaults where head.json has none)."""
     from pydantic import ValidationError
@@ -334,6 +409,7 @@ class FusionHead(Head):
     """
 
     task: ClassVar[str] = "classification"
+    _legacy_hooks: ClassVar[dict[str, str]] = {"_fit": "fit", "_predict_proba": "predict_proba"}
 
     @abstractmethod
     def _fit(self, X: dict[str, Features], y: np.ndarray, groups: np.ndarray | None) -> None:
@@ -382,6 +458,7 @@ class RegressionHead(Head):
     for the recipe's T targets (``task: {kind: regression, targets: [...]}``)."""
 
     task: ClassVar[str] = "regression"
+    _legacy_hooks: ClassVar[dict[str, str]] = {"_fit": "fit", "_predict": "predict"}
 
     @abstractmethod
     def _fit(self, X: dict[str, Features], Y: np.ndarray, groups: np.ndarray | None) -> None:

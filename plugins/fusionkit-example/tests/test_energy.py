@@ -73,3 +73,9 @@ def test_cache_key_follows_the_output_not_the_speed():
     key = EnergyEncoder(EnergyOptions()).cache_key()
     assert EnergyEncoder(EnergyOptions(batch_size=8)).cache_key() == key
     assert EnergyEncoder(EnergyOptions(frame_ms=30)).cache_key() != key
+
+
+def test_cache_key_is_stable():
+    """Embeddings cached by earlier versions stay valid: the key of the default options does not move."""
+    assert EnergyEncoder(EnergyOptions()).cache_key() == "example-energy-37835dd2b91bd578"
+    assert EnergyEncoder(EnergyOptions(batch_size=3)).cache_key() == "example-energy-37835dd2b91bd578"

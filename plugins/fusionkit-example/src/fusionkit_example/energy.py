@@ -12,7 +12,8 @@ torch or transformers imports them inside ``load()``/``encode_batch()`` instead.
 
 from __future__ import annotations
 
-from typing import ClassVar, Literal, Sequence
+from collections.abc import Sequence
+from typing import ClassVar, Literal
 
 import numpy as np
 from pydantic import Field, model_validator
@@ -40,7 +41,7 @@ class EnergyOptions(Options):
     batch_size: int = Field(64, ge=1)
 
     @model_validator(mode="after")
-    def _hop_within_frame(self) -> "EnergyOptions":
+    def _hop_within_frame(self) -> EnergyOptions:
         if self.hop_ms > self.frame_ms:
             raise ValueError(f"hop_ms ({self.hop_ms}) must not exceed frame_ms ({self.frame_ms})")
         return self
@@ -97,15 +98,8 @@ class EnergyEncoder(Encoder):
     requires: ClassVar[tuple[str, ...]] = ("numpy",)
     version = "1"
     sample_rate = 16000
-
-    # options that change how fast, never what comes out: left out of the cache key, so that
-    # changing them re-encodes nothing
-    runtime_options: ClassVar[frozenset[str]] = frozenset({"batch_size"})
-
-    def identity(self) -> dict:
-        ident = super().identity()
-        ident["options"] = {k: v for k, v in ident["options"].items() if k not in self.runtime_options}
-        return ident
+    # batch_size is one of the base class's runtime_options: it is left out of the cache key, so changing it
+    # re-encodes nothing; every other option is part of the key
 
     def feature_names(self) -> list[str]:
         """Names of the vector's entries, in order."""
