@@ -43,18 +43,18 @@ def _label(item: dict, fallback: str) -> str:
 
 
 def load_grid(path: Path, overrides: list[str]) -> tuple[str, list[Cell]]:
-    """Expand a grid file into cells; raise RecipeError listing every problem of every cell."""
-    import yaml
+    """Expand a grid file into cells; raise RecipeError listing every problem of every cell.
 
-    from fusionkit.recipe import RecipeError, load_raw, resolve_recipe_path
+    The grid is read as a recipe is (:func:`fusionkit.recipe.read_yaml`): safe types only, repeated keys,
+    deep nesting and oversized files refused with the line."""
+    from fusionkit.recipe import RecipeError, load_raw, read_yaml, resolve_recipe_path
 
-    try:
-        grid = yaml.safe_load(path.read_text(encoding="utf-8"))
-    except (OSError, yaml.YAMLError) as exc:
-        raise RecipeError([f"{path}: cannot read grid ({exc})"]) from None
+    grid = read_yaml(path)
     if not isinstance(grid, dict) or "base" not in grid:
         raise RecipeError([f"{path}: a grid is a mapping with 'base' (a recipe file) and 'axes'"])
     base_ref = grid["base"]
+    if not isinstance(base_ref, str) or not base_ref:
+        raise RecipeError([f"{path}: base: expected the path of a recipe file, got {type(base_ref).__name__}"])
     base_path = (path.parent / base_ref) if not Path(base_ref).is_absolute() else Path(base_ref)
     base = load_raw(resolve_recipe_path(base_path if base_path.exists() else base_ref), overrides)
     blocks = grid.get("axes") or {}
@@ -111,16 +111,16 @@ def _encoder_key(cell: Cell, e: dict) -> str:
     return data_key + "|" + json.dumps({"plugin": e["plugin"], "options": e.get("options") or {}}, sort_keys=True)
 
 
-def encode_all(cells: list[Cell], out: Path) -> dict:
+def encode_all(cells: list[Cell], out: Path, echo: Callable[[str], None] = log.warning) -> dict:
     """Encode every distinct (dataset, encoder) once, before any head is fitted.
 
     Returns (and keeps in ``out/encode.json``) what each cell's row reports: ``caches`` maps an
     encoder of a cell to its embedding cache (encoders that differ only in layer or pooling share
     one), ``cost`` the seconds this grid run took to fill it, ``computed`` what this call encoded.
+    An encoder (or a dataset) that fails here is one ``echo`` line; the cells that use it fail when run,
+    each recording the reason, and the grid goes on.
     """
     from fusionkit.fileio import atomic_write_text
-    from fusionkit.recipe import Recipe
-    from fusionkit.pipeline.run import prepare
     from fusionkit.resources import peak_rss_mb
 
     path = out / "encode.json"
@@ -138,9 +138,13 @@ def encode_all(cells: list[Cell], out: Path) -> dict:
         raw = copy.deepcopy(template)
         raw["encoders"] = [{"plugin": e["plugin"], "options": e.get("options") or {}, "name": f"e{i}"}
                            for i, e in enumerate(encs.values())]
-        prep = prepare(Recipe.model_validate(raw))
+        try:
+            embeddings = _encode_group(raw, echo)
+        except Exception as exc:  # noqa: BLE001 - e.g. an unreadable corpus: its cells fail with the reason
+            echo(f"encoding phase: {raw['data'].get('dataset', '?')}: {type(exc).__name__}: {exc}")
+            continue
         for i, ekey in enumerate(encs):
-            counts = prep.embeddings["per_encoder"][f"e{i}"]
+            counts = embeddings["per_encoder"][f"e{i}"]
             cache = data_key + "|" + counts["cache_key"]
             state["caches"][ekey] = cache
             if counts["computed"]:
@@ -149,6 +153,29 @@ def encode_all(cells: list[Cell], out: Path) -> dict:
     state["peak_mb"] = peak_rss_mb()
     atomic_write_text(path, json.dumps(state, indent=2))
     return state
+
+
+def _encode_group(raw: dict, echo: Callable[[str], None]) -> dict:
+    """Encode the clips of one dataset with every encoder of ``raw`` (named e0, e1, ...); return the counts.
+
+    An encoder that fails as a whole, or on every clip, is one ``echo`` line naming it and the reason."""
+    from collections import Counter
+
+    from fusionkit.pipeline.data import select
+    from fusionkit.pipeline.encode import encode_recipe
+    from fusionkit.recipe import Recipe
+
+    recipe = Recipe.model_validate(raw)
+    selection = select(recipe)
+    encoded = encode_recipe(recipe, selection.clips, isolate=True)
+    for i, spec in enumerate(raw["encoders"]):
+        name = f"e{i}"
+        if selection.clips and not encoded.features.get(name):
+            reasons = Counter(r for cid, r in encoded.skipped.items() if r.startswith(f"{name}: "))
+            why = reasons.most_common(1)[0][0].split(": ", 1)[1] if reasons else "no clip could be encoded"
+            echo(f"encoding phase: encoder {spec['plugin']} failed on every clip of "
+                 f"{raw['data'].get('dataset', '?')} ({why}); the cells using it will fail")
+    return encoded.embeddings
 
 
 def _cell_encoding(cell: Cell, state: dict) -> tuple[float, int]:
@@ -193,6 +220,15 @@ def _exit_with_parent(parent: int) -> None:
     threading.Thread(target=watch, daemon=True, name="fusionkit-parent-watch").start()
 
 
+def _worker_init(parent: int) -> None:
+    """Worker initializer: Ctrl-C reaches the whole process group, but only the grid process acts on it (it
+    terminates the workers); and a worker ends when the grid process is gone."""
+    import signal
+
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    _exit_with_parent(parent)
+
+
 def _cell_file(out: Path, cell: Cell) -> Path:
     return out / "cells" / cell.id / "cell.json"
 
@@ -226,11 +262,12 @@ def run_grid(grid_path: Path, out: Path, overrides: list[str], workers: int, ret
     echo(f"{name}: {len(cells)} cells, {len(cells) - len(todo)} already finished, {len(todo)} to run")
     if todo:
         t = time.perf_counter()
-        timings = encode_all(todo, out)
+        timings = encode_all(todo, out, echo)
         echo(f"encoding phase: {time.perf_counter() - t:.1f} s")
         ctx = mp.get_context("spawn")
-        with ProcessPoolExecutor(max_workers=workers, mp_context=ctx, max_tasks_per_child=1,
-                                 initializer=_exit_with_parent, initargs=(os.getpid(),)) as pool:
+        pool = ProcessPoolExecutor(max_workers=workers, mp_context=ctx, max_tasks_per_child=1,
+                                   initializer=_worker_init, initargs=(os.getpid(),))
+        try:
             share = max(1, threads() // workers)
             futures = {pool.submit(run_cell, c.recipe, str(out / "cells" / c.id), share): c for c in todo}
             with bar(total=len(todo), desc=f"grid {name}", unit="cell") as progress:
@@ -247,7 +284,25 @@ def run_grid(grid_path: Path, out: Path, overrides: list[str], workers: int, ret
                     if row["status"] != "done":
                         echo(f"cell {cell.id} failed: {row['error']}")
                     progress.update(1)
+        except BaseException:  # Ctrl-C (KeyboardInterrupt) or anything else: start no new cell, end the workers
+            stop_pool(pool)
+            raise
+        pool.shutdown(wait=True)
     return render(out)
+
+
+def stop_pool(pool) -> None:
+    """Cancel the cells not started and terminate the workers fitting one now (their cells stay unfinished,
+    so the same command runs them again)."""
+    processes = list((getattr(pool, "_processes", None) or {}).values())
+    pool.shutdown(wait=False, cancel_futures=True)
+    for proc in processes:
+        if proc.is_alive():
+            proc.terminate()
+    for proc in processes:
+        proc.join(timeout=5)
+        if proc.is_alive():
+            proc.kill()
 
 
 def collect(out: Path) -> list[dict]:

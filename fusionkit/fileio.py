@@ -18,9 +18,28 @@ def default_cache_dir() -> Path:
     return Path(platformdirs.user_cache_dir("fusionkit"))
 
 
+class WriteError(OSError):
+    """A file that could not be written (read-only folder, full disk, ...); its message names the file."""
+
+    def __str__(self) -> str:
+        return f"cannot write {self.filename}: {self.strerror}"
+
+
 def atomic_write_bytes(path: Path, data: bytes) -> None:
-    """Write to a temporary file in the same folder, fsync, then rename over ``path``."""
+    """Write to a temporary file in the same folder, fsync, then rename over ``path``.
+
+    Any OS error is raised as :class:`WriteError` naming ``path`` and the reason (e.g. no space left).
+    """
     path = Path(path)
+    try:
+        _atomic_write(path, data)
+    except WriteError:
+        raise
+    except OSError as exc:
+        raise WriteError(exc.errno or 0, exc.strerror or str(exc), str(path)) from exc
+
+
+def _atomic_write(path: Path, data: bytes) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     try:

@@ -389,11 +389,12 @@ def _get_path(tree: Any, keys: tuple[str, ...]) -> Any:
     return tree
 
 
-def load_raw(path: Path, overrides: list[str] = ()) -> dict:
-    """Read YAML safely; resolve the recipe's own relative paths against its folder; apply --set."""
+def read_yaml(path: Path) -> Any:
+    """A YAML file (a recipe, a benchmark grid) read with :class:`RecipeLoader`: size, depth and repeated-key
+    limits; every problem is a :class:`RecipeError` line naming the file (and the line where known)."""
     text = read_recipe_text(path)
     try:
-        raw = safe_load(text)
+        return safe_load(text)
     except _Refused as exc:
         where = f":{exc.line}" if exc.line else ""
         raise RecipeError([f"{path}{where}: {exc.problem}"]) from None
@@ -401,6 +402,11 @@ def load_raw(path: Path, overrides: list[str] = ()) -> dict:
         mark = getattr(exc, "problem_mark", None)
         where = f":{mark.line + 1}" if mark else ""
         raise RecipeError([f"{path}{where}: not valid YAML ({shorten(getattr(exc, 'problem', exc))})"]) from None
+
+
+def load_raw(path: Path, overrides: list[str] = ()) -> dict:
+    """Read YAML safely; resolve the recipe's own relative paths against its folder; apply --set."""
+    raw = read_yaml(path)
     if raw is None:
         raise RecipeError([f"{path}: the recipe is empty"])
     if not isinstance(raw, dict):

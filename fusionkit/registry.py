@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import importlib.util
 import inspect
+import logging
 import os
 import tomllib
 from collections.abc import Callable, Container, Iterator
@@ -43,6 +44,9 @@ BLOCK_ENV = "FUSIONKIT_BLOCK_PLUGINS"
 BLOCKED_REASON = f"blocked by {BLOCK_ENV}"
 
 
+log = logging.getLogger("fusionkit")
+
+
 class PluginError(Exception):
     """A plugin problem worth one clear line to the user."""
 
@@ -56,8 +60,9 @@ class PluginInfo:
     cls: type | None
     distribution: str
     entry_point: str
-    status: str = "installed"  # installed | not installed | broken | blocked
+    status: str = "installed"  # installed | not installed | broken | blocked | name clash
     reason: str = ""
+    entry_name: str = ""  # the entry point's own name (what a dist:name block matches before importing)
 
     @property
     def origin(self) -> str:
@@ -69,14 +74,22 @@ class Registry:
     """What the plugin manager's hooks registered, plus the entry points that failed or were blocked."""
 
     plugins: dict[tuple[str, str], PluginInfo] = field(default_factory=dict)
-    problems: list[PluginInfo] = field(default_factory=list)  # broken or blocked entry points
+    problems: list[PluginInfo] = field(default_factory=list)  # broken, blocked or clashing entry points
+    clashes: dict[tuple[str, str], str] = field(default_factory=dict)  # (kind, name) -> what using the name says
     pm: pluggy.PluginManager | None = field(default=None, repr=False, compare=False)
+    _told: set = field(default_factory=set, repr=False, compare=False)
 
     def names(self, kind: str) -> list[str]:
         return sorted(n for (k, n) in self.plugins if k == kind)
 
     def get(self, kind: str, name: str) -> type:
         info = self.plugins.get((kind, name))
+        clash = self.clashes.get((kind, name))
+        if clash is not None and info is None:
+            raise PluginError(clash)
+        if clash is not None and (kind, name) not in self._told:  # the built-in is used: say so, once
+            self._told.add((kind, name))
+            log.warning("%s", clash)
         if info is None:
             broken = sorted((p for p in self.problems if p.name == name), key=lambda p: p.kind != kind)
             if broken:
@@ -150,7 +163,7 @@ class _Source:
         return f"{self.dist}:{self.ep.group}:{self.ep.name}"
 
     def problem(self, status: str, reason: str) -> PluginInfo:
-        return PluginInfo(self.ep.name, self.kind, None, self.dist, self.ep.value, status, reason)
+        return PluginInfo(self.ep.name, self.kind, None, self.dist, self.ep.value, status, reason, self.ep.name)
 
 
 class _Manager(pluggy.PluginManager):
@@ -199,7 +212,8 @@ def build_registry() -> Registry:
     """Register every plugin module with one plugin manager, call its hooks, and collect what they offer.
 
     A module that fails to import, or whose hook raises, is recorded as broken and
-    skipped. Two plugins of one kind with one name are an error naming both sources.
+    skipped. Two plugins of one kind with one name never make it fail: a built-in keeps its name and the
+    other is listed as a problem; two third-party ones are both listed, and using the name says why.
     """
     pm = _Manager("fusionkit")
     pm.add_hookspecs(hookspecs)
@@ -233,7 +247,8 @@ def _registrar(registry: Registry, blocked: Container[str], kind: str, source: _
 
     def register(cls: type) -> None:
         _check_class(cls, kind)
-        _add(registry, blocked, PluginInfo(cls.name, kind, cls, source.dist, source.ep.value))
+        _add(registry, blocked, PluginInfo(cls.name, kind, cls, source.dist, source.ep.value,
+                                           entry_name=source.ep.name))
 
     return register
 
@@ -260,14 +275,15 @@ def _add(registry: Registry, blocked: Container[str], info: PluginInfo) -> None:
         registry.problems.append(info)
         return
     key = (info.kind, info.name)
-    if key in registry.plugins:
-        other = registry.plugins[key]
-        raise PluginError(
-            f"two {info.kind} plugins are named '{info.name}': one from distribution "
-            f"'{other.distribution}' ({other.entry_point}), one from '{info.distribution}' "
-            f"({info.entry_point}); uninstall one, or block one with "
-            f"{BLOCK_ENV}={info.distribution}:{info.name}"
-        )
+    _check_requirements(info)
+    if key in registry.plugins or key in registry.clashes:
+        _clash(registry, info)
+        return
+    registry.plugins[key] = info
+
+
+def _check_requirements(info: PluginInfo) -> None:
+    """Mark ``info`` not installed, with the way to install them, when modules it requires are missing."""
     missing = missing_requirements(info.cls)
     if missing:
         info.status = "not installed"
@@ -277,7 +293,40 @@ def _add(registry: Registry, blocked: Container[str], info: PluginInfo) -> None:
         else:
             hint = f"pip install --upgrade '{info.distribution}' to pull its requirements"
         info.reason = f"needs {', '.join(missing)} ({hint})"
-    registry.plugins[key] = info
+
+
+def _block_hint(info: PluginInfo) -> str:
+    """The block that stops ``info`` before its module is imported: its distribution and entry point name."""
+    return f"{BLOCK_ENV}={info.distribution}:{info.entry_name or info.name}"
+
+
+def _clash(registry: Registry, info: PluginInfo) -> None:
+    """A second plugin of one kind and name. A built-in keeps the name and the other is listed as a problem;
+    between third parties neither is used, both are listed, and using the name says why. No command fails."""
+    key = (info.kind, info.name)
+    other = registry.plugins.get(key)
+    if other is not None and info.distribution == BUILTIN_DISTRIBUTION != other.distribution:
+        registry.plugins[key] = info  # the built-in keeps its name, whichever registered first
+        info, other = other, info
+    if other is not None and other.distribution == BUILTIN_DISTRIBUTION:
+        info.status = "name clash"
+        info.reason = (f"the name of the built-in {info.kind} plugin '{info.name}', which is used instead; "
+                       f"uninstall '{info.distribution}', or block it with {_block_hint(info)}")
+        registry.problems.append(info)
+        registry.clashes[key] = (f"{info.kind} plugin '{info.name}': the built-in is used; '{info.distribution}' "
+                                 f"({info.entry_point}) also registers this name ({_block_hint(info)} silences this)")
+        return
+    clashing = [info] + ([registry.plugins.pop(key)] if other is not None else [])
+    for each in clashing:
+        each.status = "name clash"
+        registry.problems.append(each)
+    named = [p for p in registry.problems if (p.kind, p.name) == key and p.status == "name clash"]
+    message = (f"{len(named)} {info.kind} plugins are named '{info.name}': "
+               + ", ".join(f"one from '{p.distribution}' ({p.entry_point})" for p in named)
+               + f"; none is used: uninstall all but one, or block the others, e.g. {_block_hint(named[-1])}")
+    for each in named:
+        each.reason = message
+    registry.clashes[key] = message
 
 
 _REGISTRY: Registry | None = None

@@ -130,9 +130,10 @@ def test_a_name_cannot_take_outputs_out_of_runs(tmp_path, fk_env, name):
 
 @pytest.mark.parametrize("name, folder", [("a/b", "a-b"), ("ravdess/base-l3..5/linear", "ravdess-base-l3..5-linear"),
                                           ("with spaces", "with spaces")])
-def test_a_name_with_separators_becomes_one_folder_under_runs(tmp_path, fk_env, name, folder):
+def test_a_name_with_separators_becomes_one_folder_under_runs(tmp_path, fk_env, name, folder, monkeypatch):
     from fusionkit.pipeline.run import default_run_dir
 
+    monkeypatch.chdir(tmp_path)  # the run folder is made under ./runs
     recipe = load_recipe(write_recipe(tmp_path / "r.yaml", small_recipe(name=name)))
     out = default_run_dir(recipe)
     assert out.parent == Path("runs") and out.name.startswith(folder + "-")

@@ -42,6 +42,10 @@ def bench_command(grid: Path | None, out: Path | None, overrides: tuple[str, ...
         for line in exc.lines:
             click.echo(f"error: {line}", err=True)
         sys.exit(2)
+    except KeyboardInterrupt:
+        click.echo(f"error: {grid}: interrupted; no new cell was started and the running ones were stopped; "
+                   f"finished cells are kept in {out}/cells and the same command runs the rest", err=True)
+        sys.exit(130)
     done = [r for r in rows if r["status"] == "done"]
     click.echo((out / "results.md").read_text())
     failed = len(rows) - len(done)

@@ -127,8 +127,8 @@ def run(recipe: str, overrides, out: Path | None) -> None:
     from fusionkit.registry import PluginError
     from fusionkit.pipeline.run import default_run_dir, run as do_run
 
-    out = out or default_run_dir(r)
     try:
+        out = out or default_run_dir(r)
         metrics = do_run(r, out, recipe)
     except KeyboardInterrupt:
         _fail([f"{recipe}: interrupted; every embedding written so far is in the cache, "
@@ -142,8 +142,25 @@ def run(recipe: str, overrides, out: Path | None) -> None:
     emb = metrics["embeddings"]
     click.echo(f"\n{r.name}: {metrics['n_clips']} clips, {len(metrics['folds'])} folds, "
                f"{len(metrics['skipped'])} skipped; embeddings {emb['computed']} computed, {emb['cached']} cached")
+    for line in _left_out_lines(metrics):
+        click.echo(line)
     click.echo(results_table(metrics))
     click.echo(f"outputs in {out}/ (metrics.json, predictions.csv, report.md, confusion.png)")
+
+
+def _left_out_lines(metrics: dict, shown: int = 5) -> list[str]:
+    """The run summary's lines on what was not used: skipped files and clips (the first few), clips left out by
+    label per corpus."""
+    skipped = metrics.get("skipped") or []
+    lines = [f"skipped: {s['clip']}: {s['reason']}" for s in skipped[:shown]]
+    if len(skipped) > shown:
+        lines.append(f"skipped: ... and {len(skipped) - shown} more (metrics.json, report.md)")
+    labels = (metrics.get("protocol") or {}).get("labels") or {}
+    for role in ("data", "test_data"):
+        excluded = (labels.get(role) or {}).get("excluded") or {}
+        if excluded:
+            lines.append(f"left out of {role} by label: " + ", ".join(f"{k} {n}" for k, n in excluded.items()))
+    return lines
 
 
 @main.group()

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import logging
 import os
 from pathlib import Path
 
@@ -13,17 +14,45 @@ from fusionkit.fileio import CACHE_ENV, atomic_write_bytes, atomic_write_text, d
 __all__ = ["CACHE_ENV", "EmbeddingCache", "atomic_write_bytes", "atomic_write_text", "cache_report", "default_cache_dir",
            "remove_stray_tmp"]
 
+log = logging.getLogger("fusionkit")
+
+
+_WARNED: set[str] = set()  # cache roots already warned about as not writable (one line per root and process)
+
+
+def _warn_unwritable(root: Path, path: Path, exc: OSError) -> None:
+    """One warning line per cache root: entries are computed and used, not saved."""
+    if str(root) in _WARNED:
+        return
+    _WARNED.add(str(root))
+    reason = exc.strerror or type(exc).__name__
+    log.warning("cache %s: cannot write %s (%s); embeddings computed in this run are used but not cached",
+                root, path, reason)
+
 
 class EmbeddingCache:
-    """``root/<encoder key>/<digest[:2]>/<digest>.safetensors``; ``identity.json`` describes the key."""
+    """``root/<encoder key>/<digest[:2]>/<digest>.safetensors``; ``identity.json`` describes the key.
+
+    A cache that cannot be written (read-only, full disk) is still read: entries it lacks are computed and
+    used without being saved, after one warning line naming the file and the reason. An entry that cannot be
+    read, lacks required arrays or holds NaN or inf is a miss (recomputed, and rewritten where possible).
+    """
 
     def __init__(self, root: Path, encoder_key: str, identity: dict | None = None):
-        self.dir = Path(root) / encoder_key
-        self.dir.mkdir(parents=True, exist_ok=True)
-        if identity is not None:
+        self.root = Path(root)
+        self.dir = self.root / encoder_key
+        self.writable = True
+        try:
+            self.dir.mkdir(parents=True, exist_ok=True)
             ident = self.dir / "identity.json"
-            if not ident.exists():
+            if identity is not None and not ident.exists():
                 atomic_write_bytes(ident, json.dumps(identity, indent=2, sort_keys=True).encode())
+        except OSError as exc:
+            self._unwritable(getattr(exc, "filename", None) or self.dir, exc)
+
+    def _unwritable(self, path: Path | str, exc: OSError) -> None:
+        self.writable = False
+        _warn_unwritable(self.root, Path(path), exc)
 
     def path(self, digest: str) -> Path:
         return self.dir / digest[:2] / f"{digest}.safetensors"
@@ -38,18 +67,31 @@ class EmbeddingCache:
             arrays = load_file(str(path))
         except Exception:  # noqa: BLE001 - a damaged entry is a miss, rewritten later
             return None
-        if not required.issubset(arrays):
+        if not required.issubset(arrays) or not all_finite(arrays):
             return None
         return arrays
 
-    def put(self, digest: str, arrays: dict[str, np.ndarray]) -> None:
+    def put(self, digest: str, arrays: dict[str, np.ndarray]) -> bool:
+        """Save an entry (merged with the arrays already cached for it); False when the cache cannot be written."""
         from safetensors.numpy import save
 
+        if not self.writable:
+            return False
         old = self.get(digest) or {}
         merged = {**old, **{k: np.ascontiguousarray(v) for k, v in arrays.items()}}
         path = self.path(digest)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        atomic_write_bytes(path, save(merged))
+        try:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            atomic_write_bytes(path, save(merged))
+        except OSError as exc:
+            self._unwritable(path, exc)
+            return False
+        return True
+
+
+def all_finite(arrays: dict[str, np.ndarray]) -> bool:
+    """True when no floating array holds NaN or inf (a damaged or poisoned entry is recomputed)."""
+    return all(a.dtype.kind not in "fc" or bool(np.all(np.isfinite(a))) for a in arrays.values())
 
 
 # ---------------------------------------------------------------- inspection and cleaning

@@ -59,6 +59,34 @@ def apply_labels(clips: list[Clip], spec: LabelSpec, corpus: str = "data") -> tu
     return kept, classes
 
 
+NO_LABEL = "(no label)"
+
+
+def left_out_labels(clips: list[Clip], spec: LabelSpec) -> dict[str, int]:
+    """Clips a classification run leaves out, per label after mapping: labels outside ``include`` and, under
+    ``(no label)``, clips without one. Labels in order of count, largest first."""
+    counts: Counter = Counter()
+    for clip in clips:
+        label = spec.map.get(clip.label, clip.label) if clip.label is not None else None
+        if label is None:
+            counts[NO_LABEL] += 1
+        elif spec.include is not None and label not in spec.include:
+            counts[label] += 1
+    return dict(sorted(counts.items(), key=lambda kv: (-kv[1], kv[0])))
+
+
+def _warn_left_out(left_out: dict[str, int], spec: LabelSpec, corpus: str) -> None:
+    """One line naming every label left out with its count, and an included class a label differs from only in
+    case or surrounding spaces (a likely typo)."""
+    if not left_out:
+        return
+    included = {c.strip().lower(): c for c in spec.include or []}
+    near = [f"{k!r} ~ {included[k.strip().lower()]!r}" for k in left_out if k.strip().lower() in included]
+    hint = f"; differ only in case or spaces from an included class: {', '.join(near)}" if near else ""
+    log.warning("%s: %d clip(s) left out by %s.labels: %s%s", corpus, sum(left_out.values()), corpus,
+                ", ".join(f"{k} {n}" for k, n in left_out.items()), hint)
+
+
 def class_counts(clips: list[Clip], classes: list[str]) -> dict[str, int]:
     """Clips per class, in class order."""
     counts = Counter(c.label for c in clips)
@@ -107,6 +135,7 @@ class Selection:
     classes: list[str]
     labels: dict  # how classes were chosen, for the protocol
     partitions: dict[str, str] | None
+    passed_over: dict[str, str] = field(default_factory=dict)  # file -> reason, from the dataset plugins
 
     @property
     def clips(self) -> list[Clip]:
@@ -124,13 +153,15 @@ def load_dataset(recipe: Recipe, spec: DataSpec | None = None) -> Dataset:
 def select(recipe: Recipe) -> Selection:
     """Read the corpus (and test corpus); keep the clips with what the task predicts."""
     dataset = load_dataset(recipe)
-    train, classes = _task_clips(recipe, recipe.data, "data", dataset)
     labels: dict = {"data": _label_info(recipe.data)}
+    train, classes = _task_clips(recipe, recipe.data, "data", dataset, labels["data"])
+    passed = passed_over(dataset, "data")
     test: list[Clip] = []
     if recipe.test_data is not None:
         test_set = load_dataset(recipe, recipe.test_data)
-        test, test_classes = _task_clips(recipe, recipe.test_data, "test_data", test_set)
         labels["test_data"] = _label_info(recipe.test_data)
+        test, test_classes = _task_clips(recipe, recipe.test_data, "test_data", test_set, labels["test_data"])
+        passed.update(passed_over(test_set, "test_data"))
         if recipe.task.kind == "classification":
             classes, labels["left_out"] = _shared_classes(classes, test_classes)
             train = [c for c in train if c.label in classes]
@@ -138,19 +169,42 @@ def select(recipe: Recipe) -> Selection:
         _unique_ids(train, test, recipe.test_data.dataset)
     if recipe.task.kind == "classification":
         log.info("%d clips, %d classes: %s", len(train) + len(test), len(classes), ", ".join(classes))
-    return Selection(train, test, classes, labels, dataset.partitions())
+    return Selection(train, test, classes, labels, dataset.partitions(), passed)
+
+
+def passed_over(dataset: Dataset, role: str, shown: int = 3) -> dict[str, str]:
+    """The files ``dataset.clips()`` passed over (:meth:`Dataset.skip`) as skipped entries: the file (``test_data``'s
+    prefixed ``test_data:``) -> ``<dataset>: <reason>``; a warning line gives the count and the first few."""
+    found = getattr(dataset, "skipped", None) or {}
+    if not found:
+        return {}
+    prefix = "" if role == "data" else f"{role}:"
+    out = {f"{prefix}{item}": f"{dataset.name}: {reason}" for item, reason in found.items()}
+    first = "; ".join(f"{item}: {reason}" for item, reason in list(found.items())[:shown])
+    more = f"; and {len(found) - shown} more" if len(found) > shown else ""
+    log.warning("%s: the %s dataset passed over %d file(s) (%s%s); all are listed under skipped in metrics.json "
+                "and report.md", role, dataset.name, len(found), first, more)
+    return out
 
 
 def _label_info(spec: DataSpec) -> dict:
     return {"dataset": spec.dataset, "map": spec.labels.map, "include": spec.labels.include}
 
 
-def _task_clips(recipe: Recipe, spec: DataSpec, role: str, dataset: Dataset) -> tuple[list[Clip], list[str]]:
-    """Clips of one corpus with what the task predicts: mapped classes, or numeric targets."""
+def _task_clips(recipe: Recipe, spec: DataSpec, role: str, dataset: Dataset,
+                info: dict | None = None) -> tuple[list[Clip], list[str]]:
+    """Clips of one corpus with what the task predicts: mapped classes, or numeric targets.
+
+    Classification: the clips left out per label (outside ``include``, or unlabelled) are warned about and
+    recorded in ``info["excluded"]`` for the protocol."""
     clips = dataset.clips()
     if recipe.task.kind == "regression":
         kept, _ = regression_targets(clips, recipe.task.targets, role)
         return kept, []
+    left_out = left_out_labels(clips, spec.labels)
+    _warn_left_out(left_out, spec.labels, role)
+    if info is not None:
+        info["excluded"] = left_out
     kept, classes = apply_labels(clips, spec.labels, role)
     if not kept:
         raise ValueError(f"{role}: dataset '{spec.dataset}' at {spec.root} yielded no labelled clips")
@@ -223,6 +277,8 @@ def keep_usable(recipe: Recipe, selection: Selection, encoded: Encoded) -> Prepa
 
     train = [c for c in selection.train if ok(c)]
     test = [c for c in selection.test if ok(c)]
+    all_skipped = {**selection.passed_over, **skipped}  # files the dataset passed over, then clips not encoded
+    check_shapes(features, encoded.sequences, [c.id for c in train + test])
     classes, targets = selection.classes, None
     cross = recipe.test_data is not None
     if recipe.task.kind == "regression":
@@ -235,12 +291,42 @@ def keep_usable(recipe: Recipe, selection: Selection, encoded: Encoded) -> Prepa
     else:
         classes = [k for k in classes if any(c.label == k for c in train)]
     if not train + test:
-        raise ValueError(f"no clip of '{recipe.data.dataset}' could be used (all {len(selection.clips)} skipped)")
+        raise ValueError(f"no clip of '{recipe.data.dataset}' could be used (all {len(selection.clips)} skipped"
+                         f"{_commonest(encoded.skipped)})")
     if cross and (not train or not test):
         raise ValueError("cross-corpus: one side has no usable clip after skipping")
-    return Prepared(train + test, classes, features, encoded.sequences, skipped, encoded.embeddings,
+    return Prepared(train + test, classes, features, encoded.sequences, all_skipped, encoded.embeddings,
                     selection.partitions, encoded.seconds, n_train=len(train) if cross else None,
                     targets=targets, labels=selection.labels)
+
+
+def check_shapes(features: dict[str, dict[str, np.ndarray]], sequences: dict[str, bool], ids: list[str]) -> None:
+    """Every encoder's features of ``ids`` have one shape (a sequence encoder: one feature size), of 1 or 2
+    dimensions; else a :class:`ValueError` naming the encoder, the shapes and a clip of the odd one."""
+    for name, feats in features.items():
+        shapes: dict[tuple, list[str]] = {}
+        for cid in ids:
+            shape = tuple(np.shape(feats[cid]))
+            key = shape[-1:] if sequences.get(name) else shape
+            shapes.setdefault(key if 1 <= len(shape) <= 2 else ("ndim", len(shape)), []).append(cid)
+        odd = [k for k in shapes if k[:1] == ("ndim",)]
+        if odd:
+            cid = shapes[odd[0]][0]
+            raise ValueError(f"encoder '{name}': features of clip {cid} have shape {tuple(np.shape(feats[cid]))}; "
+                             "expected a vector (D,), layers (L, D) or a sequence (T, D)")
+        if len(shapes) > 1:
+            what = "feature sizes" if sequences.get(name) else "feature shapes"
+            seen = ", ".join(f"{k} for {len(v)} clip(s) (e.g. {v[0]})"
+                             for k, v in sorted(shapes.items(), key=lambda kv: -len(kv[1])))
+            raise ValueError(f"encoder '{name}' gave clips different {what}: {seen}")
+
+
+def _commonest(skipped: dict[str, str]) -> str:
+    """``; most often: REASON (N clips)`` for the commonest skip reason, or an empty string."""
+    if not skipped:
+        return ""
+    reason, n = Counter(skipped.values()).most_common(1)[0]
+    return f"; most often: {reason} ({n} clip{'s' if n != 1 else ''})"
 
 
 # ---------------------------------------------------------------- normalisation

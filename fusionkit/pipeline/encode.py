@@ -81,14 +81,14 @@ def encode_clips(
             result.features[clip.id] = selected
             result.cached += 1
     if misses:
-        encoder.load()
+        load_encoder(encoder, label)
         misses = _by_length(encoder, misses)
         inputs = [clip.text if encoder.modality == "text" else clip.path for clip, _ in misses]
         with bar(total=len(misses), desc=f"encoding {label or encoder.name}", unit="clip") as progress:
             for out in featurize(encoder, inputs):
                 clip, key = misses[out.index]
                 if out.ok:
-                    cache.put(key, out.arrays)
+                    cache.put(key, out.arrays)  # a cache that cannot be written warns once; the features are used
                     result.features[clip.id] = out.features
                     result.computed += 1
                 else:
@@ -98,11 +98,19 @@ def encode_clips(
     return result
 
 
+def load_encoder(encoder: Encoder, label: str | None = None) -> None:
+    """``encoder.load()``; a ``sys.exit()`` in it is an :class:`EncodeError` naming the encoder, not an exit."""
+    try:
+        encoder.load()
+    except SystemExit as exc:
+        raise EncodeError(f"{label or encoder.name}: the encoder's load() called sys.exit({exc.code!r})") from None
+
+
 def _select(encoder: Encoder, arrays: dict[str, np.ndarray]) -> np.ndarray | None:
     """The encoder's view of a cached entry, or None when the entry does not fit it."""
     try:
         return encoder.select(arrays)
-    except Exception:  # noqa: BLE001 - e.g. an entry written by an older version: re-encode
+    except (Exception, SystemExit):  # noqa: BLE001 - e.g. an entry written by an older version: re-encode
         log.debug("%s: cached entry unusable; re-encoding", encoder.name, exc_info=True)
         return None
 
@@ -112,6 +120,19 @@ def _by_length(encoder: Encoder, misses: list[tuple[Clip, str]]) -> list[tuple[C
     if encoder.modality == "text":
         return sorted(misses, key=lambda m: len(m[0].text or ""))
     return sorted(misses, key=lambda m: duration(m[0].path))
+
+
+def _encode_one(encoder: Encoder, clips: Sequence[Clip], cache_root: Path, digests: dict[str, str], name: str,
+                isolate: bool) -> EncodeResult:
+    """:func:`encode_clips`; with ``isolate``, an encoder failing as a whole skips every clip with the reason."""
+    if not isolate:
+        return encode_clips(encoder, clips, cache_root, digests, label=name)
+    try:
+        return encode_clips(encoder, clips, cache_root, digests, label=name)
+    except Exception as exc:  # noqa: BLE001 - the grid records the failure in the cells that use this encoder
+        reason = f"encoder failed: {type(exc).__name__}: {exc}"
+        log.debug("%s: %s", name, reason, exc_info=True)
+        return EncodeResult(skipped={c.id: reason for c in clips})
 
 
 # ---------------------------------------------------------------- the encode stage of a run
@@ -142,9 +163,13 @@ def build_encoders(recipe: Recipe) -> dict[str, Encoder]:
     return out
 
 
-def encode_recipe(recipe: Recipe, clips: Sequence[Clip], run_dir: Path | None = None) -> Encoded:
+def encode_recipe(recipe: Recipe, clips: Sequence[Clip], run_dir: Path | None = None,
+                  isolate: bool = False) -> Encoded:
     """Hash the audio, transcribe it when ``text.source`` is asr, and encode every clip with every encoder
-    through the cache; a clip an encoder cannot take is skipped with its reason."""
+    through the cache; a clip an encoder cannot take is skipped with its reason.
+
+    ``isolate`` (benchmark grids): an encoder that fails as a whole (its model does not load, ...) skips every
+    clip with the reason instead of ending the call, so the other encoders are still encoded."""
     from fusionkit.fileio import default_cache_dir
 
     encoders = build_encoders(recipe)
@@ -160,7 +185,7 @@ def encode_recipe(recipe: Recipe, clips: Sequence[Clip], run_dir: Path | None = 
     features, sequences, counts = {}, {}, {}
     start = time.perf_counter()
     for name, encoder in encoders.items():
-        result = encode_clips(encoder, clips, cache_root, digests, label=name)
+        result = _encode_one(encoder, clips, cache_root, digests, name, isolate)
         for cid, reason in result.skipped.items():
             skipped.setdefault(cid, f"{name}: {reason}")
         features[name] = result.features

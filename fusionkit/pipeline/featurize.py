@@ -153,21 +153,42 @@ def _prepared(encoder: EncoderLike, inputs: list, groups: list[range], sampling_
 
 
 def _encoded(encoder: EncoderLike, ready: list[tuple[int, Any]]) -> Iterator[Featurized]:
-    """Encode and select; an output :meth:`Encoder.select` refuses costs only its own input."""
+    """Encode and select; an output :meth:`Encoder.select` refuses, or one holding NaN or inf, costs only its
+    own input (and is never cached)."""
     for index, arrays, error in _encode_safely(encoder, ready):
         if error is not None:
             yield Featurized(index, reason=f"{encoder.name} failed: {type(error).__name__}: {error}", error=error)
             continue
         try:
             features = encoder.select(arrays)
-        except Exception as exc:  # noqa: BLE001 - one input's odd output costs only that input
+        except (Exception, SystemExit) as exc:  # noqa: BLE001 - one input's odd output costs only that input
             yield Featurized(index, reason=f"{encoder.name} output unusable: {type(exc).__name__}: {exc}", error=exc)
+            continue
+        bad = non_finite(arrays, features)
+        if bad:
+            yield Featurized(index, reason=f"{encoder.name} output not finite: {bad}", error=EncodeError(bad))
             continue
         yield Featurized(index, arrays, features)
 
 
+def non_finite(arrays: Any, features: Any = None) -> str | None:
+    """Where NaN or inf sits in an encoder's arrays (or selected features), in words; None when all are finite."""
+    named = dict(arrays) if isinstance(arrays, dict) else {}
+    if features is not None:
+        named["(selected features)"] = features
+    for key, value in named.items():
+        try:
+            x = np.asarray(value)
+            if x.dtype.kind in "fc" and not np.all(np.isfinite(x)):
+                nan, inf = int(np.isnan(x).sum()), int(np.isinf(x).sum())
+                return f"{key} holds {nan} NaN and {inf} inf value(s) of {x.size}"
+        except (TypeError, ValueError):
+            continue  # not numeric: select() decides whether it is usable
+    return None
+
+
 def _encode_safely(encoder: EncoderLike, batch: list[tuple[int, Any]]
-                   ) -> Iterator[tuple[int, dict | None, Exception | None]]:
+                   ) -> Iterator[tuple[int, dict | None, BaseException | None]]:
     """``(index, arrays, None)`` per input, or ``(index, None, error)``; a failing batch is retried one by one."""
     if not batch:
         return
@@ -175,7 +196,7 @@ def _encode_safely(encoder: EncoderLike, batch: list[tuple[int, Any]]
         outputs = list(encoder.encode_batch([x for _, x in batch]))
         if len(outputs) != len(batch):
             raise ValueError(f"encode_batch returned {len(outputs)} results for {len(batch)} inputs")
-    except Exception as exc:  # noqa: BLE001
+    except (Exception, SystemExit) as exc:  # noqa: BLE001 - sys.exit() in an encoder is its failure, not fusionkit's
         if len(batch) == 1:
             yield batch[0][0], None, exc
             return

@@ -143,6 +143,17 @@ def _plugin_text(spec: dict, name: str) -> str:
     return f"`{name}`" + (f" ({opts})" if opts else "")
 
 
+def _excluded_lines(labels: dict) -> list[str]:
+    """One line per corpus whose clips were left out by label (outside ``labels.include``, or unlabelled)."""
+    out = []
+    for role in ("data", "test_data"):
+        excluded = (labels.get(role) or {}).get("excluded") or {}
+        if excluded:
+            out.append(f"- Left out of {role} by label ({sum(excluded.values())} clips): "
+                       + ", ".join(f"{k} ({n})" for k, n in excluded.items()) + ".")
+    return out
+
+
 def _header(m: dict) -> list[str]:
     p = m["protocol"]
     corpus = f"**{p['corpus']}**" + (f" (train) -> **{p['test_corpus']}** (test)" if p.get("test_corpus") else "")
@@ -169,6 +180,7 @@ def _header(m: dict) -> list[str]:
         if left.get("train_only") or left.get("test_only"):
             names = left.get("train_only", []) + left.get("test_only", [])
             lines.append(f"- Left out (not in both corpora): {', '.join(names)}.")
+        lines += _excluded_lines(p.get("labels") or {})
     lines += [
         f"- Split: {p.get('split_description', p['split']['kind'])}; seeds {p['seeds']}; "
         + ("speaker-independent (no speaker on both sides of any fold)." if p["speaker_independent"]

@@ -16,10 +16,12 @@ from __future__ import annotations
 
 import json
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from datetime import datetime
 from pathlib import Path
 
-from fusionkit.fileio import atomic_write_text
+from fusionkit.fileio import WriteError, atomic_write_text
 from fusionkit.pipeline.data import Prepared, keep_usable, normalize, select
 from fusionkit.pipeline.encode import encode_recipe
 from fusionkit.pipeline.evaluate import summarize_run
@@ -27,9 +29,36 @@ from fusionkit.pipeline.folds import fit_folds
 from fusionkit.recipe import Recipe, dump, safe_name
 
 
-def default_run_dir(recipe: Recipe) -> Path:
-    """``runs/NAME-YYYYmmdd-HHMMSS``: one folder under runs/ (separators in the name become '-')."""
-    return Path("runs") / f"{safe_name(recipe.name)}-{datetime.now().strftime('%Y%m%d-%H%M%S')}"
+def default_run_dir(recipe: Recipe, parent: Path = Path("runs")) -> Path:
+    """A new, empty ``runs/NAME-YYYYmmdd-HHMMSS`` folder (separators in the name become '-'), created here.
+
+    The folder is made with an exclusive mkdir, so two runs started in the same second never share one:
+    the second gets ``...-HHMMSS-2`` (then ``-3``, ...).
+    """
+    base = f"{safe_name(recipe.name)}-{datetime.now().strftime('%Y%m%d-%H%M%S')}"
+    parent.mkdir(parents=True, exist_ok=True)
+    for n in range(1, 10_000):
+        path = parent / (base if n == 1 else f"{base}-{n}")
+        try:
+            path.mkdir()
+        except FileExistsError:
+            continue
+        return path
+    raise FileExistsError(f"{parent}: no free run folder name for {base}")
+
+
+@contextmanager
+def naming_write_errors(where: Path) -> Iterator[None]:
+    """An OS error that names no file (e.g. a full disk while a plot or a model is saved) is raised as a
+    :class:`~fusionkit.fileio.WriteError` naming ``where``."""
+    try:
+        yield
+    except WriteError:
+        raise
+    except OSError as exc:
+        if exc.filename:
+            raise
+        raise WriteError(exc.errno or 0, exc.strerror or str(exc), str(where)) from exc
 
 
 def prepare(recipe: Recipe, run_dir: Path | None = None) -> Prepared:
@@ -40,17 +69,25 @@ def prepare(recipe: Recipe, run_dir: Path | None = None) -> Prepared:
 
 
 def run(recipe: Recipe, run_dir: Path | None = None, recipe_source: str = "") -> dict:
-    """Run the recipe and write its outputs into ``run_dir``; return metrics.json's content."""
+    """Run the recipe and write its outputs into ``run_dir``; return metrics.json's content.
+
+    metrics.json is written last, once everything else is in place: a folder holding it is a finished run.
+    A metrics.json left in ``run_dir`` by an earlier run is removed first, so a run that fails part-way never
+    leaves a folder that looks finished.
+    """
     from fusionkit.pipeline.report import write_report
 
     run_dir = Path(run_dir or default_run_dir(recipe))
     run_dir.mkdir(parents=True, exist_ok=True)
+    (run_dir / "metrics.json").unlink(missing_ok=True)
     atomic_write_text(run_dir / "recipe.yaml", dump(recipe))
     start = time.perf_counter()
     prep = normalize(recipe, prepare(recipe, run_dir))
-    fitted = fit_folds(recipe, prep, run_dir)
+    with naming_write_errors(run_dir / "models"):
+        fitted = fit_folds(recipe, prep, run_dir)
     metrics = summarize_run(recipe, prep, fitted, time.perf_counter() - start)
     fitted.predictions.write_csv(run_dir / "predictions.csv")
+    with naming_write_errors(run_dir):
+        write_report(run_dir, metrics, fitted.predictions)
     atomic_write_text(run_dir / "metrics.json", json.dumps(metrics, indent=2))
-    write_report(run_dir, metrics, fitted.predictions)
     return metrics

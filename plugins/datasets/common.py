@@ -3,6 +3,10 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from fusionkit.sdk.base import Dataset
 
 AUDIO_SUFFIXES = frozenset({".wav", ".flac"})
 
@@ -21,12 +25,23 @@ def corpus_dir(root: Path | str | None, dataset: str) -> Path:
     return path
 
 
-def audio_files(root: Path | str) -> list[Path]:
-    """Every .wav/.flac file under ``root`` at any depth (hidden files left out), sorted."""
-    return sorted(
-        p for p in Path(root).rglob("*")
-        if p.suffix.lower() in AUDIO_SUFFIXES and not p.name.startswith(".") and p.is_file()
-    )
+HIDDEN_REASON = "hidden file (its name starts with '.', e.g. a macOS ._ file)"
+DANGLING_REASON = "not a readable file (a link to nothing?)"
+
+
+def audio_files(root: Path | str, dataset: Dataset | None = None) -> list[Path]:
+    """Every .wav/.flac file under ``root`` at any depth, sorted; hidden files and links to nothing are left
+    out, and reported through ``dataset.skip`` when a dataset is given."""
+    out = []
+    for p in sorted(Path(root).rglob("*")):
+        if p.suffix.lower() not in AUDIO_SUFFIXES or p.is_dir():
+            continue
+        reason = HIDDEN_REASON if p.name.startswith(".") else None if p.is_file() else DANGLING_REASON
+        if reason is None:
+            out.append(p)
+        elif dataset is not None:
+            dataset.skip(p, reason)
+    return out
 
 
 def audio_index(root: Path | str) -> dict[str, Path]:

@@ -10,7 +10,6 @@ HI, XX (unspecified).
 from __future__ import annotations
 
 import csv
-import logging
 import re
 from pathlib import Path
 from typing import Literal
@@ -20,8 +19,6 @@ from pydantic import Field
 from fusionkit.sdk import hookimpl
 from fusionkit.sdk.base import Clip, Dataset, Options
 from fusionkit_plugins.datasets.common import audio_files, corpus_dir
-
-log = logging.getLogger("fusionkit")
 
 EMOTIONS = {"ANG": "angry", "DIS": "disgust", "FEA": "fearful", "HAP": "happy", "NEU": "neutral", "SAD": "sad"}
 LEVELS = {"LO": "low", "MD": "medium", "HI": "high", "XX": "unspecified"}
@@ -83,10 +80,10 @@ class CremaD(Dataset):
         demo_file = next(iter(sorted(root.rglob("VideoDemographics.csv"))), None)
         demographics = read_demographics(demo_file) if demo_file else {}
         out = []
-        for path in audio_files(root):
+        for path in audio_files(root, self):
             info = parse_name(path.stem)
             if info is None:
-                log.warning("%s: skipped: not a CREMA-D file name (e.g. 1001_DFA_ANG_XX.wav)", path)
+                self.skip(path, "not a CREMA-D file name (e.g. 1001_DFA_ANG_XX.wav)")
                 continue
             if self.options.level != "any" and info["level"] != self.options.level:
                 continue

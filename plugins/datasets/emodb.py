@@ -10,14 +10,11 @@ cross-corpus recipes can use the shared classes directly.
 
 from __future__ import annotations
 
-import logging
 import re
 
 from fusionkit.sdk import hookimpl
 from fusionkit.sdk.base import Clip, Dataset, Options
 from fusionkit_plugins.datasets.common import audio_files, corpus_dir
-
-log = logging.getLogger("fusionkit")
 
 EMOTIONS = {"W": "angry", "L": "boredom", "E": "disgust", "A": "fearful", "F": "happy", "T": "sad", "N": "neutral"}
 SENTENCES = {
@@ -68,10 +65,10 @@ class EmoDB(Dataset):
     def clips(self) -> list[Clip]:
         root = corpus_dir(self.root, self.name)
         out = []
-        for path in audio_files(root):
+        for path in audio_files(root, self):
             info = parse_name(path.stem)
             if info is None:
-                log.warning("%s: skipped: not an EmoDB file name (e.g. 03a01Fa.wav)", path)
+                self.skip(path, "not an EmoDB file name (e.g. 03a01Fa.wav)")
                 continue
             out.append(Clip(id=path.stem, path=path, label=info["emotion"], speaker=f"emodb{info['speaker']}",
                             text=SENTENCES.get(info["sentence"]), meta=info))

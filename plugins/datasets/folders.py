@@ -230,6 +230,8 @@ class Folders(Dataset):
     def clips(self) -> list[Clip]:
         found = self.survey()
         self.unplaced = list(found.unplaced)
+        for rel, why in found.unplaced:  # listed under skipped in a run's metrics.json and report
+            self.skip(rel, why)
         if found.unplaced:
             first = "; ".join(f"{p}: {why}" for p, why in found.unplaced[:SHOWN])
             more = f"; and {len(found.unplaced) - SHOWN} more" if len(found.unplaced) > SHOWN else ""

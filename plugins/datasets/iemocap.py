@@ -117,7 +117,7 @@ class Iemocap(Dataset):
                 for turn, ev in read_evaluation(ev_file).items():
                     ids = parse_turn_id(turn)
                     if ids is None:
-                        log.warning("%s: skipped turn %s: not an IEMOCAP turn id", ev_file, turn)
+                        self.skip(f"{ev_file.relative_to(root).as_posix()}: {turn}", "not an IEMOCAP turn id")
                         continue
                     if o.mode != "both" and ids["mode"] != o.mode:
                         continue

@@ -70,7 +70,7 @@ class MspPodcast(Dataset):
         for n, row in enumerate(rows, 2):
             name = (row.get("FileName") or "").strip()
             if not name:
-                log.warning("%s:%d: skipped: empty FileName", root / LABELS_FILE, n)
+                self.skip(f"{LABELS_FILE.as_posix()}:{n}", "empty FileName")
                 continue
             stem = Path(name).stem
             code = (row.get("EmoClass") or "").strip().upper()

@@ -12,7 +12,6 @@ Only audio-only files (modality 03) are read: the video files of the distributio
 
 from __future__ import annotations
 
-import logging
 import re
 from typing import Literal
 
@@ -22,7 +21,6 @@ from fusionkit.sdk import hookimpl
 from fusionkit.sdk.base import Clip, Dataset, Options
 from fusionkit_plugins.datasets.common import audio_files, corpus_dir
 
-log = logging.getLogger("fusionkit")
 EMOTIONS = {1: "neutral", 2: "calm", 3: "happy", 4: "sad", 5: "angry", 6: "fearful", 7: "disgust", 8: "surprised"}
 STATEMENTS = {1: "Kids are talking by the door", 2: "Dogs are sitting by the door"}
 NAME = re.compile(r"^(\d{2})-(\d{2})-(\d{2})-(\d{2})-(\d{2})-(\d{2})-(\d{2})$")
@@ -63,10 +61,10 @@ class Ravdess(Dataset):
     def clips(self) -> list[Clip]:
         o = self.options
         out = []
-        for path in audio_files(corpus_dir(self.root, self.name)):
+        for path in audio_files(corpus_dir(self.root, self.name), self):
             info = parse_name(path.stem)
             if info is None:
-                log.warning("%s: skipped: not a RAVDESS file name", path)
+                self.skip(path, "not a RAVDESS audio file name (e.g. 03-01-05-02-01-01-01.wav)")
                 continue
             if o.channel != "both" and info["channel"] != o.channel:
                 continue

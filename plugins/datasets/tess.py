@@ -8,15 +8,20 @@ File name: speaker prefix, word, emotion (``angry disgust fear happy neutral ps 
 ``ps`` is pleasant surprise, mapped to ``surprised``).
 Known oddities of the distributed copies are tolerated: folder names whose case differs
 from the files (``OAF_Fear``, ``YAF_neutral``, ``OAF_Pleasant_surprise``,
-``YAF_pleasant_surprised``), a few files with the short prefix ``OA_``, and misspelled or
-long-form emotion words (``neautral``, ``fearful``, ``pleasant_surprise``). When the file
-name carries no emotion word the folder name is used.
+``YAF_pleasant_surprised``), a few files with the short prefix ``OA_``, misspelled or
+long-form emotion words (``neautral``, ``fearful``, ``pleasant_surprise``), and the renamed
+copies of commonly redistributed sets, ``testnew/<n>test<original>.wav`` (e.g.
+``testnew/12testOAF_back_angry.wav``; the clip id is the original name). When the file name
+carries no emotion word the folder name is used. Audio is read by its content, so AIFF data in
+a ``.wav`` file and any sample rate are read like the rest. Every file passed over (a name of
+no TESS form, a second copy of a recording) is reported with the reason.
 """
 
 from __future__ import annotations
 
 import logging
 import re
+from pathlib import Path
 
 from fusionkit.sdk import hookimpl
 from fusionkit.sdk.base import Clip, Dataset, Options
@@ -36,6 +41,14 @@ EMOTIONS = {
 }
 SPEAKERS = {"OAF": ("older", 64), "OA": ("older", 64), "YAF": ("younger", 26), "YA": ("younger", 26)}
 PREFIX = re.compile(r"^(OAF|YAF|OA|YA)_(.+)$", re.IGNORECASE)
+RENAMED = re.compile(r"^\d+[ _-]?test[ _-]?(.+)$", re.IGNORECASE)  # testnew/12testOAF_back_angry.wav
+BAD_NAME = "not a TESS file name (e.g. OAF_back_angry.wav, or testnew/12testOAF_back_angry.wav)"
+
+
+def original_stem(stem: str) -> str:
+    """The TESS name inside a renamed copy's stem (``12testOAF_back_angry`` -> ``OAF_back_angry``)."""
+    m = RENAMED.match(stem)
+    return m.group(1) if m and PREFIX.match(m.group(1)) else stem
 
 
 def emotion_of(text: str) -> tuple[str | None, int]:
@@ -77,18 +90,32 @@ class Tess(Dataset):
 
     def clips(self) -> list[Clip]:
         root = corpus_dir(self.root, self.name)
-        out = []
-        for path in audio_files(root):
-            info = parse_name(path.stem, path.parent.name)
-            if info is None:
-                log.warning("%s: skipped: not a TESS file name (e.g. OAF_back_angry.wav)", path)
-                continue
-            if "folder_emotion" in info:
-                log.warning("%s: file name says %s, folder says %s; the file name is used",
-                            path, info["emotion"], info["folder_emotion"])
-            out.append(Clip(id=path.stem, path=path, label=info["emotion"], speaker=info["speaker"],
-                            text=f"Say the word {info['word']}.", meta=info))
+        out: list[Clip] = []
+        seen: dict[str, str] = {}
+        for path in audio_files(root, self):
+            clip = self._clip(path)
+            if clip is None:
+                self.skip(path, BAD_NAME)
+            elif clip.id in seen:
+                self.skip(path, f"a second copy of {clip.id} (first: {seen[clip.id]})")
+            else:
+                seen[clip.id] = path.relative_to(root).as_posix()
+                out.append(clip)
         return out
+
+    def _clip(self, path: Path) -> Clip | None:
+        """The clip of one audio file, or None when its name is of no TESS form."""
+        stem = original_stem(path.stem)
+        info = parse_name(stem, path.parent.name)
+        if info is None:
+            return None
+        if "folder_emotion" in info:
+            log.warning("%s: file name says %s, folder says %s; the file name is used",
+                        path, info["emotion"], info["folder_emotion"])
+        if stem != path.stem:
+            info["file"] = path.name
+        return Clip(id=stem, path=path, label=info["emotion"], speaker=info["speaker"],
+                    text=f"Say the word {info['word']}.", meta=info)
 
 
 @hookimpl
