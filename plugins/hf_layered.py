@@ -78,30 +78,29 @@ class LayeredEncoder(Encoder):
 
     # ---------------------------------------------------------- loading
     def torch_device(self):
-        import torch
+        """The ``device`` option as a torch device; one :class:`~fusionkit.sdk.torch_models.DeviceError` if absent."""
+        from fusionkit.sdk.torch_models import resolve_device
 
-        d = self.options.device
-        if d == "cuda" and not torch.cuda.is_available():
-            raise RuntimeError(f"{self.name}: device 'cuda' requested but torch sees no CUDA GPU")
-        if d == "mps" and not (getattr(torch.backends, "mps", None) and torch.backends.mps.is_available()):
-            raise RuntimeError(f"{self.name}: device 'mps' requested but MPS is not available")
-        return torch.device(d)
+        return resolve_device(self.options.device, self.name)
 
     @property
     def dtype(self):
-        import torch
+        """float16 on an accelerator, float32 on the CPU."""
+        from fusionkit.sdk.torch_models import model_dtype
 
-        return torch.float16 if self.options.device != "cpu" else torch.float32
+        return model_dtype(self.torch_device())
 
     def load(self) -> None:
         if self.model is not None:
             return
+        from fusionkit.sdk.torch_models import for_inference
+
         device = self.torch_device()
         try:
             self.feature_extractor, model = self.load_model(self.model_path)
         except OSError as exc:
             raise self._unreachable(exc) from None
-        self.model = model.to(device=device, dtype=self.dtype).eval()
+        self.model = for_inference(model, device, self.dtype)
 
     def _unreachable(self, exc: OSError) -> OSError:
         """One line for a hub id that is neither cached nor downloadable (other errors unchanged)."""
@@ -112,17 +111,18 @@ class LayeredEncoder(Encoder):
                        f"and not downloadable here ({first})")
 
     def load_model(self, path: str):
-        """(feature extractor, model) from ``path``; subclasses check the model kind."""
+        """(feature extractor, model) from ``path``; subclasses check the model kind
+        (``fusionkit.sdk.torch_models.load_config`` / ``load_pretrained`` load them)."""
         raise NotImplementedError
 
     def config(self):
         """The model's config, without loading weights when the model is not loaded yet."""
         if self.model is not None:
             return self.model.config
-        from transformers import AutoConfig
+        from fusionkit.sdk.torch_models import load_config
 
         try:
-            return AutoConfig.from_pretrained(self.model_path, trust_remote_code=self.options.trust_remote_code)
+            return load_config(self.model_path, self.options.trust_remote_code)
         except OSError as exc:
             raise self._unreachable(exc) from None
 
@@ -167,7 +167,7 @@ class LayeredEncoder(Encoder):
         return layer_indices(self.options.layers, self.n_layers()) if self.options.pooling == "none" else []
 
     def encode_batch(self, inputs: Sequence[np.ndarray]) -> list[dict[str, np.ndarray]]:
-        import torch
+        from fusionkit.sdk.torch_models import inference
 
         self.load()
         items = [(i, c) for i, x in enumerate(inputs) for c in self.chunks(x)]
@@ -176,20 +176,14 @@ class LayeredEncoder(Encoder):
         seqs: list[dict | None] = [None] * len(items)
         seq_layers = self.sequence_layers()
         size = self.forward_batch_size()
-        previous = torch.get_num_threads()
-        if self.options.threads:
-            torch.set_num_threads(self.options.threads)
-        try:
-            with torch.inference_mode():
-                for start in range(0, len(order), size):
-                    group = order[start : start + size]
-                    hidden, lengths = self.forward([items[k][1] for k in group])
-                    pooled = pool_layers(hidden, lengths)
-                    frames = sequences_for(hidden, lengths, seq_layers) if seq_layers else [{}] * len(group)
-                    for k, p, s in zip(group, pooled, frames):
-                        stats[k], seqs[k] = p, s
-        finally:
-            torch.set_num_threads(previous)
+        with inference(self.options.threads):
+            for start in range(0, len(order), size):
+                group = order[start : start + size]
+                hidden, lengths = self.forward([items[k][1] for k in group])
+                pooled = pool_layers(hidden, lengths)
+                frames = sequences_for(hidden, lengths, seq_layers) if seq_layers else [{}] * len(group)
+                for k, p, s in zip(group, pooled, frames):
+                    stats[k], seqs[k] = p, s
         out = []
         for i in range(len(inputs)):
             mine = [k for k, (j, _) in enumerate(items) if j == i]  # chunk order = time order

@@ -15,9 +15,10 @@ import numpy as np
 from pydantic import Field
 
 from fusionkit.sdk import hookimpl
-from fusionkit.sdk.base import Encoder, LayerChoice, Options
+from fusionkit.sdk.base import LayerChoice, Options
 from fusionkit.sdk.layers import LayerError, layer_indices, sequence_key
-from fusionkit_plugins.text_models import identity, pick_layers, resolve, torch_device
+from fusionkit.sdk.torch_models import DeviceName
+from fusionkit_plugins.text_models import TextModelEncoder, pick_layers
 
 log = logging.getLogger("fusionkit")
 
@@ -34,12 +35,12 @@ class HFTextOptions(Options):
         -1, description="hidden-state index (0 = embeddings, -1 = last), a list of them, or 'all'")
     max_length: int = Field(512, ge=2, description="tokens per text; longer texts are truncated (and counted)")
     batch_size: int = Field(32, ge=1)
-    device: str = Field("cpu", description="cpu, cuda, cuda:N, mps or auto")
+    device: DeviceName = Field("cpu", description="cpu, cuda, cuda:N, mps or auto")
     trust_remote_code: bool = Field(False, description="allow code shipped with the model to run")
     allow_download: bool = Field(False, description="let a hub id be downloaded; otherwise only the local Hugging Face cache is used")
 
 
-class HFTextEncoder(Encoder):
+class HFTextEncoder(TextModelEncoder):
     """Hidden states of a transformers text encoder, pooled per layer (CLS and masked mean)."""
 
     name = "hf-text"
@@ -52,42 +53,31 @@ class HFTextEncoder(Encoder):
 
     def __init__(self, options: HFTextOptions):
         super().__init__(options)
-        self.model = None
         self.tokenizer = None
         self.truncated = 0
-        self._identity: str | None = None
         self._n_layers: int | None = None
-
-    # -- identity
-    def model_identity(self) -> str:
-        if self._identity is None:
-            self._identity = identity(self.options.model)
-        return self._identity
 
     # -- loading
     def load(self) -> None:
         if self.model is not None:
             return
-        import torch  # noqa: F401
-        import transformers
-        from transformers import AutoConfig, AutoModel, AutoTokenizer
+        from transformers import AutoTokenizer
+
+        from fusionkit.sdk.torch_models import for_inference, load_config, load_pretrained
 
         o = self.options
-        path = resolve(o.model)
-        local = {"trust_remote_code": o.trust_remote_code, "local_files_only": not o.allow_download}
-        config = AutoConfig.from_pretrained(path, **local)
+        path, local = self.model_path(), self.pretrained_kwargs()
+        self.device = self.torch_device()
+        config = load_config(path, o.trust_remote_code, o.allow_download)
         kind = getattr(config, "model_type", "")
-        if kind in T5_TYPES:
-            model = getattr(transformers, T5_TYPES[kind]).from_pretrained(path, config=config, local_files_only=not o.allow_download)
-        else:
-            model = AutoModel.from_pretrained(path, config=config, **local)
-            if getattr(config, "is_encoder_decoder", False):
-                model = model.get_encoder()
+        model = load_pretrained(T5_TYPES.get(kind, "AutoModel"), path, o.trust_remote_code, o.allow_download,
+                                config=config)
+        if kind not in T5_TYPES and getattr(config, "is_encoder_decoder", False):
+            model = model.get_encoder()
         self.tokenizer = AutoTokenizer.from_pretrained(path, **local)
         if self.tokenizer.pad_token is None and self.tokenizer.eos_token is not None:
             self.tokenizer.pad_token = self.tokenizer.eos_token  # padding is masked out anyway
-        self.device = torch_device(o.device)
-        self.model = model.to(self.device).eval()
+        self.model = for_inference(model, self.device)
         self.limit = self._token_limit(config)
         params = inspect.signature(self.model.forward).parameters
         self.accepts = {k for k in ("input_ids", "attention_mask", "token_type_ids") if k in params}
@@ -108,6 +98,8 @@ class HFTextEncoder(Encoder):
     def encode_batch(self, inputs: Sequence[str]) -> list[dict[str, np.ndarray]]:
         import torch
 
+        from fusionkit.sdk.torch_models import inference
+
         texts = [str(t) for t in inputs]
         full = self.tokenizer(texts, add_special_tokens=True, truncation=False)["input_ids"]
         lengths = [len(ids) for ids in full]
@@ -118,7 +110,7 @@ class HFTextEncoder(Encoder):
                         n_truncated, len(texts), self.limit, self.truncated)
         tokens = self.tokenizer(texts, padding=True, truncation=True, max_length=self.limit, return_tensors="pt")
         feed = {k: v.to(self.device) for k, v in tokens.items() if k in self.accepts}
-        with torch.inference_mode():
+        with inference():
             out = self.model(**feed, output_hidden_states=True)
         hidden = torch.stack(out.hidden_states, dim=1).float()  # (B, L+1, T, D)
         real_tokens = tokens["attention_mask"].to(self.device)
@@ -146,11 +138,10 @@ class HFTextEncoder(Encoder):
     def n_layers(self) -> int:
         """Hidden states the model returns (embeddings + one per block), from its config alone."""
         if self._n_layers is None:
-            from transformers import AutoConfig
+            from fusionkit.sdk.torch_models import load_config
 
             o = self.options
-            config = AutoConfig.from_pretrained(resolve(o.model), trust_remote_code=o.trust_remote_code,
-                                                local_files_only=not o.allow_download)
+            config = load_config(self.model_path(), o.trust_remote_code, o.allow_download)
             self._n_layers = int(config.num_hidden_layers) + 1
         return self._n_layers
 

@@ -13,8 +13,9 @@ import numpy as np
 from pydantic import Field
 
 from fusionkit.sdk import hookimpl
-from fusionkit.sdk.base import Encoder, Options
-from fusionkit_plugins.text_models import identity, resolve, torch_device
+from fusionkit.sdk.base import Options
+from fusionkit.sdk.torch_models import DeviceName
+from fusionkit_plugins.text_models import TextModelEncoder
 
 
 class SentenceTransformersOptions(Options):
@@ -24,12 +25,12 @@ class SentenceTransformersOptions(Options):
     normalize: bool = Field(True, description="L2-normalise each embedding")
     max_length: int | None = Field(None, ge=2, description="tokens per text (default: the model's max_seq_length)")
     batch_size: int = Field(64, ge=1)
-    device: str = Field("cpu", description="cpu, cuda, cuda:N, mps or auto")
+    device: DeviceName = Field("cpu", description="cpu, cuda, cuda:N, mps or auto")
     trust_remote_code: bool = Field(False, description="allow code shipped with the model to run")
     allow_download: bool = Field(False, description="let a hub id be downloaded; otherwise only the local Hugging Face cache is used")
 
 
-class SentenceTransformersEncoder(Encoder):
+class SentenceTransformersEncoder(TextModelEncoder):
     """Sentence embeddings (e.g. all-MiniLM-L6-v2: 384-d, all-mpnet-base-v2: 768-d)."""
 
     name = "sentence-transformers"
@@ -40,28 +41,18 @@ class SentenceTransformersEncoder(Encoder):
     view_options = frozenset({"normalize", "batch_size", "device", "allow_download"})
     version = "1"
 
-    def __init__(self, options: SentenceTransformersOptions):
-        super().__init__(options)
-        self.model = None
-        self._identity: str | None = None
-
-    def model_identity(self) -> str:
-        if self._identity is None:
-            self._identity = identity(self.options.model)
-        return self._identity
-
     def load(self) -> None:
         if self.model is not None:
             return
         from sentence_transformers import SentenceTransformer
 
-        o = self.options
-        device = torch_device(o.device)
-        self.model = SentenceTransformer(resolve(o.model), device=str(device),
-                                         trust_remote_code=o.trust_remote_code, local_files_only=not o.allow_download)
-        if o.max_length is not None:
-            self.model.max_seq_length = o.max_length
-        self.model.eval()
+        from fusionkit.sdk.torch_models import for_inference
+
+        device = self.torch_device()
+        model = SentenceTransformer(self.model_path(), device=str(device), **self.pretrained_kwargs())
+        if self.options.max_length is not None:
+            model.max_seq_length = self.options.max_length
+        self.model = for_inference(model)
 
     def dimension(self) -> int:
         self.load()

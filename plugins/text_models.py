@@ -1,4 +1,4 @@
-"""Shared by the text encoder plugins: model references, identity, devices, layer selection."""
+"""Shared by the text encoder plugins: model references, identity, loading arguments, devices, layer selection."""
 
 from __future__ import annotations
 
@@ -6,6 +6,8 @@ import logging
 from typing import Any
 
 import numpy as np
+
+from fusionkit.sdk.base import Encoder, Options
 
 log = logging.getLogger("fusionkit")
 
@@ -24,16 +26,40 @@ def identity(ref: str) -> str:
     return model_digest(resolve(ref))
 
 
-def torch_device(name: str) -> Any:
-    """``cpu``, ``cuda``, ``cuda:1``, ``mps`` or ``auto`` (CUDA when available, else CPU) as a torch device."""
-    import torch
+class TextModelEncoder(Encoder):
+    """Base of the text encoders that load a model folder or hub id (``hf-text``, ``sentence-transformers``).
 
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    device = torch.device(name)
-    if device.type == "cuda" and not torch.cuda.is_available():
-        raise ValueError(f"device {name!r}: CUDA is not available on this machine (use device: cpu)")
-    return device
+    Its options have ``model``, ``device``, ``trust_remote_code`` and ``allow_download``; it keeps the
+    loaded ``model`` and the model's content identity (computed once).
+    """
+
+    modality = "text"
+
+    def __init__(self, options: Options):
+        super().__init__(options)
+        self.model = None
+        self._identity: str | None = None
+
+    def model_identity(self) -> str:
+        if self._identity is None:
+            self._identity = identity(self.options.model)
+        return self._identity
+
+    def model_path(self) -> str:
+        """The resolved ``model`` reference: a local folder, or a hub id."""
+        return resolve(self.options.model)
+
+    def pretrained_kwargs(self) -> dict[str, bool]:
+        """``trust_remote_code`` and ``local_files_only`` for ``from_pretrained``, from the options."""
+        from fusionkit.sdk.torch_models import pretrained_kwargs
+
+        return pretrained_kwargs(self.options.trust_remote_code, self.options.allow_download)
+
+    def torch_device(self) -> Any:
+        """The ``device`` option as a torch device; one ``DeviceError`` naming the plugin when it is not here."""
+        from fusionkit.sdk.torch_models import resolve_device
+
+        return resolve_device(self.options.device, self.name)
 
 
 def pick_layers(stacked: np.ndarray, layers: int | list[int] | str) -> np.ndarray:

@@ -27,13 +27,15 @@ class W2VBertEncoder(LayeredEncoder):
     version = "1"
 
     def load_model(self, path: str):
-        from transformers import AutoConfig, SeamlessM4TFeatureExtractor, Wav2Vec2BertModel
+        from transformers import SeamlessM4TFeatureExtractor
+
+        from fusionkit.sdk.torch_models import load_config, load_pretrained
 
         trust = self.options.trust_remote_code
-        config = AutoConfig.from_pretrained(path, trust_remote_code=trust)
+        config = load_config(path, trust)
         if config.model_type != "wav2vec2-bert":
             raise ValueError(f"model: {self.options.model} is a '{config.model_type}' model, not wav2vec2-bert (use the wav2vec2 or whisper encoder)")
-        model = Wav2Vec2BertModel.from_pretrained(path)
+        model = load_pretrained("Wav2Vec2BertModel", path, trust)
         try:
             fe = SeamlessM4TFeatureExtractor.from_pretrained(path)
         except OSError:

@@ -47,11 +47,13 @@ class Wav2Vec2Encoder(LayeredEncoder):
     receptive_field: int = 400
 
     def load_model(self, path: str):
-        from transformers import AutoConfig, AutoFeatureExtractor, AutoModel, Wav2Vec2FeatureExtractor
+        from transformers import AutoFeatureExtractor, Wav2Vec2FeatureExtractor
+
+        from fusionkit.sdk.torch_models import load_config, load_pretrained
 
         trust = self.options.trust_remote_code
-        config = AutoConfig.from_pretrained(path, trust_remote_code=trust)
-        model = AutoModel.from_pretrained(path, trust_remote_code=trust)
+        config = load_config(path, trust)
+        model = load_pretrained("AutoModel", path, trust)
         if not hasattr(model, "_get_feat_extract_output_lengths") or not hasattr(config, "conv_kernel"):
             raise ValueError(
                 f"model: {self.options.model} is a '{config.model_type}' model, not a wav2vec2-family one "

@@ -29,7 +29,8 @@ class WhisperOptions(Options):
                                                  "zero-pad shorter clips to that length, as Whisper was trained with 30")
     device: Literal["cpu", "cuda", "mps"] = Field("cpu", description="fp16 weights on cuda/mps")
     batch_size: int = Field(16, ge=1)
-    threads: int | None = Field(None, ge=1, description="torch CPU threads (default: torch's choice)")
+    threads: int | None = Field(None, ge=1, description="torch CPU threads while encoding, restored afterwards "
+                                "(default: torch's choice)")
     trust_remote_code: bool = False
 
     @field_validator("pad_to")
@@ -83,20 +84,14 @@ class WhisperEncoderPlugin(Encoder):
     def load(self) -> None:
         if self._runner is not None:
             return
-        import torch
-
+        from fusionkit.sdk.torch_models import half_precision, resolve_device
         from fusionkit_plugins.whisper_mel import LogMel
         from fusionkit_plugins.whisper_model import WhisperStates, load_whisper_encoder
 
         o = self.options
-        if o.threads:
-            torch.set_num_threads(o.threads)
-        if o.device == "cuda" and not torch.cuda.is_available():
-            raise RuntimeError("whisper: device 'cuda' requested but torch sees no CUDA device")
-        if o.device == "mps" and not torch.backends.mps.is_available():
-            raise RuntimeError("whisper: device 'mps' requested but torch sees no MPS device")
+        device = resolve_device(o.device, self.name)
         encoder, n_mels, _ = load_whisper_encoder(self.resolved(), o.trust_remote_code)
-        self._runner = WhisperStates(encoder, o.device, half=o.device != "cpu")
+        self._runner = WhisperStates(encoder, device, half=half_precision(device))
         self._n_layers = self._runner.n_layers
         self._mel = LogMel(n_mels)
 
@@ -107,6 +102,7 @@ class WhisperEncoderPlugin(Encoder):
         import torch
 
         from fusionkit.sdk.layers import finish_stats, merge_stats, sequence_key
+        from fusionkit.sdk.torch_models import inference
         from fusionkit_plugins.whisper_model import pool_batch
 
         self.load()
@@ -118,8 +114,8 @@ class WhisperEncoderPlugin(Encoder):
                 owner.append(i)
                 windows.append(w)
                 frames.append(max(1, len(w) // SAMPLES_PER_FRAME))
-        mels, attend = self._mel.batch(windows, pad)
-        with torch.inference_mode():
+        with inference(self.options.threads):
+            mels, attend = self._mel.batch(windows, pad)
             out = self._runner.forward(mels, frames, attend)
             stats = pool_batch(out.layers, out.lengths)
         want_seq = self.options.pooling == "none"
@@ -130,7 +126,7 @@ class WhisperEncoderPlugin(Encoder):
             arrays = finish_stats(merge_stats([stats[j] for j in items]))
             for layer in seq_layers:
                 seq = torch.cat([out.layers[layer][j, : out.lengths[j]] for j in items])
-                arrays[sequence_key(layer)] = seq.numpy().astype(np.float16)
+                arrays[sequence_key(layer)] = seq.float().cpu().numpy().astype(np.float16)
             results.append(arrays)
         return results
 
@@ -145,9 +141,9 @@ class WhisperEncoderPlugin(Encoder):
             if path.is_dir() and is_ct2_dir(path):
                 self._n_layers = count_encoder_layers(path / "model.bin")
             else:
-                from transformers import AutoConfig
+                from fusionkit.sdk.torch_models import load_config
 
-                cfg = AutoConfig.from_pretrained(self.resolved(), trust_remote_code=self.options.trust_remote_code)
+                cfg = load_config(self.resolved(), self.options.trust_remote_code)
                 self._n_layers = int(cfg.encoder_layers)
         return self._n_layers
 

@@ -14,6 +14,7 @@ from __future__ import annotations
 import json
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -33,21 +34,21 @@ def is_ct2_dir(path: Path) -> bool:
 
 def load_whisper_encoder(ref: str, trust_remote_code: bool = False):
     """(WhisperEncoder in eval mode, n_mels, source kind) for a resolved model reference."""
+    from fusionkit.sdk.torch_models import for_inference, load_config, load_pretrained
+
     path = Path(ref)
     if path.is_dir() and is_ct2_dir(path):
         from fusionkit_plugins.whisper_ct2 import load_ct2_encoder
 
         encoder, config = load_ct2_encoder(path)
-        return encoder, config.num_mel_bins, "ctranslate2"
-    from transformers import AutoConfig, WhisperModel
-
-    config = AutoConfig.from_pretrained(ref, trust_remote_code=trust_remote_code)
+        return for_inference(encoder), config.num_mel_bins, "ctranslate2"
+    config = load_config(ref, trust_remote_code)
     if getattr(config, "model_type", None) != "whisper":
         raise ValueError(f"{ref}: model_type is {getattr(config, 'model_type', None)!r}, not a Whisper checkpoint")
-    model = WhisperModel.from_pretrained(ref, trust_remote_code=trust_remote_code)
+    model = load_pretrained("WhisperModel", ref, trust_remote_code)
     encoder = model.get_encoder()
     del model
-    return encoder.eval(), config.num_mel_bins, "transformers"
+    return encoder, config.num_mel_bins, "transformers"
 
 
 @dataclass
@@ -66,13 +67,14 @@ class WhisperStates:
     in the states the decoder attends to.
     """
 
-    def __init__(self, encoder, device: str = "cpu", half: bool = False):
+    def __init__(self, encoder, device: Any = "cpu", half: bool = False):
+        """``device``: a torch device or its name; ``half``: float16 weights (see ``fusionkit.sdk.torch_models``)."""
         import torch
 
-        self.encoder = encoder.to(device)
+        from fusionkit.sdk.torch_models import for_inference
+
         self.dtype = torch.float16 if half else torch.float32
-        if half:
-            self.encoder = self.encoder.half()
+        self.encoder = for_inference(encoder, device, self.dtype)
         self.device = device
         self.n_layers = len(encoder.layers)
         self.max_frames = int(encoder.config.max_source_positions) * 2
@@ -146,6 +148,6 @@ def pool_batch(layers: list, lengths: list[int]) -> list[dict[str, np.ndarray]]:
             maxes.append(h.amax(dim=1))
         else:
             maxes.append(c.copy_(h).masked_fill_(~valid[:, :, None], float("-inf")).amax(dim=1))
-    mean, std, mx = (torch.stack(x, dim=1).numpy() for x in (means, stds, maxes))  # (B, L+1, D)
+    mean, std, mx = (torch.stack(x, dim=1).float().cpu().numpy() for x in (means, stds, maxes))  # (B, L+1, D)
     return [{"mean": mean[b], "std": std[b], "max": mx[b], "frames": np.array([float(n[b])], dtype=np.float32)}
             for b in range(B)]

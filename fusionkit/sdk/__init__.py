@@ -7,7 +7,8 @@
   pooling), :mod:`fusionkit.sdk.heads` (the head bases, standardisation, validation splits,
   persistence), :mod:`fusionkit.sdk.neural` (:class:`~fusionkit.sdk.neural.NeuralHead`: a torch head
   supplies its network) and :mod:`fusionkit.sdk.training` (the building blocks of networks and the
-  training loop), :mod:`fusionkit.sdk.ensemble` (late fusion).
+  training loop), :mod:`fusionkit.sdk.ensemble` (late fusion), :mod:`fusionkit.sdk.torch_models`
+  (devices, threads and transformers model loading for torch encoders).
 
 Importing this package imports neither torch nor transformers.
 """

@@ -1,0 +1,162 @@
+"""Devices, threads and model loading for encoder plugins that run a torch model.
+
+* :func:`resolve_device`: ``cpu``, ``cuda``, ``cuda:N``, ``mps`` or ``auto`` as a torch device; an
+  unavailable one is a :class:`DeviceError` naming the plugin. :data:`DeviceName` checks the
+  spelling in an options model, before anything is loaded;
+* :func:`half_precision` / :func:`model_dtype`: float16 weights on an accelerator, float32 on the CPU;
+* :func:`torch_threads`: torch's intra-op CPU threads set for a block of work, then restored;
+  :func:`inference`: that, with gradients off (``torch.inference_mode``), around an encoder's forward passes;
+* :func:`pretrained_kwargs`, :func:`load_config`, :func:`load_pretrained`, :func:`for_inference`: a
+  transformers config or model from a resolved model reference (:func:`fusionkit.modelref.resolve_model`),
+  running code shipped with the model only when ``trust_remote_code`` asks for it, in eval mode.
+
+Gradients are turned off where a model runs (:func:`inference`), not by clearing its parameters'
+``requires_grad``: that flag changes how torch splits some matrix products (``matmul`` folds a
+batch only for weights that need no gradient), so it would move cached embeddings by an ulp.
+
+torch and transformers are imported inside the functions only, so importing this module (or a
+plugin module that imports it) loads neither.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterator
+from contextlib import contextmanager
+from typing import TYPE_CHECKING, Annotated, Any
+
+from pydantic import AfterValidator
+
+if TYPE_CHECKING:
+    import torch
+
+DEVICE_CHOICES = "cpu, cuda, cuda:N, mps or auto"
+_DEVICE_NAME = re.compile(r"^(cpu|cuda(:\d+)?|mps|auto)$")
+
+
+class DeviceError(ValueError, RuntimeError):
+    """A device that is misspelt or not available here; the message is one line naming the plugin.
+
+    A ``ValueError`` (a bad option value) that is also a ``RuntimeError``, which the audio encoders raised before.
+    """
+
+
+def check_device_name(name: str) -> str:
+    """``name`` when it is one of :data:`DEVICE_CHOICES` (an options validator: no torch needed)."""
+    if not _DEVICE_NAME.match(name):
+        raise ValueError(f"{name!r} is not a device: use {DEVICE_CHOICES}")
+    return name
+
+
+DeviceName = Annotated[str, AfterValidator(check_device_name)]
+"""An option holding a device name, checked when the options are read."""
+
+
+def _mps_available(torch_module: Any) -> bool:
+    mps = getattr(torch_module.backends, "mps", None)
+    return bool(mps is not None and mps.is_available())
+
+
+def resolve_device(name: str, plugin: str) -> torch.device:
+    """The torch device ``name`` stands for (``auto``: CUDA when available, else the CPU).
+
+    Raises :class:`DeviceError` naming ``plugin`` when the name is not a device or the device is not here.
+    """
+    import torch
+
+    if not _DEVICE_NAME.match(str(name)):
+        raise DeviceError(f"{plugin}: device {name!r} is not a device: use {DEVICE_CHOICES}")
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    device = torch.device(name)
+    if device.type == "cuda":
+        if not torch.cuda.is_available():
+            raise DeviceError(f"{plugin}: device {name!r} requested but torch sees no CUDA device (use device: cpu)")
+        count = torch.cuda.device_count()
+        if device.index is not None and device.index >= count:
+            raise DeviceError(f"{plugin}: device {name!r} requested but torch sees {count} CUDA device(s)")
+    if device.type == "mps" and not _mps_available(torch):
+        raise DeviceError(f"{plugin}: device {name!r} requested but torch sees no MPS device (use device: cpu)")
+    return device
+
+
+def half_precision(device: torch.device) -> bool:
+    """The rule of the audio encoders: float16 weights on an accelerator (CUDA, MPS), float32 on the CPU."""
+    return device.type != "cpu"
+
+
+def model_dtype(device: torch.device) -> torch.dtype:
+    """``torch.float16`` where :func:`half_precision` holds, else ``torch.float32``."""
+    import torch
+
+    return torch.float16 if half_precision(device) else torch.float32
+
+
+@contextmanager
+def inference(threads: int | None = None) -> Iterator[None]:
+    """Gradients off (``torch.inference_mode``) and :func:`torch_threads` inside the block."""
+    import torch
+
+    with torch_threads(threads), torch.inference_mode():
+        yield
+
+
+@contextmanager
+def torch_threads(threads: int | None) -> Iterator[None]:
+    """torch's intra-op CPU threads set to ``threads`` inside the block (unchanged for None), restored after."""
+    if not threads:
+        yield
+        return
+    import torch
+
+    previous = torch.get_num_threads()
+    torch.set_num_threads(threads)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(previous)
+
+
+def pretrained_kwargs(trust_remote_code: bool = False, allow_download: bool | None = None) -> dict[str, bool]:
+    """Keyword arguments for ``from_pretrained``.
+
+    Code shipped with a model runs only when ``trust_remote_code`` is true; ``allow_download`` False
+    keeps transformers to local files (None leaves that to transformers).
+    """
+    kwargs = {"trust_remote_code": bool(trust_remote_code)}
+    if allow_download is not None:
+        kwargs["local_files_only"] = not allow_download
+    return kwargs
+
+
+def load_config(ref: str, trust_remote_code: bool = False, allow_download: bool | None = None) -> Any:
+    """The transformers config of a resolved model reference (no weights are read)."""
+    from transformers import AutoConfig
+
+    return AutoConfig.from_pretrained(ref, **pretrained_kwargs(trust_remote_code, allow_download))
+
+
+def load_pretrained(model_class: type | str, ref: str, trust_remote_code: bool = False,
+                    allow_download: bool | None = None, **kwargs: Any) -> Any:
+    """``model_class.from_pretrained(ref, ...)`` in eval mode (:func:`for_inference`).
+
+    ``model_class`` is a class or the name of one in ``transformers`` (``"AutoModel"``); ``kwargs``
+    go to ``from_pretrained`` (e.g. ``config=``).
+    """
+    if isinstance(model_class, str):
+        import transformers
+
+        model_class = getattr(transformers, model_class)
+    model = model_class.from_pretrained(ref, **pretrained_kwargs(trust_remote_code, allow_download), **kwargs)
+    return for_inference(model)
+
+
+def for_inference(model: Any, device: torch.device | str | None = None, dtype: torch.dtype | None = None) -> Any:
+    """``model`` moved to ``device`` / cast to ``dtype`` (where given), in eval mode (no dropout).
+
+    Run it inside :func:`inference`, which turns gradients off.
+    """
+    moves = {k: v for k, v in (("device", device), ("dtype", dtype)) if v is not None}
+    if moves:
+        model = model.to(**moves)
+    return model.eval()
