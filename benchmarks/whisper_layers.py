@@ -27,8 +27,8 @@ EMODB = {"W": "anger", "L": "boredom", "E": "disgust", "A": "fear", "F": "happin
 
 
 def corpus_clips(corpus: str, root: Path):
-    from fusionkit.sdk.base import Clip
     from fusionkit.recipe import SplitSpec
+    from fusionkit.sdk.base import Clip
 
     if corpus == "ravdess":
         from fusionkit_plugins.datasets.ravdess import Ravdess
@@ -69,8 +69,8 @@ def main() -> None:
 
     from fusionkit.fileio import default_cache_dir
     from fusionkit.pipeline.encode import clip_digests, encode_clips
-    from fusionkit.registry import registry
     from fusionkit.pipeline.splits import make_folds
+    from fusionkit.registry import registry
     from fusionkit_plugins.whisper import WhisperEncoderPlugin, WhisperOptions
 
     clips, split = corpus_clips(a.corpus, a.data)

@@ -115,7 +115,8 @@ def run_mode(mode: str, model: str, files: list[Path], batch: int, layer: int, r
             med = rounds[len(rounds) // 2]
             return {"mode": mode, "model": model, "clips": len(files), "rounds": rounds_n,
                     "fusionkit_vs_bare_time": round(med[0], 3), "fusionkit_vs_bare_cpu": round(med[1], 3),
-                    "throughput_ratio": round(1 / med[0], 3), "bare_s": round(med[2], 2), "fusionkit_s": round(med[3], 2),
+                    "throughput_ratio": round(1 / med[0], 3), "bare_s": round(med[2], 2),
+                    "fusionkit_s": round(med[3], 2),
                     "threads": torch.get_num_threads(), "peak_rss_mb": round(peak_mb(), 0)}
     elif mode == "seed":
         from transformers import WhisperFeatureExtractor

@@ -21,7 +21,8 @@ def rows(path: Path) -> list[dict]:
 
 def speed_table(speed: list[dict]) -> str:
     last = {(r["model"], r["mode"]): r for r in speed if r["mode"] != "paired"}  # latest run of each
-    out = ["| model | mode | clips | clips/s | vs bare | vs seed loop | peak RSS (MB) |", "|---|---|---|---|---|---|---|"]
+    out = ["| model | mode | clips | clips/s | vs bare | vs seed loop | peak RSS (MB) |",
+           "|---|---|---|---|---|---|---|"]
     for model in dict.fromkeys(m for m, _ in last):
         bare = last.get((model, "bare"))
         seed = last.get((model, "seed"))
@@ -38,11 +39,12 @@ def speed_table(speed: list[dict]) -> str:
 
 def paired_table(speed: list[dict]) -> str:
     paired = {(r["model"], r["clips"]): r for r in speed if r["mode"] == "paired"}  # latest per model and size
-    out = ["| model | clips | rounds | bare (s) | fusionkit encode_batch (s) | fusionkit throughput / bare | CPU-time ratio |",
+    out = ["| model | clips | rounds | bare (s) | fusionkit encode_batch (s) | fusionkit throughput / bare "
+           "| CPU-time ratio |",
            "|---|---|---|---|---|---|---|"]
     for (model, _), r in paired.items():
-        out.append(f"| {NAMES.get(model, model)} | {r['clips']} | {r['rounds']} | {r['bare_s']:.2f} | {r['fusionkit_s']:.2f} | "
-                   f"{r['throughput_ratio']:.2f}x | {r['fusionkit_vs_bare_cpu']:.2f} |")
+        out.append(f"| {NAMES.get(model, model)} | {r['clips']} | {r['rounds']} | {r['bare_s']:.2f} | "
+                   f"{r['fusionkit_s']:.2f} | {r['throughput_ratio']:.2f}x | {r['fusionkit_vs_bare_cpu']:.2f} |")
     return "\n".join(out)
 
 
@@ -61,7 +63,8 @@ def layer_table(layers: list[dict]) -> str:
         heads = ", ".join(sorted({r.get("head", "linear") for r in cells.values()}))
         head = (f"**{corpus}**, {NAMES.get(model, model)} ({any_row['clips']} clips, {any_row['folds']} folds, "
                 f"UAR mean ± std over folds; head: {heads})")
-        lines = [head, "", "| layer | " + " | ".join(f"pad_to {p}" for p in pads) + " |", "|---" * (len(pads) + 1) + "|"]
+        lines = [head, "", "| layer | " + " | ".join(f"pad_to {p}" for p in pads) + " |",
+                 "|---" * (len(pads) + 1) + "|"]
         for layer in range(n_layers):
             vals = []
             for p in pads:

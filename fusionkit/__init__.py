@@ -25,6 +25,7 @@ def __getattr__(name: str):
 
         from fusionkit.hookspecs import hookimpl
 
-        warnings.warn("fusionkit.hookimpl is deprecated; import it from fusionkit.sdk", DeprecationWarning, stacklevel=2)
+        warnings.warn("fusionkit.hookimpl is deprecated; import it from fusionkit.sdk", DeprecationWarning,
+                      stacklevel=2)
         return hookimpl
     raise AttributeError(f"module 'fusionkit' has no attribute {name!r}")

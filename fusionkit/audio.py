@@ -7,7 +7,6 @@ from pathlib import Path
 
 import numpy as np
 
-
 # containers whose header frame count may be an estimate (VBR MP3 without a Xing header, Ogg):
 # only a large shortfall counts as truncation there
 ESTIMATED_LENGTH_FORMATS = frozenset({"MP3", "MPEG", "OGG"})
@@ -119,7 +118,8 @@ def aiff_truncation(path: str | Path) -> str | None:
                 if promised <= present or chunk_size < 8:
                     return None
                 if frames and frame_bytes and promised == frames * frame_bytes:
-                    return f"truncated: the AIFF header promises {frames} frames, the file holds {max(present, 0) // frame_bytes}"
+                    return (f"truncated: the AIFF header promises {frames} frames, "
+                            f"the file holds {max(present, 0) // frame_bytes}")
                 return f"truncated: the AIFF header promises {promised} data bytes, the file holds {max(present, 0)}"
             offset = body + chunk_size + (chunk_size & 1)
     return None

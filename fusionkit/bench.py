@@ -15,9 +15,9 @@ import logging
 import os
 import re
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable
 
 log = logging.getLogger("fusionkit")
 ROW_FIELDS = ["cell", "dataset", "encoders", "head", "seeds", "status", "uar", "uar_std", "wa", "macro_f1",
@@ -78,8 +78,9 @@ def _expand_block(path: Path, base: dict, axes: dict, problems: list[str]) -> li
     unknown = set(axes) - {"encoders", "fusion", "data", "seeds"}
     if unknown:
         raise RecipeError([f"{path}: axes.{sorted(unknown)[0]}: unknown axis (encoders, fusion, data, seeds)"])
+    enc_values = axes.get("encoders") or [{"encoders": base.get("encoders")}]
     enc_axis = [{"name": e.get("name"), "encoders": e["encoders"]} if isinstance(e, dict) and "encoders" in e
-                else {"name": None, "encoders": e} for e in axes.get("encoders") or [{"encoders": base.get("encoders")}]]
+                else {"name": None, "encoders": e} for e in enc_values]
     fusion_axis = axes.get("fusion") or [base.get("fusion")]
     data_axis = axes.get("data") or [base.get("data")]
     seed_axis = axes.get("seeds") or [base.get("seeds") or [base.get("seed", 0)]]
@@ -192,8 +193,8 @@ def run_cell(raw: dict, cell_dir: str, n_threads: int = 1) -> dict:
     limit_threads(n_threads)  # before torch/xgboost are imported in this fresh process
     os.environ["FUSIONKIT_PROGRESS"] = "0"
     logging.getLogger("fusionkit").setLevel(logging.WARNING)
-    from fusionkit.recipe import Recipe
     from fusionkit.pipeline.run import run
+    from fusionkit.recipe import Recipe
 
     try:
         recipe = Recipe.model_validate(raw)
@@ -240,8 +241,8 @@ def run_grid(grid_path: Path, out: Path, overrides: list[str], workers: int, ret
     Progress lines (cells to run, the encoding time, failed cells) go to ``echo``. A grid with
     problems raises :class:`~fusionkit.recipe.RecipeError` before anything runs.
     """
-    from concurrent.futures import ProcessPoolExecutor, as_completed
     import multiprocessing as mp
+    from concurrent.futures import ProcessPoolExecutor, as_completed
 
     from fusionkit.fileio import atomic_write_text
     from fusionkit.progress import bar
@@ -333,14 +334,16 @@ def render(out: Path) -> list[dict]:
     for r in sorted(rows, key=lambda r: (r["dataset"], -(r["uar"] if r["status"] == "done" else -1))):
         if r["status"] != "done":
             empty = "|" * (len(columns) - 6)  # the cells after "failed: ..." (the sixth column)
-            lines.append(f"| {r['dataset']} | {r['encoders']} | {r['head']} | {r['seeds']} | | failed: {r['error'][:80]} |{empty}")
+            lines.append(f"| {r['dataset']} | {r['encoders']} | {r['head']} | {r['seeds']} | "
+                         f"| failed: {r['error'][:80]} |{empty}")
             continue
         b = "**" if best.get(r["dataset"]) is r else ""
-        lines.append(f"| {r['dataset']} | {b}{r['encoders']}{b} | {b}{r['head']}{b} | {r['seeds']} | {r['folds']} | {b}{r['uar']:.3f}{b} | "
-                     f"{r['uar_std']:.3f} | {r['wa']:.3f} | {r['macro_f1']:.3f} | {r['weighted_f1']:.3f} | {r['computed']} | {r['encode_s']} | "
-                     f"{r['fit_s']} | {r['peak_mb']} |")
-    lines += ["", "Best cell per dataset (by UAR) in bold. UAR, WA, F1: mean over the protocol's folds (speaker-independent "
-              "where the corpus allows; one fold for a predefined split) and seeds; ± std: over them (0 for one fold). "
+        lines.append(f"| {r['dataset']} | {b}{r['encoders']}{b} | {b}{r['head']}{b} | {r['seeds']} | {r['folds']} | "
+                     f"{b}{r['uar']:.3f}{b} | {r['uar_std']:.3f} | {r['wa']:.3f} | {r['macro_f1']:.3f} | "
+                     f"{r['weighted_f1']:.3f} | {r['computed']} | {r['encode_s']} | {r['fit_s']} | {r['peak_mb']} |")
+    lines += ["", "Best cell per dataset (by UAR) in bold. UAR, WA, F1: mean over the protocol's folds "
+              "(speaker-independent where the corpus allows; one fold for a predefined split) and seeds; "
+              "± std: over them (0 for one fold). "
               "Embeddings computed: by this grid run for the cell's encoders (0 when the cache had them all); "
               "encode s: the seconds this grid run spent computing them; peak MB: the cell's own process.", "",
               "![UAR heatmap](uar_heatmap.png)", ""]

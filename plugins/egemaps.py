@@ -8,8 +8,9 @@ the fusion heads standardise them, fitted on the training folds only.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
-from typing import ClassVar, Literal, Sequence
+from typing import ClassVar, Literal
 
 import numpy as np
 from pydantic import Field
@@ -26,7 +27,8 @@ EXPECTED_SIZE = {"eGeMAPSv02": 88, "eGeMAPSv01b": 88, "GeMAPSv01b": 62, "ComParE
 
 class EGeMAPSOptions(Options):
     feature_set: FeatureSetName = Field("eGeMAPSv02", description="openSMILE feature set (functionals)")
-    workers: int = Field(2, ge=1, le=64, description="clips processed in parallel threads (openSMILE runs outside the GIL)")
+    workers: int = Field(2, ge=1, le=64,
+                         description="clips processed in parallel threads (openSMILE runs outside the GIL)")
     batch_size: int = Field(32, ge=1, description="clips handed to encode_batch at a time")
 
 

@@ -10,16 +10,23 @@ and how to run one padded batch.
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 from functools import cached_property
 from pathlib import Path
-from typing import Any, ClassVar, Literal, Sequence
+from typing import Any, ClassVar, Literal
 
 import numpy as np
 from pydantic import Field
 
 from fusionkit.sdk.base import Encoder, LayerChoice, Options, Pooling
 from fusionkit.sdk.layers import (
-    finish_stats, layer_indices, merge_stats, pool_layers, select_layers, sequence_key, sequences_for,
+    finish_stats,
+    layer_indices,
+    merge_stats,
+    pool_layers,
+    select_layers,
+    sequence_key,
+    sequences_for,
 )
 
 
@@ -27,12 +34,16 @@ class LayeredOptions(Options):
     """Options shared by the layered transformers encoders."""
 
     model: str = Field(..., description="model folder, hub id (from the local hub cache) or pkg:<distribution>")
-    layers: LayerChoice = Field("all", description="layer index, list of indices or 'all'; 0 = output before the first transformer block, -1 = last")
-    pooling: Pooling = Field("mean", description="mean | mean+std | max over the clip's frames, or none (frame sequence)")
+    layers: LayerChoice = Field("all", description="layer index, list of indices or 'all'; 0 = output before the "
+                                                   "first transformer block, -1 = last")
+    pooling: Pooling = Field("mean", description="mean | mean+std | max over the clip's frames, or none (frame "
+                                                 "sequence)")
     batch_size: int = Field(8, ge=1, description="clips (chunks) per forward pass, padded within a length-sorted batch")
     device: Literal["cpu", "cuda", "mps"] = Field("cpu", description="cuda/mps run in float16")
-    threads: int | None = Field(None, ge=1, le=256, description="torch intra-op CPU threads while encoding; null = torch's default (one per core)")
-    max_seconds: float = Field(30.0, gt=0.5, le=600, description="longer audio is encoded in chunks of at most this length; statistics are merged exactly")
+    threads: int | None = Field(None, ge=1, le=256, description="torch intra-op CPU threads while encoding; null = "
+                                                                "torch's default (one per core)")
+    max_seconds: float = Field(30.0, gt=0.5, le=600, description="longer audio is encoded in chunks of at most this "
+                                                                 "length; statistics are merged exactly")
     trust_remote_code: bool = Field(False, description="allow custom model code shipped with the checkpoint")
 
 

@@ -9,7 +9,8 @@ from __future__ import annotations
 
 import inspect
 import logging
-from typing import ClassVar, Literal, Sequence
+from collections.abc import Sequence
+from typing import ClassVar, Literal
 
 import numpy as np
 from pydantic import Field
@@ -37,7 +38,8 @@ class HFTextOptions(Options):
     batch_size: int = Field(32, ge=1)
     device: DeviceName = Field("cpu", description="cpu, cuda, cuda:N, mps or auto")
     trust_remote_code: bool = Field(False, description="allow code shipped with the model to run")
-    allow_download: bool = Field(False, description="let a hub id be downloaded; otherwise only the local Hugging Face cache is used")
+    allow_download: bool = Field(False, description="let a hub id be downloaded; otherwise only the local Hugging "
+                                                    "Face cache is used")
 
 
 class HFTextEncoder(TextModelEncoder):
@@ -82,7 +84,8 @@ class HFTextEncoder(TextModelEncoder):
         params = inspect.signature(self.model.forward).parameters
         self.accepts = {k for k in ("input_ids", "attention_mask", "token_type_ids") if k in params}
         if self.limit < o.max_length:
-            log.info("hf-text: %s takes at most %d tokens; max_length %d lowered to it", o.model, self.limit, o.max_length)
+            log.info("hf-text: %s takes at most %d tokens; max_length %d lowered to it",
+                     o.model, self.limit, o.max_length)
 
     def _token_limit(self, config) -> int:
         """max_length, lowered to what the model's position embeddings allow."""

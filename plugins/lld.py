@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
 from functools import lru_cache
-from typing import ClassVar, Literal, Sequence
+from typing import ClassVar, Literal
 
 import numpy as np
 from pydantic import Field
@@ -29,7 +30,9 @@ class LLDOptions(Options):
     hop_ms: float = Field(10.0, gt=0, description="frame hop (ms)")
     fmin_pitch: float = Field(60.0, gt=0)
     fmax_pitch: float = Field(500.0, gt=0)
-    trim_db: float | None = Field(40.0, description="trim leading/trailing silence quieter than this (dB below peak); null keeps it")
+    trim_db: float | None = Field(
+        40.0, description="trim leading/trailing silence quieter than this (dB below peak); null keeps it"
+    )
     batch_size: int = Field(32, ge=1)
     workers: int = Field(2, ge=1, description="threads computing clips of a batch in parallel")
 

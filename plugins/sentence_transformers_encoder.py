@@ -7,7 +7,8 @@ view option, so switching it re-encodes nothing.
 
 from __future__ import annotations
 
-from typing import ClassVar, Sequence
+from collections.abc import Sequence
+from typing import ClassVar
 
 import numpy as np
 from pydantic import Field
@@ -27,7 +28,8 @@ class SentenceTransformersOptions(Options):
     batch_size: int = Field(64, ge=1)
     device: DeviceName = Field("cpu", description="cpu, cuda, cuda:N, mps or auto")
     trust_remote_code: bool = Field(False, description="allow code shipped with the model to run")
-    allow_download: bool = Field(False, description="let a hub id be downloaded; otherwise only the local Hugging Face cache is used")
+    allow_download: bool = Field(False, description="let a hub id be downloaded; otherwise only the local Hugging "
+                                                    "Face cache is used")
 
 
 class SentenceTransformersEncoder(TextModelEncoder):

@@ -15,7 +15,8 @@ from fusionkit_plugins.hf_layered import LayeredEncoder, LayeredOptions
 
 
 class W2VBertOptions(LayeredOptions):
-    model: str = Field("facebook/w2v-bert-2.0", description="Wav2Vec2-BERT checkpoint with its SeamlessM4T feature extractor")
+    model: str = Field("facebook/w2v-bert-2.0", description="Wav2Vec2-BERT checkpoint with its SeamlessM4T feature "
+                                                            "extractor")
 
 
 class W2VBertEncoder(LayeredEncoder):
@@ -34,14 +35,17 @@ class W2VBertEncoder(LayeredEncoder):
         trust = self.options.trust_remote_code
         config = load_config(path, trust)
         if config.model_type != "wav2vec2-bert":
-            raise ValueError(f"model: {self.options.model} is a '{config.model_type}' model, not wav2vec2-bert (use the wav2vec2 or whisper encoder)")
+            raise ValueError(f"model: {self.options.model} is a '{config.model_type}' model, not wav2vec2-bert (use "
+                             f"the wav2vec2 or whisper encoder)")
         model = load_pretrained("Wav2Vec2BertModel", path, trust)
         try:
             fe = SeamlessM4TFeatureExtractor.from_pretrained(path)
         except OSError:
-            raise ValueError(f"model: {self.options.model} has no preprocessor_config.json (the SeamlessM4T feature extractor)") from None
+            raise ValueError(f"model: {self.options.model} has no preprocessor_config.json (the SeamlessM4T feature "
+                             f"extractor)") from None
         if fe.sampling_rate != self.sample_rate:
-            raise ValueError(f"model: {self.options.model} expects {fe.sampling_rate} Hz audio; only 16 kHz models are supported")
+            raise ValueError(f"model: {self.options.model} expects {fe.sampling_rate} Hz audio; only 16 kHz models "
+                             f"are supported")
         return fe, model
 
     def min_samples(self) -> int:

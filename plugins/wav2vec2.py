@@ -15,7 +15,6 @@ cached features never depend on its batch neighbours.
 from __future__ import annotations
 
 import inspect
-from typing import ClassVar
 
 import numpy as np
 from pydantic import Field
@@ -31,7 +30,8 @@ MASK_EXACT = frozenset({"wav2vec2", "hubert", "wavlm", "unispeech", "unispeech-s
 class Wav2Vec2Options(LayeredOptions):
     model: str = Field("facebook/wav2vec2-base", description="wav2vec2 / HuBERT / WavLM / data2vec-audio checkpoint")
     batch_unmasked: bool = Field(
-        False, description="also batch models whose output changes with padding (group-norm base models, data2vec-audio): "
+        False, description="also batch models whose output changes with padding (group-norm base models, "
+                           "data2vec-audio): "
         "faster, but a clip's features then depend slightly on its batch neighbours")
 
 
@@ -67,8 +67,10 @@ class Wav2Vec2Encoder(LayeredEncoder):
                 return_attention_mask=config.feat_extract_norm == "layer",
             )
         if getattr(fe, "sampling_rate", 16000) != self.sample_rate:
-            raise ValueError(f"model: {self.options.model} expects {fe.sampling_rate} Hz audio; only 16 kHz models are supported")
-        self.uses_mask = bool(getattr(fe, "return_attention_mask", False)) or getattr(config, "feat_extract_norm", "") == "layer"
+            raise ValueError(f"model: {self.options.model} expects {fe.sampling_rate} Hz audio; only 16 kHz models "
+                             f"are supported")
+        layer_norm = getattr(config, "feat_extract_norm", "") == "layer"
+        self.uses_mask = bool(getattr(fe, "return_attention_mask", False)) or layer_norm
         # a group-norm first conv normalises over time, so padding shifts it even with a mask
         self.padding_invariant = (self.uses_mask and config.model_type in MASK_EXACT
                                   and getattr(config, "feat_extract_norm", "") == "layer")

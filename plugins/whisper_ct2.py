@@ -113,7 +113,9 @@ def read_model_bin(path: str | Path, prefix: str = "encoder/") -> CT2Model:
     return CT2Model(version, spec, revision, variables, [*index, *aliases])
 
 
-def _load(fh: BinaryIO, path: Path, name: str, shape: tuple[int, ...], dtype: str, offset: int, nbytes: int) -> np.ndarray:
+def _load(
+    fh: BinaryIO, path: Path, name: str, shape: tuple[int, ...], dtype: str, offset: int, nbytes: int
+) -> np.ndarray:
     fh.seek(offset)
     raw = fh.read(nbytes)
     if len(raw) != nbytes:
@@ -145,7 +147,9 @@ def _float(v: dict[str, np.ndarray], name: str) -> np.ndarray:
     return w.astype(np.float32)
 
 
-def encoder_state_dict(v: dict[str, np.ndarray], n_layers: int, n_positions: int | None = None) -> dict[str, np.ndarray]:
+def encoder_state_dict(
+    v: dict[str, np.ndarray], n_layers: int, n_positions: int | None = None
+) -> dict[str, np.ndarray]:
     """HF ``WhisperEncoder`` state dict (float32 numpy) from CT2 ``encoder/*`` variables."""
     sd: dict[str, np.ndarray] = {}
     for i in (1, 2):
@@ -232,16 +236,19 @@ def load_ct2_encoder(directory: str | Path):
         raise CT2FormatError(f"{directory}: config says {n_mels} mel bins but conv1 takes {n_mels_w}")
     ffn = int(v["encoder/layer_0/ffn/linear_0/weight"].shape[0])
     n_pos = int(v["encoder/position_encodings/encodings"].shape[0])
+    n_heads = int(np.asarray(heads).item())
     config = WhisperConfig(
-        num_mel_bins=n_mels, d_model=d_model, encoder_layers=n_layers, encoder_attention_heads=int(np.asarray(heads).item()),
-        encoder_ffn_dim=ffn, max_source_positions=n_pos, decoder_layers=1, decoder_attention_heads=int(np.asarray(heads).item()),
+        num_mel_bins=n_mels, d_model=d_model, encoder_layers=n_layers, encoder_attention_heads=n_heads,
+        encoder_ffn_dim=ffn, max_source_positions=n_pos, decoder_layers=1, decoder_attention_heads=n_heads,
         decoder_ffn_dim=ffn, activation_function="gelu",
     )
     config._attn_implementation = "sdpa"
     sd = encoder_state_dict(v, n_layers)
     encoder = WhisperEncoder(config)
-    missing, unexpected = encoder.load_state_dict({k: torch.from_numpy(np.ascontiguousarray(a)) for k, a in sd.items()}, strict=False)
+    tensors = {k: torch.from_numpy(np.ascontiguousarray(a)) for k, a in sd.items()}
+    missing, unexpected = encoder.load_state_dict(tensors, strict=False)
     missing = [m for m in missing if not m.endswith("k_proj.bias")]
     if missing or unexpected:
-        raise CT2FormatError(f"{directory}: encoder weights do not fit (missing {missing[:3]}, unexpected {unexpected[:3]})")
+        raise CT2FormatError(f"{directory}: encoder weights do not fit (missing {missing[:3]}, unexpected "
+                             f"{unexpected[:3]})")
     return encoder.eval(), config

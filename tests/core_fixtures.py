@@ -97,7 +97,9 @@ def encoder_module(name: str, cls: str = "Plugged", description: str = "a test e
     return ENCODER_SOURCE.format(name=name, cls=cls, description=description)
 
 
-def run_cli(args: list[str], env: dict | None = None, cwd: Path | None = None, timeout: float = 120) -> subprocess.CompletedProcess:
+def run_cli(
+    args: list[str], env: dict | None = None, cwd: Path | None = None, timeout: float = 120
+) -> subprocess.CompletedProcess:
     """``fusionkit ARGS`` in a fresh interpreter (so entry points and sys.modules start clean)."""
     clean = {k: v for k, v in os.environ.items() if not k.startswith("FUSIONKIT_")}  # the user's switches stay out
     full_env = {**clean, "FUSIONKIT_PROGRESS": "0", **(env or {})}

@@ -35,9 +35,11 @@ def _config(kind: str):
     if kind == "hubert":
         return tf.HubertConfig(**COMMON, **CONV, **pos, feat_extract_norm="layer", do_stable_layer_norm=True)
     if kind == "wavlm":
-        return tf.WavLMConfig(**COMMON, **CONV, **pos, feat_extract_norm="layer", num_buckets=16, max_bucket_distance=50)
+        return tf.WavLMConfig(**COMMON, **CONV, **pos, feat_extract_norm="layer", num_buckets=16,
+                              max_bucket_distance=50)
     if kind == "wavlm-group":
-        return tf.WavLMConfig(**COMMON, **CONV, **pos, feat_extract_norm="group", num_buckets=16, max_bucket_distance=50)
+        return tf.WavLMConfig(**COMMON, **CONV, **pos, feat_extract_norm="group", num_buckets=16,
+                              max_bucket_distance=50)
     if kind == "data2vec-audio":
         return tf.Data2VecAudioConfig(**COMMON, **CONV, num_conv_pos_embeddings=5, conv_pos_kernel_size=5,
                                       num_conv_pos_embedding_groups=2)

@@ -14,12 +14,12 @@ import subprocess
 import sys
 from pathlib import Path
 
-from core_fixtures import (ROOT, encoder_module, fake_distribution, fk_env, small_recipe,  # noqa: F401
-                           with_pythonpath)
+from core_fixtures import ROOT, encoder_module, fake_distribution, fk_env, small_recipe, with_pythonpath  # noqa: F401
 
 CORE = ROOT / "fusionkit"
 PLUGINS = ROOT / "plugins"
-SHIMS = {CORE / "interfaces.py", CORE / "heads.py", CORE / "regression.py"}  # deprecated re-exports, kept for one release
+# deprecated re-exports, kept for one release
+SHIMS = {CORE / "interfaces.py", CORE / "heads.py", CORE / "regression.py"}
 HEAVY = ("torch", "transformers")
 SKIP_DIRS = {"__pycache__", "build", "dist", ".venv", ".pytest_cache", ".hypothesis"}
 

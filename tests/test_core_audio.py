@@ -11,7 +11,6 @@ import numpy as np
 import pytest
 import soundfile as sf
 from click.testing import CliRunner
-
 from core_fixtures import fk_env, small_recipe, write_recipe  # noqa: F401
 
 SR = 16000

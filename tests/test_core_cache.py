@@ -8,7 +8,6 @@ from pathlib import Path
 import numpy as np
 import pytest
 from click.testing import CliRunner
-
 from core_fixtures import fake_distribution, fk_env, small_recipe, write_recipe  # noqa: F401
 
 
@@ -186,9 +185,8 @@ def test_real_sigint_mid_encoding_then_resume(tmp_path):
     import sys
     import time
 
-    from safetensors.numpy import load_file
-
     from core_fixtures import with_pythonpath
+    from safetensors.numpy import load_file
 
     site = fake_distribution(tmp_path / "site", "fk-slow", {"encoder": {"stopper": "fk_slow"}}, {"fk_slow": SLOW})
     cache = tmp_path / "cache"
@@ -230,8 +228,8 @@ def test_cache_info_and_clean_commands(tmp_path):
     import os
     import time
 
-    from fusionkit.pipeline.cache import EmbeddingCache
     from fusionkit.cli import main
+    from fusionkit.pipeline.cache import EmbeddingCache
 
     root = tmp_path / "cache"
     cache = EmbeddingCache(root, "lld-0123456789abcdef", {"plugin": "lld"})

@@ -7,7 +7,6 @@ import json
 
 import yaml
 from click.testing import CliRunner
-
 from core_fixtures import fk_env  # noqa: F401
 
 # the demo recipe itself, made smaller: fewer clips, descriptors and trees, one thread each

@@ -6,7 +6,6 @@ import json
 
 import pytest
 from click.testing import CliRunner
-
 from core_fixtures import fk_env, small_recipe, write_recipe  # noqa: F401
 
 pytest.importorskip("fusionkit_example", reason="pip install -e plugins/fusionkit-example (make install does)")

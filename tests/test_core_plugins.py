@@ -5,9 +5,15 @@ from __future__ import annotations
 import json
 
 import pytest
-
-from core_fixtures import (encoder_module, fake_distribution, fk_env, run_cli, small_recipe,  # noqa: F401
-                           with_pythonpath, write_recipe)
+from core_fixtures import (  # noqa: F401
+    encoder_module,
+    fake_distribution,
+    fk_env,
+    run_cli,
+    small_recipe,
+    with_pythonpath,
+    write_recipe,
+)
 
 BROKEN = "raise RuntimeError('kaboom: this plugin is broken on purpose')\n"
 
@@ -38,7 +44,8 @@ def test_broken_plugin_is_listed_not_fatal(broken_site, tmp_path):
 
 def test_run_without_the_broken_plugin_works(broken_site, tmp_path):
     # a healthy third-party encoder next to the broken one (numpy only: no librosa start-up in the subprocess)
-    fake_distribution(broken_site, "fk-healthy", {"encoder": {"quick": "fk_quick"}}, {"fk_quick": encoder_module("quick")})
+    fake_distribution(broken_site, "fk-healthy", {"encoder": {"quick": "fk_quick"}},
+                      {"fk_quick": encoder_module("quick")})
     env = with_pythonpath(broken_site, {"FUSIONKIT_CACHE_DIR": str(tmp_path / "cache")})
     recipe = write_recipe(tmp_path / "r.yaml", small_recipe(encoders=[{"plugin": "quick"}]))
     proc = run_cli(["run", str(recipe), "--out", str(tmp_path / "run")], env)
@@ -48,7 +55,8 @@ def test_run_without_the_broken_plugin_works(broken_site, tmp_path):
     bad = write_recipe(tmp_path / "bad.yaml", small_recipe(encoders=[{"plugin": "kaputt"}]))
     proc = run_cli(["validate", str(bad)], env)
     assert proc.returncode == 2
-    assert "encoders.0.plugin: encoder plugin 'kaputt' (from fk-broken-plugin) is broken: RuntimeError: kaboom" in proc.stderr
+    expected = "encoders.0.plugin: encoder plugin 'kaputt' (from fk-broken-plugin) is broken: RuntimeError: kaboom"
+    assert expected in proc.stderr
     assert "Traceback" not in proc.stderr
 
 
@@ -159,9 +167,9 @@ def test_catalogued_but_missing_plugin_says_not_installed(fk_env):
 
 
 def test_missing_requirement_of_a_builtin_names_its_extra(fk_env):
+    from fusionkit.registry import PluginError, PluginInfo, Registry, _add
     from fusionkit.sdk.base import Encoder
     from fusionkit.sdk.base import Options as BaseOptions
-    from fusionkit.registry import PluginError, PluginInfo, Registry, _add
 
     class NoSmile(Encoder):
         name = "egemaps"

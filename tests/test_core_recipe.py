@@ -7,7 +7,6 @@ from pathlib import Path
 import pytest
 import yaml
 from click.testing import CliRunner
-
 from core_fixtures import fk_env, small_recipe, write_recipe  # noqa: F401
 
 

@@ -2,10 +2,10 @@
 
 from __future__ import annotations
 
-import tomllib
 from collections import Counter
 from importlib import metadata
 
+import tomllib
 from core_fixtures import ROOT
 
 GROUP_KIND = {"fusionkit.encoders": "encoder", "fusionkit.fusions": "fusion", "fusionkit.datasets": "dataset"}

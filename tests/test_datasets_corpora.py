@@ -63,7 +63,8 @@ def test_ravdess_speech_song_intensity_gender(tmp_path):
     assert len(both) == 4
     for n, (label, channel, intensity, gender) in names.items():
         c = both[Path(n).stem]
-        assert (c.label, c.meta["channel"], c.meta["intensity"], c.meta["gender"]) == (label, channel, intensity, gender)
+        found = (c.label, c.meta["channel"], c.meta["intensity"], c.meta["gender"])
+        assert found == (label, channel, intensity, gender)
     assert both["03-01-01-01-02-02-02"].text == "Dogs are sitting by the door"
     assert both["03-01-05-02-01-01-01"].speaker == "actor01"
     speech = Ravdess(tmp_path, RavdessOptions()).clips()
@@ -282,9 +283,9 @@ def test_manifest_bad_rows_name_file_and_line(tmp_path, content, suffix, message
     ("benchmarks/msp-podcast/ridge-dimensions.yaml", None),
 ])
 def test_example_recipes_validate_and_split_fake_trees(tmp_path, recipe_file, tree):
-    from fusionkit.recipe import load_recipe
     from fusionkit.pipeline.data import load_dataset
     from fusionkit.pipeline.splits import make_folds
+    from fusionkit.recipe import load_recipe
 
     if tree is None:
         (tmp_path / "Labels").mkdir()

@@ -43,8 +43,8 @@ def test_real_emodb_counts():
 def test_real_emodb_loso_and_ravdess_speaker_folds_are_speaker_independent():
     import numpy as np
 
-    from fusionkit.recipe import SplitSpec
     from fusionkit.pipeline.splits import make_folds, speaker_overlap
+    from fusionkit.recipe import SplitSpec
 
     emodb = EmoDB(corpus("emodb"), Options()).clips()
     folds = make_folds(emodb, SplitSpec(kind="loso"))

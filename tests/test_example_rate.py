@@ -11,7 +11,6 @@ import numpy as np
 import pytest
 import soundfile as sf
 from click.testing import CliRunner
-
 from core_fixtures import fk_env, write_recipe  # noqa: F401
 
 pytest.importorskip("fusionkit_example", reason="pip install -e plugins/fusionkit-example (make install does)")

@@ -11,11 +11,11 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from fusion_fixtures import RELOAD_ATOL
 from safetensors.numpy import save_file
 
 from fusionkit.registry import registry
 from fusionkit.sdk.heads import HeadFileError, softmax
-from fusion_fixtures import RELOAD_ATOL
 
 CLASSES = ["w", "x", "y", "z"]
 

@@ -6,11 +6,11 @@ import json
 
 import numpy as np
 import pytest
+from fusion_fixtures import CLASSES, RELOAD_ATOL, make, split, two_bit_task
 from pydantic import ValidationError
 
-from fusionkit.sdk.heads import HeadFileError, Standardizer, validation_split
 from fusionkit.registry import registry
-from fusion_fixtures import CLASSES, RELOAD_ATOL, make, split, two_bit_task
+from fusionkit.sdk.heads import HeadFileError, Standardizer, validation_split
 
 
 def fitted(name="linear"):

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-
 from fusion_fixtures import CLASSES, FAST, NEURAL, RELOAD_ATOL, accuracy, make, split, two_bit_task
 
 

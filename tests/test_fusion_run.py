@@ -11,8 +11,8 @@ from pathlib import Path
 
 import pytest
 
-from fusionkit.recipe import Recipe
 from fusionkit.pipeline.run import run
+from fusionkit.recipe import Recipe
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -62,8 +62,8 @@ def test_saved_torch_run_reloads_in_a_fresh_process(tmp_path):
 
 
 def test_a_damaged_saved_head_is_detected(tmp_path):
-    from fusionkit.sdk.heads import load_arrays, save_arrays
     from fusionkit.pipeline.reload import saved_run_difference
+    from fusionkit.sdk.heads import load_arrays, save_arrays
 
     run_dir = tmp_path / "run"
     run(tiny_recipe("linear", {}), run_dir)

@@ -11,9 +11,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 from click.testing import CliRunner
+from core_fixtures import fk_env, small_recipe, write_recipe  # noqa: F401
 from protocol_fakes import write_tone
 
-from core_fixtures import fk_env, small_recipe, write_recipe  # noqa: F401
 from fusionkit.metrics import summarize
 from fusionkit.pipeline.splits import make_folds, speaker_overlap
 from fusionkit.recipe import Recipe, SplitSpec, load_recipe

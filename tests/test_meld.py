@@ -7,8 +7,8 @@ from pathlib import Path
 
 import pytest
 
-from fusionkit.recipe import SplitSpec
 from fusionkit.pipeline.splits import make_folds
+from fusionkit.recipe import SplitSpec
 from fusionkit_plugins.datasets.meld import Meld, MeldError, MeldOptions, clean_text
 
 HEADER = ["Sr No.", "Utterance", "Speaker", "Emotion", "Sentiment", "Dialogue_ID", "Utterance_ID",

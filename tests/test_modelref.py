@@ -52,7 +52,8 @@ def test_local_path_and_hub_id(tmp_path):
 def test_missing_distribution_message():
     with pytest.raises(ModelRefError) as err:
         resolve_model("pkg:no-such-model-dist-xyz")
-    assert str(err.value) == "pkg:no-such-model-dist-xyz: distribution not installed (pip install no-such-model-dist-xyz)"
+    expected = "pkg:no-such-model-dist-xyz: distribution not installed (pip install no-such-model-dist-xyz)"
+    assert str(err.value) == expected
 
 
 def test_single_package_model_dir(site):
@@ -86,7 +87,8 @@ def test_split_parts_joined_once(site, tmp_path):
 def test_missing_part_is_reported(site):
     _fake_dist(site, "fakegap-part1", {"fakegap_part1/d/config.json": b"{}", "fakegap_part1/d/model.bin.part1": b"a"})
     _fake_dist(site, "fakegap-part3", {"fakegap_part3/d/model.bin.part3": b"c"})
-    with pytest.raises(ModelRefError, match=r"pkg:fakegap: fragments of model.bin are incomplete \(missing part \[2\]\)"):
+    expected = r"pkg:fakegap: fragments of model.bin are incomplete \(missing part \[2\]\)"
+    with pytest.raises(ModelRefError, match=expected):
         resolve_model("pkg:fakegap")
 
 

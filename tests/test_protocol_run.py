@@ -9,11 +9,11 @@ import numpy as np
 import pytest
 from protocol_fakes import write_tone
 
-from fusionkit.sdk.base import Clip
-from fusionkit.pipeline.data import apply_labels, regression_targets
-from fusionkit.recipe import LabelSpec, Recipe, RecipeError, load_recipe
 from fusionkit.cli.tables import results_table
+from fusionkit.pipeline.data import apply_labels, regression_targets
 from fusionkit.pipeline.run import run
+from fusionkit.recipe import LabelSpec, Recipe, RecipeError, load_recipe
+from fusionkit.sdk.base import Clip
 
 FREQ = {"ang": 520.0, "hap": 380.0, "neu": 200.0, "angry": 520.0, "happy": 380.0, "neutral": 200.0, "bored": 150.0}
 LLD = {"plugin": "lld", "options": {"descriptors": ["mfcc", "rms", "centroid"], "functionals": ["mean", "std"],
@@ -122,7 +122,8 @@ def test_seeds_give_mean_std_and_interval_over_folds_and_seeds(corpora, tmp_path
     assert len(m["folds"]) == 6 and {f["seed"] for f in m["folds"]} == {0, 1, 2}
     s = m["summary"]["uar"]
     values = [f["uar"] for f in m["folds"]]
-    assert s["n"] == 6 and s["mean"] == pytest.approx(np.mean(values)) and s["std"] == pytest.approx(np.std(values, ddof=1))
+    assert s["n"] == 6 and s["mean"] == pytest.approx(np.mean(values))
+    assert s["std"] == pytest.approx(np.std(values, ddof=1))
     assert s["ci95"][0] <= s["mean"] <= s["ci95"][1]
     assert set(m["seeds"]["per_seed"]) == {"0", "1", "2"}
     assert m["seeds"]["over_seeds"]["uar"]["n"] == 3
@@ -185,7 +186,8 @@ def test_head_must_match_the_task(corpora, tmp_path):
 def test_normalize_per_group_by_hand():
     from fusionkit.pipeline.data import normalize_features
 
-    clips = [Clip("a", None, "x", "s1"), Clip("b", None, "x", "s1"), Clip("c", None, "x", "s2"), Clip("d", None, "x", "s2")]
+    clips = [Clip("a", None, "x", "s1"), Clip("b", None, "x", "s1"),
+             Clip("c", None, "x", "s2"), Clip("d", None, "x", "s2")]
     feats = {"e": {"a": np.array([1.0, 5.0]), "b": np.array([3.0, 5.0]), "c": np.array([10.0, 0.0]),
                    "d": np.array([30.0, 2.0])}}
     by_speaker = normalize_features(feats, {"e": False}, clips, "speaker")["e"]
@@ -244,7 +246,8 @@ def test_export_of_a_regression_run_predicts_values(corpora, tmp_path):
                split={"kind": "session"})
     run(r, tmp_path / "run")
     export(tmp_path / "run", tmp_path / "bundle")
-    assert json.loads((tmp_path / "bundle" / "labels.json").read_text()) == {"task": "regression", "targets": ["arousal"]}
+    labels = json.loads((tmp_path / "bundle" / "labels.json").read_text())
+    assert labels == {"task": "regression", "targets": ["arousal"]}
     model = Bundle.load(tmp_path / "bundle")
     a = corpora[0].parent
     loud, calm = model.predict(a / "a1_ang_0.wav"), model.predict(a / "a1_neu_0.wav")
@@ -258,9 +261,10 @@ def test_export_of_a_regression_run_predicts_values(corpora, tmp_path):
     assert "CCC" in json.loads((tmp_path / "best" / "manifest.json").read_text())["head"]
 
 
-def test_export_refuses_group_normalised_runs(corpora, tmp_path):
-    from fusionkit.bundle import export
+def test_group_normalised_runs_export_bundles_that_need_enrolment(corpora, tmp_path):
+    from fusionkit.bundle import Bundle, EnrolmentError, export
 
     run(recipe(corpora, normalize="speaker", split={"kind": "speaker-kfold", "folds": 2}), tmp_path / "run")
-    with pytest.raises(ValueError, match="normalize: speaker"):
-        export(tmp_path / "run", tmp_path / "bundle")
+    export(tmp_path / "run", tmp_path / "bundle")
+    with pytest.raises(EnrolmentError, match="normalize: speaker"):
+        Bundle.load(tmp_path / "bundle").predict(corpora[0].parent / "a1_ang_0.wav")

@@ -7,9 +7,9 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from fusionkit.sdk.base import Clip
-from fusionkit.recipe import Recipe, SplitSpec
 from fusionkit.pipeline.splits import cross_corpus_fold, make_folds, speaker_overlap
+from fusionkit.recipe import Recipe, SplitSpec
+from fusionkit.sdk.base import Clip
 
 
 def clips_from(speakers: list[str], labels: list[str] | None = None, sessions: list[str] | None = None) -> list[Clip]:
@@ -94,7 +94,8 @@ def test_predefined_partitions_and_errors():
     assert fold.train.tolist() == [0, 1] and fold.test.tolist() == [3] and fold.test_speakers == ["c"]
     (fold,) = make_folds(clips, SplitSpec(kind="predefined", train=["train", "dev"]), partitions=parts)
     assert fold.train.tolist() == [0, 1, 2]
-    with pytest.raises(ValueError, match=r"split.test: no clip is in partition\(s\) test1 \(partitions found: dev, test, train\)"):
+    expected = r"split.test: no clip is in partition\(s\) test1 \(partitions found: dev, test, train\)"
+    with pytest.raises(ValueError, match=expected):
         make_folds(clips, SplitSpec(kind="predefined", test=["test1"]), partitions=parts)
     with pytest.raises(ValueError, match="no predefined partitions"):
         make_folds(clips, SplitSpec(kind="predefined"), partitions=None)

@@ -8,7 +8,14 @@ import pytest
 pytest.importorskip("torch")
 
 from fusionkit.sdk.layers import (  # noqa: E402
-    LayerError, finish_stats, layer_indices, merge_stats, pool_layers, select_layers, sequence_key, sequences_for,
+    LayerError,
+    finish_stats,
+    layer_indices,
+    merge_stats,
+    pool_layers,
+    select_layers,
+    sequence_key,
+    sequences_for,
 )
 
 rng = np.random.default_rng(0)

@@ -15,8 +15,8 @@ from test_meld import write_tree  # noqa: E402
 from text_fixtures import tiny_bert  # noqa: E402
 
 from fusionkit.pipeline import transcripts  # noqa: E402
-from fusionkit.recipe import validate  # noqa: E402
 from fusionkit.pipeline.run import run  # noqa: E402
+from fusionkit.recipe import validate  # noqa: E402
 
 WORDS = {"joy": "I am so happy today", "anger": "this is terrible and I hate it", "neutral": "the meeting is at noon"}
 

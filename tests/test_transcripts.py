@@ -1,4 +1,7 @@
-"""Transcripts: cache, failures and transcripts.csv with a stand-in model; real faster-whisper on RAVDESS where present."""
+"""Transcripts: cache, failures and transcripts.csv with a stand-in model.
+
+Real faster-whisper runs on RAVDESS where present.
+"""
 
 from __future__ import annotations
 
@@ -13,8 +16,8 @@ import pytest
 import soundfile as sf
 
 from fusionkit.pipeline import transcripts
-from fusionkit.sdk.base import Clip
 from fusionkit.recipe import TextSpec
+from fusionkit.sdk.base import Clip
 
 RAVDESS = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "ravdess"
 STATEMENTS = ("kids are talking by the door", "dogs are sitting by the door")

@@ -45,7 +45,8 @@ def test_log_mel_matches_feature_extractor(model_dir):
     from transformers import WhisperFeatureExtractor
 
     x = voice(2.7, seed=1)
-    ref = WhisperFeatureExtractor.from_pretrained(model_dir)(x, sampling_rate=16000, return_tensors="np").input_features[0]
+    extractor = WhisperFeatureExtractor.from_pretrained(model_dir)
+    ref = extractor(x, sampling_rate=16000, return_tensors="np").input_features[0]
     padded = LogMel(80)(x, 480000).numpy()
     assert padded.shape == ref.shape == (80, 3000)
     np.testing.assert_allclose(padded, ref, atol=2e-4)
@@ -175,7 +176,8 @@ def test_cache_key_follows_weights_not_spelling(model_dir, tmp_path):
 def test_options_validation():
     from pydantic import ValidationError
 
-    for bad in ({"pad_to": 45}, {"pad_to": 0}, {"layers": []}, {"pooling": "median"}, {"unknown": 1}, {"device": "tpu"}):
+    bads = ({"pad_to": 45}, {"pad_to": 0}, {"layers": []}, {"pooling": "median"}, {"unknown": 1}, {"device": "tpu"})
+    for bad in bads:
         with pytest.raises(ValidationError):
             WhisperOptions(**bad)
     assert WhisperOptions(pad_to=30).pad_to == 30

@@ -20,10 +20,10 @@ from pathlib import Path
 
 import numpy as np
 
-from fusionkit.registry import registry
-from fusionkit.recipe import load_recipe
 from fusionkit.pipeline.reload import saved_run_difference
 from fusionkit.pipeline.run import run
+from fusionkit.recipe import load_recipe
+from fusionkit.registry import registry
 
 
 def dir_bytes(path: Path) -> int:

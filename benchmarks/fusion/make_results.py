@@ -23,13 +23,16 @@ def load(paths: list[str]) -> dict[str, dict]:
 
 
 def table(rows: list[dict]) -> str:
-    out = ["| run | head | encoders | UAR mean | UAR std | UAR per fold | fit s/fold | model KiB | reload max abs diff |",
+    out = ["| run | head | encoders | UAR mean | UAR std | UAR per fold | fit s/fold | model KiB "
+           "| reload max abs diff |",
            "|---|---|---|---|---|---|---|---|---|"]
     for r in rows:
         diff = r.get("reload_max_diff", r.get("reload"))
-        diff = "n/a" if diff is None else (f"{diff:.1e}" if not isinstance(diff, bool) else ("<= 5e-7" if diff else "FAIL"))
-        out.append(f"| {r['label']} | {r['head']} | {' + '.join(r['encoders'])} | {r['uar']:.3f} | {r['uar_std']:.3f} | "
-                   f"{' '.join(f'{u:.3f}' for u in r['uar_folds'])} | {r['fit_s_per_fold']:.1f} | {r['model_kb']:.0f} | {diff} |")
+        diff = "n/a" if diff is None else (
+            f"{diff:.1e}" if not isinstance(diff, bool) else ("<= 5e-7" if diff else "FAIL"))
+        out.append(f"| {r['label']} | {r['head']} | {' + '.join(r['encoders'])} | {r['uar']:.3f} | "
+                   f"{r['uar_std']:.3f} | {' '.join(f'{u:.3f}' for u in r['uar_folds'])} | {r['fit_s_per_fold']:.1f} | "
+                   f"{r['model_kb']:.0f} | {diff} |")
     return "\n".join(out)
 
 

@@ -124,8 +124,9 @@ def _surveys(recipe: str, r) -> list:
 def run(recipe: str, overrides, out: Path | None) -> None:
     """Run RECIPE: encode (cached), fit the fusion head per fold, write metrics and a report."""
     r = _load(recipe, overrides)
+    from fusionkit.pipeline.run import default_run_dir
+    from fusionkit.pipeline.run import run as do_run
     from fusionkit.registry import PluginError
-    from fusionkit.pipeline.run import default_run_dir, run as do_run
 
     try:
         out = out or default_run_dir(r)

@@ -55,6 +55,9 @@ def results_table(metrics: dict) -> str:
     if metrics.get("task") != "regression" and metrics["classes"]:
         rec = metrics["pooled"]["per_class"]["recall"]
         lines.append("recall: " + ", ".join(f"{c} {r:.2f}" for c, r in zip(metrics["classes"], rec)))
+    if metrics.get("raw"):
+        raw = metrics["raw"]
+        lines.append("raw (normalize: none, same folds): " + ", ".join(f"{k} {raw[k]:.3f}" for k in keys if k in raw))
     return "\n".join(lines)
 
 

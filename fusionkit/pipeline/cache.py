@@ -4,15 +4,14 @@ from __future__ import annotations
 
 import json
 import logging
-import os
 from pathlib import Path
 
 import numpy as np
 
 from fusionkit.fileio import CACHE_ENV, atomic_write_bytes, atomic_write_text, default_cache_dir
 
-__all__ = ["CACHE_ENV", "EmbeddingCache", "atomic_write_bytes", "atomic_write_text", "cache_report", "default_cache_dir",
-           "remove_stray_tmp"]
+__all__ = ["CACHE_ENV", "EmbeddingCache", "atomic_write_bytes", "atomic_write_text", "cache_report",
+           "default_cache_dir", "remove_stray_tmp"]
 
 log = logging.getLogger("fusionkit")
 

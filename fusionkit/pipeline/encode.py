@@ -5,19 +5,25 @@ from __future__ import annotations
 
 import logging
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Sequence
+from typing import TYPE_CHECKING
 
 import numpy as np
 
 from fusionkit.audio import duration, file_digest, text_digest
 from fusionkit.pipeline.cache import EmbeddingCache
 from fusionkit.pipeline.featurize import (  # noqa: F401 - featurize and its outcome, re-exported
-    DEFAULT_SAMPLING_RATE, EncodeError, Featurized, featurize, load_native, native_rate,
+    DEFAULT_SAMPLING_RATE,
+    EncodeError,
+    Featurized,
+    featurize,
+    load_native,
+    native_rate,
 )
-from fusionkit.sdk.base import Clip, Encoder
 from fusionkit.progress import bar
+from fusionkit.sdk.base import Clip, Encoder
 
 log = logging.getLogger("fusionkit")
 

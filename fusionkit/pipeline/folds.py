@@ -20,8 +20,14 @@ import numpy as np
 from fusionkit.fileio import atomic_write_text
 from fusionkit.metrics import classification_metrics, regression_metrics
 from fusionkit.pipeline.data import Prepared
-from fusionkit.pipeline.splits import (MIN_TRAIN_CLIPS, Fold, cross_corpus_fold, make_folds, speaker_overlap,
-                                       thin_classes)
+from fusionkit.pipeline.splits import (
+    MIN_TRAIN_CLIPS,
+    Fold,
+    cross_corpus_fold,
+    make_folds,
+    speaker_overlap,
+    thin_classes,
+)
 from fusionkit.progress import bar
 from fusionkit.recipe import Recipe, plugin_options
 

@@ -24,7 +24,7 @@ from pathlib import Path
 from fusionkit.fileio import WriteError, atomic_write_text
 from fusionkit.pipeline.data import Prepared, keep_usable, normalize, select
 from fusionkit.pipeline.encode import encode_recipe
-from fusionkit.pipeline.evaluate import summarize_run
+from fusionkit.pipeline.evaluate import raw_comparison, summarize_run
 from fusionkit.pipeline.folds import fit_folds
 from fusionkit.recipe import Recipe, dump, safe_name
 
@@ -82,10 +82,12 @@ def run(recipe: Recipe, run_dir: Path | None = None, recipe_source: str = "") ->
     (run_dir / "metrics.json").unlink(missing_ok=True)
     atomic_write_text(run_dir / "recipe.yaml", dump(recipe))
     start = time.perf_counter()
-    prep = normalize(recipe, prepare(recipe, run_dir))
+    raw = prepare(recipe, run_dir)
+    prep = normalize(recipe, raw)
     with naming_write_errors(run_dir / "models"):
         fitted = fit_folds(recipe, prep, run_dir)
     metrics = summarize_run(recipe, prep, fitted, time.perf_counter() - start)
+    metrics.update(raw_comparison(recipe, raw))  # cross-corpus with normalize: the raw figures beside
     fitted.predictions.write_csv(run_dir / "predictions.csv")
     with naming_write_errors(run_dir):
         write_report(run_dir, metrics, fitted.predictions)

@@ -20,8 +20,8 @@ from pathlib import Path
 
 import numpy as np
 
-from fusionkit.sdk.base import Clip
 from fusionkit.recipe import SplitSpec
+from fusionkit.sdk.base import Clip
 
 log = logging.getLogger("fusionkit")
 MIN_TRAIN_CLIPS = 5  # fewer training clips of a class than this in a fold gets a warning
@@ -39,7 +39,9 @@ def natural_key(s: str):
     return [int(t) if t.isdigit() else t for t in re.split(r"(\d+)", str(s))]
 
 
-def make_folds(clips: list[Clip], spec: SplitSpec, seed: int = 0, partitions: dict[str, str] | None = None) -> list[Fold]:
+def make_folds(
+    clips: list[Clip], spec: SplitSpec, seed: int = 0, partitions: dict[str, str] | None = None
+) -> list[Fold]:
     """The folds of ``spec`` over ``clips`` (indices into the list); errors are one line naming split.*."""
     speakers = np.array([c.speaker for c in clips])
     kind = spec.kind

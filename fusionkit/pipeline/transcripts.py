@@ -17,17 +17,17 @@ import json
 import logging
 import os
 import time
+from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Any, Callable, Literal, Sequence
+from typing import Any, Literal
 
 import numpy as np
-
 from pydantic import Field, ValidationError
 
 from fusionkit.audio import AudioError, file_digest, load_audio
 from fusionkit.fileio import atomic_write_text
-from fusionkit.sdk.base import Clip, Options
 from fusionkit.progress import bar
+from fusionkit.sdk.base import Clip, Options
 
 log = logging.getLogger("fusionkit")
 SAMPLE_RATE = 16000  # what Whisper takes
@@ -127,7 +127,8 @@ def load_whisper(path: str, options: AsrOptions):
     try:
         return WhisperModel(path, device=options.device, compute_type=options.compute_type, cpu_threads=threads)
     except Exception as exc:  # noqa: BLE001 - ctranslate2 raises RuntimeError/ValueError with the reason
-        raise TranscriptError(f"text.model: cannot load {path} with faster-whisper ({type(exc).__name__}: {exc})") from None
+        reason = f"{type(exc).__name__}: {exc}"
+        raise TranscriptError(f"text.model: cannot load {path} with faster-whisper ({reason})") from None
 
 
 def transcribe_one(model, audio, language: str | None, options: AsrOptions) -> str:

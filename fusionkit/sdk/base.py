@@ -11,9 +11,10 @@ from __future__ import annotations
 import hashlib
 import json
 from abc import ABC, abstractmethod
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Annotated, Any, ClassVar, Literal, Sequence, Union
+from typing import Annotated, Any, ClassVar, Literal
 
 import numpy as np
 from pydantic import AfterValidator
@@ -101,7 +102,7 @@ def _distinct_layers(v):
     return v
 
 
-LayerChoice = Annotated[Union[int, list[int], Literal["all"]], AfterValidator(_distinct_layers)]
+LayerChoice = Annotated[int | list[int] | Literal["all"], AfterValidator(_distinct_layers)]
 """A layer index, a list of distinct indices, or "all"."""
 
 

@@ -2,11 +2,9 @@
 
 from __future__ import annotations
 
-from typing import Union
-
 import numpy as np
 
-Features = Union[np.ndarray, list]
+Features = np.ndarray | list
 """One encoder's features for N clips: (N, D), (N, L, D), or a list of N (T_i, D) arrays."""
 
 

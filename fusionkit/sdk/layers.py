@@ -20,7 +20,8 @@ Typical use inside an encoder::
 
 from __future__ import annotations
 
-from typing import Any, Sequence
+from collections.abc import Sequence
+from typing import Any
 
 import numpy as np
 

@@ -8,9 +8,9 @@ from __future__ import annotations
 
 import copy
 import math
+from collections.abc import Callable
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Callable
 
 import numpy as np
 import torch

@@ -82,11 +82,14 @@ class MspPodcast(Dataset):
             text = text_file.read_text(encoding="utf-8", errors="replace").strip() if text_file.exists() else None
             split = (row.get("Split_Set") or "").strip()
             meta = {"emo_class": code, "arousal": to_float(row.get("EmoAct")), "valence": to_float(row.get("EmoVal")),
-                    "dominance": to_float(row.get("EmoDom")), "gender": (row.get("Gender") or "").strip().lower() or None,
+                    "dominance": to_float(row.get("EmoDom")),
+                    "gender": (row.get("Gender") or "").strip().lower() or None,
                     "split_set": split, "partition": PARTITIONS.get(split.lower(), split.lower() or None)}
-            out.append(Clip(id=stem, path=index.get(stem), label=CLASSES.get(code), speaker=speaker, text=text, meta=meta))
+            out.append(Clip(id=stem, path=index.get(stem), label=CLASSES.get(code), speaker=speaker, text=text,
+                            meta=meta))
         if unknown_class:
-            log.warning("%s: unknown EmoClass value(s) %s left unlabelled", root / LABELS_FILE, ", ".join(sorted(unknown_class)))
+            log.warning("%s: unknown EmoClass value(s) %s left unlabelled", root / LABELS_FILE,
+                        ", ".join(sorted(unknown_class)))
         self._clips = out
         return out
 

@@ -110,7 +110,8 @@ class Synthetic(Dataset):
         from fusionkit.fileio import default_cache_dir
 
         o = self.options
-        return default_cache_dir() / "datasets" / f"synthetic-v{GENERATOR_VERSION}-{o.speakers}x{o.clips_per_class}-s{o.seed}"
+        name = f"synthetic-v{GENERATOR_VERSION}-{o.speakers}x{o.clips_per_class}-s{o.seed}"
+        return default_cache_dir() / "datasets" / name
 
     def clips(self) -> list[Clip]:
         folder = self.folder()

@@ -11,6 +11,7 @@ from importlib import metadata
 
 import numpy as np
 import pytest
+
 from fusionkit_example.gated import GatedHead, GatedOptions
 
 pytest.importorskip("torch")

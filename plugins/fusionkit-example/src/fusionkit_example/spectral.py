@@ -10,14 +10,14 @@ deviation over frames make one vector per clip.
 
 from __future__ import annotations
 
-from typing import ClassVar, Sequence
+from collections.abc import Sequence
+from typing import ClassVar
 
 import numpy as np
 from pydantic import Field, field_validator
 
 from fusionkit.sdk import hookimpl
 from fusionkit.sdk.base import Encoder, Options
-
 from fusionkit_example.energy import frame_signal
 
 SAMPLE_RATE = 22050
