@@ -122,7 +122,9 @@ def test_long_clip_is_windowed(model_dir):
     arrays = enc.encode_batch([x])[0]
     assert enc.select(arrays).shape == (1500 + (500 + 1) // 2, D)
     first = make(model_dir, layers=0, pooling="none").encode_batch([x[: 30 * 16000]])[0]
-    np.testing.assert_array_equal(arrays["seq.0"][:1500], first["seq.0"])
+    # the first window is encoded in a batch of two here and alone there: equal up to BLAS rounding
+    np.testing.assert_allclose(arrays["seq.0"][:1500].astype(np.float32), first["seq.0"].astype(np.float32),
+                               rtol=2e-3, atol=2e-3)
 
 
 def test_tiny_and_silent_inputs(model_dir):
