@@ -42,8 +42,8 @@ def trained(tmp_path_factory):
 def _clip_paths(run: Path) -> dict[str, Path]:
     import yaml
 
-    from fusionkit.recipe import Recipe
     from fusionkit.pipeline.data import load_dataset
+    from fusionkit.recipe import Recipe
 
     recipe = Recipe.model_validate(yaml.safe_load((run / "recipe.yaml").read_text()))
     return {c.id: c.path for c in load_dataset(recipe).clips()}

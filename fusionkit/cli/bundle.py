@@ -110,7 +110,18 @@ def _scan_folder(folder: Path) -> tuple[list[Path], list[tuple[Path, str]], list
               help="List what BUNDLE loads (encoders, models, weights digests, head, classes) without loading it.")
 @click.option("--trust-remote-code", is_flag=True,
               help="Allow a bundle whose recipe asks for trust_remote_code to run code shipped with its models.")
-def predict_command(bundle: Path, audio, window, hop, vad, smooth, fmt, show, trust_remote_code) -> None:
+@click.option("--enrol", "enrol", multiple=True,
+              help="Unlabelled audio (a folder or files; repeatable) of the speaker or source being labelled: a "
+                   "normalised bundle z-scores features with its statistics.")
+@click.option("--enrol-self", is_flag=True, help="Normalise with the statistics of the files being labelled.")
+@click.option("--group-by", metavar="REGEX",
+              help="With --enrol-self: the first group of REGEX, searched in each file's path, names its speaker or "
+                   "source; each group is normalised with its own statistics.")
+@click.option("--enrol-training", is_flag=True,
+              help="Normalise with the training corpus statistics stored in the bundle (only for audio from the "
+                   "training corpus's own source).")
+def predict_command(bundle: Path, audio, window, hop, vad, smooth, fmt, show, trust_remote_code, enrol, enrol_self,
+                    group_by, enrol_training) -> None:
     """Label AUDIO files (or folders) with BUNDLE; with --window, a timeline per file."""
     from fusionkit.audio import AudioError
     from fusionkit.bundle import Bundle
@@ -125,21 +136,26 @@ def predict_command(bundle: Path, audio, window, hop, vad, smooth, fmt, show, tr
         return
     if not audio:
         _refuse("no AUDIO given: name the files or folders to label (or use --show)")
+    group_re = _enrol_options_problem(enrol, enrol_self, group_by, enrol_training)
     try:
         model = Bundle.load(bundle, trust_remote_code=trust_remote_code)
     except RecipeError as exc:
         _fail([f"{bundle}: cannot load bundle: {line}" for line in exc.lines], EXIT_INVALID)
     except Exception as exc:  # noqa: BLE001
         _refuse(f"{bundle}: cannot load bundle: {_one_line(exc)}")
+    _check_enrolment(model, bool(enrol or enrol_self or enrol_training))
     files, broken, passed = _expand(audio)
     for path, reason in passed:
         click.echo(f"skipped: {path}: {reason}", err=True)
     for path, reason in broken:
         click.echo(f"error: {path}: {reason}", err=True)
-    results, failed = [], len(broken)
+    norms, enrol_failed = _plan_normalisers(model, files, enrol, enrol_self, group_re, enrol_training)
+    results, failed = [], len(broken) + enrol_failed
     for path in files:
+        if path not in norms:
+            continue  # its enrolment group could not be used: already counted and reported
         try:
-            r = model.predict(path, window=window, hop=hop, vad=vad, smooth=smooth)
+            r = model.predict(path, window=window, hop=hop, vad=vad, smooth=smooth, enrol=norms[path])
         except (AudioError, ValueError, OSError) as exc:
             click.echo(f"error: {path}: {exc}", err=True)
             failed += 1
@@ -157,6 +173,101 @@ def predict_command(bundle: Path, audio, window, hop, vad, smooth, fmt, show, tr
     if failed:
         click.echo(f"{failed} file(s) could not be labelled", err=True)
         sys.exit(1)
+
+
+def _enrol_options_problem(enrol, enrol_self: bool, group_by: str | None, enrol_training: bool):
+    """Refuse (exit 2) enrolment options that do not go together; the compiled --group-by pattern or None."""
+    chosen = [name for name, on in (("--enrol", bool(enrol)), ("--enrol-self", enrol_self),
+                                    ("--enrol-training", enrol_training)) if on]
+    if len(chosen) > 1:
+        _refuse(f"{' and '.join(chosen)}: choose one source of normalisation statistics")
+    if group_by is None:
+        return None
+    if not enrol_self:
+        _refuse("--group-by: only with --enrol-self (it groups the files being labelled)")
+    try:
+        pattern = re.compile(group_by)
+    except re.error as exc:
+        _refuse(f"--group-by {group_by}: not a valid regular expression ({exc})")
+    if pattern.groups < 1:
+        _refuse(f"--group-by {group_by}: needs a group in parentheses naming the speaker or source, "
+                r"e.g. 'Actor_(\d+)'")
+    return pattern
+
+
+def _check_enrolment(model, given: bool) -> None:
+    """A normalised bundle needs enrolment and a plain one takes none: else one line, exit 2."""
+    if model.normalize != "none" and not given:
+        _refuse(model.enrolment_hint())
+    if model.normalize == "none" and given:
+        _refuse(f"{model.root}: this bundle was trained with normalize: none; --enrol, --enrol-self and "
+                "--enrol-training do not apply to it")
+
+
+def _plan_normalisers(model, files: list[Path], enrol, enrol_self: bool, group_re, enrol_training: bool
+                      ) -> tuple[dict, int]:
+    """(file -> the Normaliser to label it with, or None for a plain bundle; failures counted). Files whose group
+    cannot be normalised are left out of the mapping, each with an error line."""
+    if model.normalize == "none":
+        return {p: None for p in files}, 0
+    if enrol_training:
+        click.echo("normalising with the training corpus statistics stored in the bundle", err=True)
+        return dict.fromkeys(files, model.training_normaliser()), 0
+    if enrol:
+        norm, failed = _enrol_paths(model, enrol)
+        return dict.fromkeys(files, norm), failed
+    return _enrol_groups(model, files, group_re)
+
+
+def _enrol_paths(model, enrol) -> tuple[object, int]:
+    """The Normaliser of the --enrol files (folders expanded); its unusable files are error lines and counted."""
+    from fusionkit.bundle import EnrolmentError
+
+    files, broken, passed = _expand(enrol)
+    for path, reason in passed:
+        click.echo(f"skipped: enrolment: {path}: {reason}", err=True)
+    for path, reason in broken:
+        click.echo(f"error: enrolment: {path}: {reason}", err=True)
+    if not files:
+        _refuse(f"--enrol {' '.join(enrol)}: no audio files to enrol")
+    try:
+        norm = model.enrol(files)
+    except EnrolmentError as exc:
+        _fail([_one_line(exc)], 1)
+    for item, reason in norm.skipped.items():
+        click.echo(f"error: enrolment: {item}: {reason}", err=True)
+    click.echo(f"enrolment: statistics of {norm.clips} clip(s)", err=True)
+    failed = len(broken) + len(norm.skipped)
+    if failed:
+        click.echo(f"{failed} enrolment file(s) could not be used", err=True)
+    return norm, failed
+
+
+def _enrol_groups(model, files: list[Path], group_re) -> tuple[dict, int]:
+    """--enrol-self: each group of the files (all of them, or by the --group-by pattern) is its own enrolment set."""
+    from fusionkit.bundle import EnrolmentError
+
+    groups: dict[str, list[Path]] = {}
+    failed = 0
+    for path in files:
+        found = group_re.search(str(path)) if group_re is not None else None
+        if group_re is not None and (found is None or found.group(1) is None):
+            click.echo(f"error: {path}: --group-by {group_re.pattern} does not match its path; not labelled",
+                       err=True)
+            failed += 1
+            continue
+        groups.setdefault(found.group(1) if found else "(all files)", []).append(path)
+    norms: dict[Path, object] = {}
+    for key, members in groups.items():
+        try:
+            norm = model.enrol(members)
+        except EnrolmentError as exc:
+            click.echo(f"error: group {key} ({len(members)} file(s)): {_one_line(exc)}; not labelled", err=True)
+            failed += len(members)
+            continue
+        click.echo(f"enrolment: group {key}: statistics of {norm.clips} clip(s)", err=True)
+        norms.update(dict.fromkeys(members, norm))
+    return norms, failed
 
 
 def _show(bundle: Path, fmt: str) -> None:
@@ -189,6 +300,9 @@ def show_lines(info: dict) -> list[str]:
                      f"weights digest {e['weights_digest'] or '-'}")
     text = info["text"]
     lines.append(f"text: {text['source']}" + (f" (ASR model {text['model']})" if "model" in text else ""))
+    if info.get("normalize", "none") != "none":
+        lines.append(f"normalize: {info['normalize']} (features z-scored per {info['normalize']}): predict needs "
+                     "--enrol PATH or --enrol-self [--group-by REGEX]")
     if info["trust_remote_code"]:
         lines.append(f"trust_remote_code asked for by {', '.join(info['trust_remote_code'])}: "
                      "predict refuses it without --trust-remote-code")

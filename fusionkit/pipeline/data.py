@@ -353,8 +353,39 @@ def group_of(clip: Clip, mode: str, test_ids: set[str]) -> str:
     return "test_data" if clip.id in test_ids else "data"
 
 
+NORMALIZE_EPS = 1e-6
+"""A feature whose standard deviation in a group is at most this is only centred (divided by 1)."""
+
+
+@dataclass(frozen=True)
+class GroupStats:
+    """One group's per-feature mean and standard deviation (float64, the shape of one clip's features)."""
+
+    mean: np.ndarray
+    std: np.ndarray
+
+    def scale(self, eps: float = NORMALIZE_EPS) -> np.ndarray:
+        """The divisor of the z-score: the std, or 1 where the std is at most ``eps`` (a constant feature)."""
+        return np.where(self.std > eps, self.std, 1.0)
+
+
+def group_stats(rows) -> GroupStats:
+    """The mean and (population) standard deviation over the clips of one group, per feature."""
+    block = np.stack([np.asarray(r, dtype=np.float64) for r in rows])
+    return GroupStats(block.mean(axis=0), block.std(axis=0))
+
+
+def apply_stats(rows, stats: GroupStats, eps: float = NORMALIZE_EPS) -> np.ndarray:
+    """``rows`` (stacked) z-scored with ``stats``, as float32: the one formula of training and of bundles."""
+    block = np.stack([np.asarray(r, dtype=np.float64) for r in rows])
+    if block.shape[1:] != stats.mean.shape:
+        raise ValueError(f"features of shape {block.shape[1:]} cannot be normalised with statistics of shape "
+                         f"{stats.mean.shape}")
+    return ((block - stats.mean) / stats.scale(eps)).astype(np.float32)
+
+
 def normalize_features(features: dict[str, dict[str, np.ndarray]], sequences: dict[str, bool], clips: list[Clip],
-                       mode: str, test_ids: set[str] = frozenset(), eps: float = 1e-6) -> dict:
+                       mode: str, test_ids: set[str] = frozenset(), eps: float = NORMALIZE_EPS) -> dict:
     """New features dict: pooled encoders z-scored per group; sequence encoders are refused."""
     if mode == "none":
         return features
@@ -368,9 +399,13 @@ def normalize_features(features: dict[str, dict[str, np.ndarray]], sequences: di
     for name, feats in features.items():
         new = {}
         for ids in groups.values():
-            block = np.stack([np.asarray(feats[i], dtype=np.float64) for i in ids])
-            mean, std = block.mean(axis=0), block.std(axis=0)
-            z = (block - mean) / np.where(std > eps, std, 1.0)
-            new.update({i: z[k].astype(np.float32) for k, i in enumerate(ids)})
+            rows = [feats[i] for i in ids]
+            z = apply_stats(rows, group_stats(rows), eps)
+            new.update({i: z[k] for k, i in enumerate(ids)})
         out[name] = new
     return out
+
+
+def corpus_stats(features: dict[str, dict[str, np.ndarray]], clips: list[Clip]) -> dict[str, GroupStats]:
+    """Each encoder's statistics over ``clips`` (raw features): what ``normalize: corpus`` uses for that corpus."""
+    return {name: group_stats([feats[c.id] for c in clips]) for name, feats in features.items()}

@@ -9,8 +9,15 @@ from __future__ import annotations
 
 import numpy as np
 
-from fusionkit.metrics import (DEFINITIONS, INTERVAL_NOTE, REGRESSION_DEFINITIONS, classification_metrics,
-                               metric_range, regression_metrics, summarize)
+from fusionkit.metrics import (
+    DEFINITIONS,
+    INTERVAL_NOTE,
+    REGRESSION_DEFINITIONS,
+    classification_metrics,
+    metric_range,
+    regression_metrics,
+    summarize,
+)
 from fusionkit.pipeline.data import Prepared, class_counts
 from fusionkit.pipeline.folds import Fitted, Predictions
 from fusionkit.pipeline.splits import MIN_TRAIN_CLIPS
@@ -61,6 +68,37 @@ def summarize_run(recipe: Recipe, prep: Prepared, fitted: Fitted, total_seconds:
     out["timing"] = {"encode_seconds": round(prep.encode_seconds, 2), "fit_seconds": round(fitted.fit_seconds, 2),
                      "total_seconds": round(total_seconds, 2)}
     return out
+
+
+RAW_NOTE = ("the same folds and head, fitted and scored on features not normalised (normalize: none), beside the "
+            "normalised figures above")
+
+
+def raw_comparison(recipe: Recipe, raw: Prepared) -> dict:
+    """For a cross-corpus run with ``normalize``: ``{"raw": block}``, the same folds fitted on the features before
+    normalisation (headline means and stds, the pooled figure, per-class recall, per-fold scores); else ``{}``.
+    The heads of this comparison are not kept."""
+    if recipe.normalize == "none" or recipe.test_data is None:
+        return {}
+    import tempfile
+    from pathlib import Path
+
+    from fusionkit.pipeline.folds import fit_folds
+
+    with tempfile.TemporaryDirectory(prefix="fusionkit-raw-") as tmp:
+        fitted = fit_folds(recipe, raw, Path(tmp))
+    keys = headline_keys(recipe)
+    folds = fitted.fold_rows
+    block: dict = {"normalize": "none", "note": RAW_NOTE}
+    for k in keys:
+        s = summarize([f[k] for f in folds], metric_range(k))
+        block[k], block[f"{k}_std"] = s["mean"], s["std"]
+    pooled = pooled_metrics(fitted.predictions)
+    block[f"{keys[0]}_pooled"] = pooled[keys[0]]
+    if recipe.task.kind == "classification":
+        block["recall"] = dict(zip(raw.classes, pooled["per_class"]["recall"]))
+    block["folds"] = [{"seed": f["seed"], "fold": f["fold"], **{k: f[k] for k in keys}} for f in folds]
+    return {"raw": block}
 
 
 def seed_summary(fold_rows: list[dict], keys: list[str]) -> dict:

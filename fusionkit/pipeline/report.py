@@ -215,6 +215,25 @@ def _footer(m: dict) -> list[str]:
     ]
 
 
+def _raw_lines(m: dict) -> list[str]:
+    """A cross-corpus run with normalize: its figures beside those of the same folds without normalisation."""
+    raw = m.get("raw")
+    if not raw:
+        return []
+    keys = [k for k in m["summary"] if k in raw][:4]
+    cells = " | ".join(f"{m['summary'][k]['mean']:.3f} / {raw[k]:.3f}" for k in keys)
+    return [
+        f"### Normalised ({m['protocol']['normalize']}) and raw (normalize: none), same folds",
+        "",
+        "| " + " | ".join(keys) + " |",
+        "|" + "---|" * len(keys),
+        f"| {cells} |",
+        "",
+        "Each cell: normalised / raw.",
+        "",
+    ]
+
+
 def _seed_lines(m: dict, keys) -> list[str]:
     if "seeds" not in m:
         return []
@@ -253,6 +272,7 @@ def _classification_report(run_dir: Path, m: dict) -> list[str]:
         f"Mean, std (n-1) and 95% t-interval over {s['uar']['n']} fold scores"
         f"{' (folds x seeds)' if len(m['protocol']['seeds']) > 1 else ''}.",
         "",
+        *_raw_lines(m),
         *_seed_lines(m, ("uar", "wa", "macro_f1")),
         "## Per class (pooled over folds)",
         "",
@@ -297,6 +317,7 @@ def _regression_report(run_dir: Path, m: dict, predictions: Predictions) -> list
         "",
         f"CCC pooled over all predictions: {m['ccc_pooled']:.3f}.",
         "",
+        *_raw_lines(m),
         *_seed_lines(m, keys),
         "![predicted against true](scatter.png)",
         "",
