@@ -108,7 +108,7 @@ class RecordingHead:
 def small_bundle(batch_size: int = 2):
     from fusionkit.bundle import Bundle
 
-    recipe = SimpleNamespace(task=SimpleNamespace(kind="classification"))
+    recipe = SimpleNamespace(task=SimpleNamespace(kind="classification"), normalize="none")
     enc = BandEnergyEncoder(BandEnergyOptions(batch_size=batch_size))
     return Bundle(None, recipe, {"band": enc}, RecordingHead(), ["bright", "dark"]), enc
 
