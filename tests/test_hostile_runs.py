@@ -217,8 +217,8 @@ def test_ctrl_c_stops_a_grid_promptly(tmp_path):
         assert len(workers) == 1, proc.poll()
         os.killpg(proc.pid, signal.SIGINT)  # Ctrl-C in a terminal reaches the whole process group
         start = time.monotonic()
-        _, err = proc.communicate(timeout=30)
-        assert time.monotonic() - start < 20
+        _, err = proc.communicate(timeout=90)  # generous: CI machines can be loaded
+        assert time.monotonic() - start < 60
         assert proc.returncode == 130, err
         assert "interrupted" in err and "Traceback" not in err
         time.sleep(1.0)
