@@ -1,11 +1,12 @@
-"""``lld``: handcrafted low-level descriptors (librosa) summarised by functionals over time."""
+"""``lld``: handcrafted low-level descriptors (librosa) summarised by functionals over time, or kept as
+a frame sequence (``pooling: none``) for the sequence heads (``cnn``, ``lstm``)."""
 
 from __future__ import annotations
 
 from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
 from functools import lru_cache
-from typing import ClassVar, Literal
+from typing import Any, ClassVar, Literal
 
 import numpy as np
 from pydantic import Field
@@ -35,6 +36,10 @@ class LLDOptions(Options):
     )
     batch_size: int = Field(32, ge=1)
     workers: int = Field(2, ge=1, description="threads computing clips of a batch in parallel")
+    pooling: Literal["functionals", "none"] = Field(
+        "functionals", description="functionals over time (a vector), or none: the descriptors as a (T, D) "
+                                   "frame sequence (cached as float16; `functionals` is then unused)"
+    )
 
 
 def _functionals(frames: np.ndarray, names: Sequence[str]) -> np.ndarray:
@@ -102,8 +107,32 @@ class LLDEncoder(Encoder):
                     return list(pool.map(self.features, inputs))
             return [self.features(x) for x in inputs]
 
+    def identity(self) -> dict[str, Any]:
+        """The base identity; ``pooling: functionals`` (the default) is left out so that recipes written
+        before the option keep their cache key, and ``pooling: none`` leaves out the unused functionals."""
+        ident = super().identity()
+        opts = ident["options"]
+        if opts.get("pooling") == "functionals":
+            del opts["pooling"]
+        else:
+            opts.pop("functionals", None)
+        return ident
+
     def features(self, y: np.ndarray) -> dict[str, np.ndarray]:
+        if self.options.pooling == "none":
+            return {"frames": self.frames(y).T.astype(np.float16)}
         return {"features": self.describe(y)}
+
+    def required_keys(self) -> set[str]:
+        return {"frames"} if self.options.pooling == "none" else {"features"}
+
+    def is_sequence(self) -> bool:
+        return self.options.pooling == "none"
+
+    def select(self, arrays: dict[str, np.ndarray]) -> np.ndarray:
+        """(D,) functionals, or the (T, D) frame descriptors with ``pooling: none``."""
+        key = "frames" if self.options.pooling == "none" else "features"
+        return np.asarray(arrays[key], dtype=np.float32)
 
     def frames(self, y: np.ndarray) -> np.ndarray:
         """Frame-level descriptors (D, T)."""
