@@ -203,7 +203,10 @@ def test_ctrl_c_stops_a_grid_promptly(tmp_path):
     log = tmp_path / "clips.log"
     env = {**os.environ, **with_pythonpath(site, {"FUSIONKIT_CACHE_DIR": str(tmp_path / "cache"),
                                                   "FUSIONKIT_PROGRESS": "0", "FK_SLOW_LOG": str(log)})}
-    code = "import sys; from fusionkit.cli import main; sys.argv[0] = 'fusionkit'; main()"
+    # a terminal's Ctrl-C: restore Python's handler, since a test run started in the background (no job
+    # control) inherits SIGINT as ignored, and so would the command
+    code = ("import signal, sys; signal.signal(signal.SIGINT, signal.default_int_handler); "
+            "from fusionkit.cli import main; sys.argv[0] = 'fusionkit'; main()")
     proc = subprocess.Popen([sys.executable, "-c", code, "bench", str(tmp_path / "grid.yaml"), "--out",
                              str(tmp_path / "out"), "--workers", "1"], env=env, start_new_session=True,
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)

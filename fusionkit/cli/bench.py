@@ -45,11 +45,7 @@ def bench_command(grid: Path | None, out: Path | None, overrides: tuple[str, ...
     except KeyboardInterrupt:
         click.echo(f"error: {grid}: interrupted; no new cell was started and the running ones were stopped; "
                    f"finished cells are kept in {out}/cells and the same command runs the rest", err=True)
-        # Not sys.exit: the process pool's exit hook joins a queue thread that can wait forever once a worker
-        # was terminated mid-write (seen under load); every file the grid writes is already atomic and complete.
-        sys.stdout.flush()
-        sys.stderr.flush()
-        os._exit(130)
+        sys.exit(130)
     done = [r for r in rows if r["status"] == "done"]
     click.echo((out / "results.md").read_text())
     failed = len(rows) - len(done)
