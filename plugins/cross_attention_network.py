@@ -5,7 +5,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from fusionkit.sdk.training import CrossBlock, EncoderInput, Projector, masked_mean
+from fusionkit.sdk.training import CrossBlock, EncoderInput, Projector, masked_mean, projected_tokens
 
 
 class CrossAttentionFusion(nn.Module):
@@ -21,11 +21,7 @@ class CrossAttentionFusion(nn.Module):
         self.out = nn.Sequential(nn.Dropout(dropout), nn.Linear(width * len(specs), n_classes))
 
     def forward(self, xs, masks):
-        toks, ms = [], []
-        for inp, p, x, m in zip(self.inputs, self.proj, xs, masks):
-            t, mm = inp(x, m)
-            toks.append(p(t))
-            ms.append(mm)
+        toks, ms = projected_tokens(self.inputs, self.proj, xs, masks)
         pooled = []
         for i, block in enumerate(self.cross):
             others = [j for j in range(len(toks)) if j != i] or [i]

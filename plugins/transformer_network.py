@@ -5,7 +5,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from fusionkit.sdk.training import EncoderInput, Projector
+from fusionkit.sdk.training import EncoderInput, Projector, projected_tokens
 
 
 class TransformerFusion(nn.Module):
@@ -24,11 +24,7 @@ class TransformerFusion(nn.Module):
         self.out = nn.Linear(width, n_classes)
 
     def forward(self, xs, masks):
-        toks, ms = [], []
-        for inp, p, x, m in zip(self.inputs, self.proj, xs, masks):
-            t, mm = inp(x, m)
-            toks.append(p(t))
-            ms.append(mm)
+        toks, ms = projected_tokens(self.inputs, self.proj, xs, masks)
         n = toks[0].shape[0]
         tokens = torch.cat([self.cls.expand(n, -1, -1), *toks], dim=1)
         mask = torch.cat([torch.ones(n, 1, dtype=torch.bool, device=tokens.device), *ms], dim=1)

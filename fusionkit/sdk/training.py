@@ -58,6 +58,16 @@ def masked_mean(tokens: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
     return (tokens * m).sum(dim=1) / m.sum(dim=1).clamp_min(1.0)
 
 
+def projected_tokens(inputs, projectors, xs, masks) -> tuple[list[torch.Tensor], list[torch.Tensor]]:
+    """Every encoder's tokens through its :class:`EncoderInput` and :class:`Projector`: (tokens, masks) lists."""
+    tokens, out_masks = [], []
+    for inp, proj, x, m in zip(inputs, projectors, xs, masks):
+        t, mm = inp(x, m)
+        tokens.append(proj(t))
+        out_masks.append(mm)
+    return tokens, out_masks
+
+
 class Projector(nn.Module):
     """Per-encoder projection of tokens to the common width, plus a learned modality embedding."""
 
