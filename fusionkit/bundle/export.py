@@ -1,0 +1,178 @@
+"""``fusionkit export``: a finished run -> a bundle folder."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+from datetime import datetime, timezone
+from pathlib import Path
+
+import numpy as np
+
+from fusionkit.bundle.files import (
+    BUNDLE_FORMAT,
+    NORMALIZATION_FILE,
+    BundleError,
+    ExportError,
+    _file_hashes,
+    _model_fields,
+    _names,
+    _versions,
+    _walk,
+    read_manifest,
+    write_training_stats,
+)
+
+# ---------------------------------------------------------------- export
+
+
+def export(run_dir: Path, bundle_dir: Path, fold: str = "all") -> Path:
+    """Refit the run's fusion head on its training clips (``fold='all'``) or copy one fold's head.
+
+    "All" means every clip the run could train on: the whole corpus for a k-fold or
+    leave-one-speaker-out run, only the training corpus for a cross-corpus run (``test_data``).
+    Classification bundles predict class probabilities; regression bundles predict target values.
+    """
+    import shutil
+
+    import yaml
+
+    from fusionkit.pipeline.data import normalize
+    from fusionkit.pipeline.encode import build_encoders
+    from fusionkit.pipeline.folds import fold_inputs, fold_tag
+    from fusionkit.pipeline.run import prepare
+    from fusionkit.recipe import load_recipe, plugin_options
+
+    recipe = load_recipe(run_dir / "recipe.yaml")
+    metrics = json.loads((run_dir / "metrics.json").read_text())
+    regression = recipe.task.kind == "regression"
+    outputs = list(recipe.task.targets) if regression else metrics["classes"]
+    chosen = None if fold == "all" else pick_fold(metrics, fold, regression)
+    prepare_target(bundle_dir)
+    head_dir = bundle_dir / "head"
+    raw_prep = prepare(recipe) if fold == "all" or recipe.normalize != "none" else None
+    if recipe.normalize != "none":
+        write_training_stats(bundle_dir / NORMALIZATION_FILE, recipe.normalize, raw_prep)
+    if fold == "all":
+        prep = normalize(recipe, raw_prep)
+        n = prep.n_train if prep.n_train is not None else len(prep.clips)
+        train = prep.clips[:n]
+        cls, options = plugin_options("fusion", recipe.fusion.plugin, recipe.fusion.options)
+        head = cls(options, seed=recipe.run_seeds()[0])
+        y = prep.targets[:n] if regression else np.array([outputs.index(c.label) for c in train])
+        head.fit(fold_inputs(prep, np.arange(n)), y, outputs, np.array([c.speaker for c in train]))
+        head.save(head_dir)
+        corpus = " of the training corpus" if prep.n_train is not None else ""
+        source = f"refitted on all {n} clips{corpus}"
+    else:
+        key = "ccc" if regression else "uar"
+        best = chosen
+        tag = fold_tag(best["seed"], best["fold"], metrics["protocol"]["seeds"])
+        shutil.copytree(run_dir / "models" / tag, head_dir)
+        source = f"fold {best['fold']} (seed {best['seed']}, {key.upper()} {best[key]:.3f})"
+    encoders = build_encoders(recipe)
+    raw = carry_models(recipe.model_dump(mode="json"), bundle_dir)  # local model folders travel in the bundle
+    (bundle_dir / "recipe.yaml").write_text(yaml.safe_dump(raw, sort_keys=False, allow_unicode=True))
+    (bundle_dir / "encoders.json").write_text(json.dumps(
+        [{"name": spec.key, "plugin": spec.plugin, "options": raw["encoders"][i]["options"],
+          "identity": encoders[spec.key].identity()} for i, spec in enumerate(recipe.encoders)], indent=2, default=str))
+    labels = {"task": "regression", "targets": outputs} if regression else {"classes": outputs}
+    (bundle_dir / "labels.json").write_text(json.dumps(labels, indent=2))
+    manifest = {
+        "format": BUNDLE_FORMAT,
+        "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        "source_run": str(run_dir),
+        "head": source,
+        "fusion": recipe.fusion.plugin,
+        **({"normalize": {"kind": recipe.normalize, "training_statistics": NORMALIZATION_FILE}}
+           if recipe.normalize != "none" else {}),
+        "versions": _versions(),
+        "files": _file_hashes(bundle_dir),
+    }
+    manifest["content_hash"] = hashlib.sha256(json.dumps(manifest["files"], sort_keys=True).encode()).hexdigest()
+    (bundle_dir / "manifest.json").write_text(json.dumps(manifest, indent=2))
+    return bundle_dir
+
+
+
+# ---------------------------------------------------------------- checks: what export writes
+
+
+def pick_fold(metrics: dict, fold: str, regression: bool) -> dict:
+    """The fold row of ``metrics.json`` that ``fold`` names: ``best``, or a fold number of the run's first seed."""
+    import re
+
+    folds = metrics.get("folds") or []
+    key = "ccc" if regression else "uar"
+    if not folds:
+        raise ExportError("fold: the run's metrics.json lists no folds")
+    if fold == "best":
+        return max(folds, key=lambda f: f[key])
+    first = folds[0].get("seed")
+    numbers = sorted({f["fold"] for f in folds if f.get("seed") == first})
+    span = f"{numbers[0]}-{numbers[-1]}" if numbers == list(range(numbers[0], numbers[-1] + 1)) else \
+        ", ".join(map(str, numbers))
+    if not re.fullmatch(r"\d+", str(fold).strip()):
+        raise ExportError(f"fold {fold}: expected all, best or a fold number ({span})")
+    if int(fold) not in numbers:
+        raise ExportError(f"fold {fold}: the run has folds {span} (or all, best)")
+    return next(f for f in folds if f["fold"] == int(fold) and f.get("seed") == first)
+
+
+def prepare_target(bundle_dir: Path) -> None:
+    """Make ``bundle_dir`` ready for a bundle: a new or empty folder, or an earlier bundle whose files are removed.
+    A folder holding anything else is refused (:class:`ExportError`) and left as it is."""
+    if bundle_dir.exists() and not bundle_dir.is_dir():
+        raise ExportError(f"{bundle_dir}: exists and is not a folder")
+    if bundle_dir.is_dir() and any(bundle_dir.iterdir()):
+        try:
+            listed = read_manifest(bundle_dir)["files"]
+        except BundleError:
+            raise ExportError(f"{bundle_dir}: not empty and not a fusionkit bundle; export into a new or empty "
+                              "folder") from None
+        tree = _walk(bundle_dir)
+        foreign = sorted(set(tree.files) - set(listed)) + tree.links + tree.odd
+        if foreign:
+            raise ExportError(f"{bundle_dir}: holds files that are not part of its bundle ({_names(foreign)}); "
+                              "export into a new or empty folder")
+        for rel in [*tree.files, "manifest.json"]:
+            (bundle_dir / rel).unlink()
+        for here, _dirs, _files in sorted(os.walk(bundle_dir), key=lambda w: -len(w[0])):
+            if Path(here) != bundle_dir:
+                Path(here).rmdir()
+    bundle_dir.mkdir(parents=True, exist_ok=True)
+
+
+def carry_models(raw: dict, bundle_dir: Path) -> dict:
+    """Copy every local model folder ``raw`` names into ``bundle_dir/models/`` and name it there, relative;
+    ``pkg:`` references and hub ids stay as they are (found again where the bundle is used)."""
+    import shutil
+
+    from fusionkit.modelref import is_pkg_ref
+    from fusionkit.recipe import safe_name
+
+    copied: dict[Path, str] = {}
+    for field, node, key in _model_fields(raw):
+        ref = node[key]
+        folder = Path(ref).expanduser()
+        if is_pkg_ref(ref) or not folder.is_dir():
+            continue
+        src = folder.resolve()
+        if bundle_dir.resolve().is_relative_to(src):
+            raise ValueError(f"{field}: {ref}: the bundle folder {bundle_dir} lies inside this model folder; "
+                              "export elsewhere")
+        if src not in copied:
+            enc = raw["encoders"][int(field.split(".")[1])] if field.startswith("encoders.") else {}
+            rel = f"models/{safe_name(enc.get('name') or enc.get('plugin') or 'asr')}"
+            while rel in copied.values():
+                rel += "-"
+            # symlinks (e.g. a hub snapshot's) are copied as the files they point to; dot-files are left out
+            shutil.copytree(src, bundle_dir / rel, symlinks=False,
+                            ignore=lambda d, names: [n for n in names if n.startswith(".") and
+                                                     not (Path(d) / n).is_dir()])
+            copied[src] = rel
+        node[key] = copied[src]
+    return raw
+
+

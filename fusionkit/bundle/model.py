@@ -1,0 +1,429 @@
+"""A loaded bundle: :class:`Bundle` behind ``fusionkit predict`` and ``fusionkit.load``."""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+from collections.abc import Iterator
+from dataclasses import dataclass
+from dataclasses import field as dataclass_field
+from pathlib import Path
+
+import numpy as np
+
+from fusionkit.bundle.files import (
+    BundleError,
+    bundle_recipe_raw,
+    check_files,
+    check_identities,
+    localized_models,
+    read_manifest,
+    read_training_stats,
+    remote_code_requests,
+    typed_recipe,
+)
+
+log = logging.getLogger("fusionkit")
+MIN_ENROL_CLIPS = 2
+"""Fewer enrolment clips give no spread: every feature would be 0 after normalising."""
+FEW_ENROL_CLIPS = 10
+"""Below this many enrolment clips a warning says the statistics are noisy."""
+
+
+# ---------------------------------------------------------------- loading and predicting
+
+
+@dataclass
+class Segment:
+    """One labelled stretch: a class label and probabilities, or (regression) target values."""
+
+    start: float
+    end: float
+    label: str | None
+    probabilities: dict[str, float] | None
+    text: str | None = None
+    values: dict[str, float] | None = None
+
+    def as_dict(self) -> dict:
+        return {k: v for k, v in self.__dict__.items() if v is not None}
+
+
+def _result(scores: dict[str, float], regression: bool) -> dict:
+    """A whole-file result: ``{"label", "probabilities"}``, or ``{"values"}`` for regression."""
+    if regression:
+        return {"values": scores}
+    return {"label": max(scores, key=scores.get), "probabilities": scores}
+
+
+class EnrolmentError(ValueError):
+    """Normalisation that cannot be done as asked: a normalised bundle given no enrolment, too few usable enrolment
+    clips, or enrolment given to a bundle that does not normalise. The message is one line."""
+
+
+@dataclass
+class Normaliser:
+    """Per-encoder statistics that z-score a normalised bundle's features as training z-scored each group.
+
+    Made by :meth:`Bundle.enrol` from unlabelled audio of one speaker or source (``source == "enrolment"``), or by
+    :meth:`Bundle.training_normaliser` from the statistics stored in the bundle (``"training corpus"``).
+    """
+
+    kind: str  # the bundle's normalize: corpus or speaker
+    stats: dict  # encoder name -> fusionkit.pipeline.data.GroupStats
+    clips: int  # how many clips the statistics come from
+    source: str
+    skipped: dict[str, str] = dataclass_field(default_factory=dict)  # enrolment input -> why it could not be used
+
+    def apply(self, name: str, rows) -> np.ndarray:
+        """Encoder ``name``'s features of some clips, stacked and z-scored (float32)."""
+        from fusionkit.pipeline.data import apply_stats
+
+        if name not in self.stats:
+            raise EnrolmentError(f"the normaliser holds no statistics for encoder {name} (made for another bundle?)")
+        return apply_stats(rows, self.stats[name])
+
+
+def _file_key(source) -> tuple | None:
+    """What identifies a file's content for the feature memo (path, size, mtime); None for arrays or odd files."""
+    if not isinstance(source, (str, Path)):
+        return None
+    try:
+        st = os.stat(source)
+        return str(Path(source).resolve()), st.st_size, st.st_mtime_ns
+    except OSError:
+        return None
+
+
+MEMO_BYTES = 256 * 2**20
+"""Whole-file features kept after enrolment, so that labelling the same files does not encode them again."""
+
+
+class Bundle:
+    """A loaded bundle: ``Bundle.load(path).predict(path_or_array)``."""
+
+    def __init__(self, root: Path, recipe, encoders: dict, head, outputs: list[str],
+                 training_stats: tuple[dict, int] | None = None):
+        from collections import OrderedDict
+
+        self.root, self.recipe, self.encoders, self.head = root, recipe, encoders, head
+        self.regression = recipe.task.kind == "regression"
+        #: class names (classification) or target names (regression), in the head's output order
+        self.outputs = outputs
+        self.classes = [] if self.regression else outputs
+        #: ``none``, ``corpus`` or ``speaker``: how training z-scored the features (then predict needs enrolment)
+        self.normalize = recipe.normalize
+        self._training_stats = training_stats
+        self._transcriber = None
+        self._memo: OrderedDict = OrderedDict()  # file key -> (features per encoder, transcript)
+        self._memo_bytes = 0
+
+    @classmethod
+    def load(cls, path: str | Path, verify: bool = True, trust_remote_code: bool = False) -> Bundle:
+        """Check the bundle (see :func:`check_files`), then load its head and encoders.
+
+        Nothing about the training data is looked at. A recipe asking for ``trust_remote_code`` is refused
+        unless ``trust_remote_code`` is passed here; model folders must lie inside the bundle; each encoder's
+        model identity (weights digest) must be the one recorded at export.
+        """
+        from fusionkit.pipeline.encode import build_encoders
+        from fusionkit.recipe import plugin_options
+        from fusionkit.sdk.heads import load_head
+
+        root = Path(path)
+        check_files(root, read_manifest(root), verify)
+        raw = bundle_recipe_raw(root)
+        asked = remote_code_requests(raw)
+        if asked and not trust_remote_code:
+            raise BundleError(f"{root}: its recipe asks for trust_remote_code ({', '.join(asked)}), which runs code "
+                              "shipped with a model; if you trust where the bundle came from, pass "
+                              "--trust-remote-code (fusionkit.load(path, trust_remote_code=True))")
+        recipe = typed_recipe(root, localized_models(root, raw))
+        fusion_cls, fusion_options = plugin_options("fusion", recipe.fusion.plugin, recipe.fusion.options)
+        head = load_head(fusion_cls, root / "head", fusion_options, recipe.run_seeds()[0])
+        labels = json.loads((root / "labels.json").read_text())
+        outputs = labels["targets"] if recipe.task.kind == "regression" else labels["classes"]
+        encoders = build_encoders(recipe)
+        check_identities(root, encoders)
+        stats = read_training_stats(root, list(encoders)) if recipe.normalize != "none" else None
+        for enc in encoders.values():
+            enc.load()
+        return cls(root, recipe, encoders, head, outputs, stats)
+
+    @property
+    def uses_text(self) -> bool:
+        return any(e.modality == "text" for e in self.encoders.values())
+
+    def _texts(self, signals: list, sr: int) -> list[str]:
+        if self.recipe.text.source != "asr":
+            raise ValueError("this bundle's text encoders need transcripts, and its recipe has no ASR "
+                             "(text: {source: asr}); it cannot label raw audio")
+        from fusionkit.audio import to_mono_resampled
+        from fusionkit.pipeline.transcripts import SAMPLE_RATE, make_transcriber
+
+        if self._transcriber is None:
+            self._transcriber = make_transcriber(self.recipe.text)
+        return [self._transcriber(to_mono_resampled(x, sr, SAMPLE_RATE)) for x in signals]
+
+    @staticmethod
+    def _signal(source, sampling_rate: int | None):
+        """(mono signal, its rate): a file read once at its own rate, or an array at ``sampling_rate`` (required;
+        integer PCM is scaled to [-1, 1])."""
+        from fusionkit.audio import signal_rate, to_mono_resampled
+        from fusionkit.pipeline.featurize import load_native
+
+        if isinstance(source, (str, Path)):
+            return load_native(source)
+        sr = signal_rate(sampling_rate)
+        return to_mono_resampled(source, sr, sr), sr
+
+    def _featurize(self, signals: list, sr: int) -> tuple[dict[str, list], list[str] | None]:
+        """Each encoder's :class:`~fusionkit.pipeline.featurize.Featurized` outcomes, every signal at its own rate."""
+        from fusionkit.pipeline.featurize import featurize
+
+        texts = self._texts(signals, sr) if self.uses_text else None
+        outcomes = {}
+        for name, enc in self.encoders.items():
+            inputs = texts if enc.modality == "text" else signals
+            outcomes[name] = list(featurize(enc, inputs, sr))
+        return outcomes, texts
+
+    def _outcomes(self, signals: list, sr: int) -> tuple[list[dict | None], list[str] | None, dict]:
+        """(per signal: encoder name -> features, None where an encoder failed; transcripts; signal index -> the
+        failed outcome)."""
+        outcomes, texts = self._featurize(signals, sr)
+        failed = {}
+        for outs in outcomes.values():
+            for out in outs:
+                if not out.ok:
+                    failed.setdefault(out.index, out)
+        feats = [None if i in failed else {name: outcomes[name][i].features for name in self.encoders}
+                 for i in range(len(signals))]
+        return feats, texts, failed
+
+    def _head_scores(self, feats: list[dict], norm: Normaliser | None) -> list[dict]:
+        """The head's scores (class -> probability, or target -> value) for clips' features, normalised by ``norm``
+        when the bundle normalises."""
+        X = {}
+        for name, enc in self.encoders.items():
+            rows = [f[name] for f in feats]
+            if enc.is_sequence():
+                X[name] = rows
+            else:
+                X[name] = norm.apply(name, rows) if norm is not None else np.stack(rows).astype(np.float32)
+        P = self.head.predict(X) if self.regression else self.head.predict_proba(X)
+        P = np.asarray(P, dtype=np.float64).reshape(len(feats), len(self.outputs))
+        return [dict(zip(self.outputs, map(float, p))) for p in P]
+
+    def _scores(self, signals: list, sr: int, norm: Normaliser | None = None
+                ) -> tuple[list[dict | None], list[str] | None, dict]:
+        """(scores per signal, None where it failed; transcripts; signal index -> the failed outcome)."""
+        feats, texts, failed = self._outcomes(signals, sr)
+        ok = [i for i, f in enumerate(feats) if f is not None]
+        scores: list[dict | None] = [None] * len(signals)
+        for i, score in zip(ok, self._head_scores([feats[i] for i in ok], norm) if ok else []):
+            scores[i] = score
+        return scores, texts, failed
+
+    # ------------------------------------------------------------ normalisation from enrolment audio
+
+    def enrolment_hint(self) -> str:
+        """What to pass to a normalised bundle, in one line."""
+        who = "speaker" if self.normalize == "speaker" else "source (corpus, channel, recording set-up)"
+        return (f"{self.root}: this bundle was trained with normalize: {self.normalize} (each {self.normalize}'s "
+                f"features z-scored with its own statistics), so it needs unlabelled audio of the same {who} to "
+                "normalise with: pass --enrol PATH (a folder or files), or --enrol-self [--group-by REGEX] to use "
+                "the files being labelled (Python: bundle.predict(x, enrol=bundle.enrol(paths)))")
+
+    def enrol(self, sources, sampling_rate: int | None = None, batch: int = 32) -> Normaliser:
+        """A :class:`Normaliser` from unlabelled enrolment audio of one speaker or source: files or signal arrays
+        (at ``sampling_rate``), featurized as :meth:`predict` featurizes, each encoder's features' mean and std.
+
+        Inputs that cannot be encoded are listed in ``Normaliser.skipped`` (and warned about); fewer than
+        ``MIN_ENROL_CLIPS`` usable ones raise :class:`EnrolmentError`."""
+        if self.normalize == "none":
+            raise EnrolmentError(f"{self.root}: this bundle was trained with normalize: none; it takes no enrolment")
+        from fusionkit.pipeline.data import group_stats
+
+        sources = [sources] if isinstance(sources, (str, Path)) else list(sources)
+        feats, skipped = self._enrol_features(sources, sampling_rate, batch)
+        if len(feats) < MIN_ENROL_CLIPS:
+            why = f" ({next(iter(skipped.items()))[0]}: {next(iter(skipped.values()))})" if skipped else ""
+            raise EnrolmentError(f"enrolment: {len(feats)} usable clip(s) of {len(sources)}; at least "
+                                 f"{MIN_ENROL_CLIPS} are needed for a mean and a spread{why}")
+        if len(feats) < FEW_ENROL_CLIPS:
+            log.warning("enrolment: statistics of only %d clips are noisy; %d or more are better", len(feats),
+                        FEW_ENROL_CLIPS)
+        stats = {name: group_stats([f[name] for f in feats]) for name in self.encoders}
+        return Normaliser(self.normalize, stats, len(feats), "enrolment", skipped)
+
+    def training_normaliser(self) -> Normaliser:
+        """The training corpus's statistics stored in the bundle. Right only for audio from that corpus's own
+        source: for another source this is the raw shift normalisation exists to remove (and for ``normalize:
+        speaker`` it is the whole corpus's statistics, not one speaker's)."""
+        if self._training_stats is None:
+            raise EnrolmentError(f"{self.root}: this bundle was trained with normalize: none; it holds no statistics")
+        stats, clips = self._training_stats
+        return Normaliser(self.normalize, dict(stats), clips, "training corpus")
+
+    def _enrol_features(self, sources: list, sampling_rate: int | None, batch: int
+                        ) -> tuple[list[dict], dict[str, str]]:
+        """Features of every enrolment input that every encoder could take, and the others with their reason."""
+        feats: list[dict] = []
+        skipped: dict[str, str] = {}
+        for start in range(0, len(sources), batch):
+            part = sources[start:start + batch]
+            for i, (got, error) in enumerate(self._whole_files(part, sampling_rate)):
+                label = str(part[i]) if isinstance(part[i], (str, Path)) else f"signal {start + i}"
+                if got is None:
+                    skipped[label] = str(error)
+                    log.warning("enrolment: %s skipped: %s", label, error)
+                else:
+                    feats.append(got[0])
+        return feats, skipped
+
+    def _whole_files(self, sources: list, sampling_rate: int | None) -> list[tuple[tuple | None, Exception | None]]:
+        """Per source: ((features per encoder, transcript), None), or (None, the error naming the reason); files
+        already seen (same path, size and modification time) come from the memo, new ones are decoded, grouped by
+        rate, and kept."""
+        from fusionkit.audio import AudioError
+        from fusionkit.pipeline.featurize import EncodeError
+
+        out: list = [None] * len(sources)
+        by_rate: dict[int, list[tuple[int, np.ndarray]]] = {}
+        for i, src in enumerate(sources):
+            key = _file_key(src)
+            if key is not None and key in self._memo:
+                self._memo.move_to_end(key)
+                out[i] = (self._memo[key], None)
+                continue
+            try:
+                x, sr = self._signal(src, sampling_rate)
+            except (AudioError, ValueError, OSError) as exc:
+                out[i] = (None, exc)
+                continue
+            by_rate.setdefault(sr, []).append((i, x))
+        for sr, items in by_rate.items():
+            feats, texts, failed = self._outcomes([x for _, x in items], sr)
+            for k, (i, _) in enumerate(items):
+                if feats[k] is None:
+                    try:
+                        failed[k].unwrap()
+                    except (AudioError, EncodeError) as exc:
+                        out[i] = (None, exc)
+                    continue
+                out[i] = ((feats[k], texts[k] if texts else None), None)
+                self._remember(_file_key(sources[i]), out[i][0])
+        return out
+
+    def _remember(self, key: tuple | None, value: tuple) -> None:
+        """Keep a file's features for a later whole-file prediction, within ``MEMO_BYTES``."""
+        if key is None:
+            return
+        size = sum(np.asarray(v).nbytes for v in value[0].values())
+        self._memo[key] = value
+        self._memo_bytes += size
+        while self._memo_bytes > MEMO_BYTES and self._memo:
+            _, old = self._memo.popitem(last=False)
+            self._memo_bytes -= sum(np.asarray(v).nbytes for v in old[0].values())
+
+    def _normaliser(self, enrol, sampling_rate: int | None) -> Normaliser | None:
+        """The normaliser ``predict`` uses: ``enrol`` as given (a Normaliser, or enrolment files/arrays), or None
+        for a bundle that does not normalise; :class:`EnrolmentError` when the two do not go together."""
+        if enrol is None:
+            if self.normalize != "none":
+                raise EnrolmentError(self.enrolment_hint())
+            return None
+        if self.normalize == "none":
+            raise EnrolmentError(f"{self.root}: this bundle was trained with normalize: none; it takes no enrolment")
+        return enrol if isinstance(enrol, Normaliser) else self.enrol(enrol, sampling_rate)
+
+    def features(self, source, sampling_rate: int | None = None) -> dict[str, object]:
+        """Each encoder's features of a file or signal array, computed as :meth:`predict` computes them."""
+        x, sr = self._signal(source, sampling_rate)
+        outcomes, _ = self._featurize([x], sr)
+        return {name: outs[0].unwrap(name) for name, outs in outcomes.items()}
+
+    def predict_signals(self, signals: list, sr: int | None = None, enrol=None) -> tuple[list[dict], list[str] | None]:
+        """Scores for mono signals at ``sr`` Hz (required: a positive whole number): one dict per signal, class ->
+        probability (or target -> value). Each encoder gets the signals resampled to its own rate; a signal
+        that cannot be encoded raises :class:`~fusionkit.audio.AudioError` or ``EncodeError`` naming it.
+        ``enrol``: as in :meth:`predict`."""
+        from fusionkit.audio import signal_rate
+
+        norm = self._normaliser(enrol, sr)
+        scores, texts, failed = self._scores(signals, signal_rate(sr), norm)
+        for i, out in sorted(failed.items())[:1]:
+            out.unwrap(f"signal {i}")
+        return scores, texts
+
+    def predict(self, source, sampling_rate: int | None = None, window: float | None = None,
+                hop: float | None = None, vad: bool = False, smooth: int = 1, batch: int = 16, enrol=None):
+        """Label a file path or a signal array.
+
+        Without ``window``/``vad``: ``{"label", "probabilities"}`` for the whole recording
+        (``{"values"}`` for a regression bundle). With them: a list of :class:`Segment`.
+        A file is read once at its own rate; an array needs its ``sampling_rate`` (a positive whole number of
+        Hz; integer PCM such as int16 is scaled to [-1, 1]). Every encoder gets the signal resampled to its own rate.
+
+        A bundle trained with ``normalize: corpus | speaker`` needs ``enrol``: a :class:`Normaliser` from
+        :meth:`enrol`, or the enrolment files/arrays themselves (arrays at ``sampling_rate``); without it
+        :class:`EnrolmentError` says what to pass.
+        """
+        norm = self._normaliser(enrol, sampling_rate)
+        if window is None and not vad:
+            got, error = self._whole_files([source], sampling_rate)[0]
+            if error is not None:
+                raise error
+            feats, text = got
+            out = _result(self._head_scores([feats], norm)[0], self.regression)
+            if text:
+                out["text"] = text
+            return out
+        return list(self.timeline(source, sampling_rate, window, hop, vad, smooth, batch, enrol=norm))
+
+    def timeline(self, source, sampling_rate=None, window=None, hop=None, vad=False, smooth=1,
+                 batch=16, enrol=None) -> Iterator[Segment]:
+        """Windows of a file (read block by block at its own rate) or array, labelled ``batch`` at a time;
+        a window that cannot be encoded is left out with a warning. ``enrol``: as in :meth:`predict` (windows are
+        normalised with the enrolment clips' statistics)."""
+        from fusionkit.audio import signal_rate
+        from fusionkit.pipeline.featurize import DEFAULT_SAMPLING_RATE, native_rate
+        from fusionkit.windows import iter_windows, smooth_probabilities, speech_regions, window_problem
+
+        problem = window_problem(window, hop, smooth)
+        if problem:
+            raise ValueError(problem)
+        norm = self._normaliser(enrol, sampling_rate)
+        window = window or 4.0
+        hop = hop or window
+        is_file = isinstance(source, (str, Path))
+        # an unreadable file's header gives no rate: iter_windows then raises the reason
+        rate = (native_rate(source) or DEFAULT_SAMPLING_RATE) if is_file else signal_rate(sampling_rate)
+        regions = speech_regions(source, sampling_rate) if vad else None
+        spans = iter_windows(source, sampling_rate, window, hop, regions=regions, target_sr=rate)
+        segments: list[Segment] = []
+        chunk: list = []
+
+        def flush():
+            probs, texts, failed = self._scores([x for _, _, x in chunk], rate, norm)
+            for i, ((s, e, _), p) in enumerate(zip(chunk, probs)):
+                if i in failed:
+                    log.warning("%s: window %.2f-%.2f s skipped: %s", source if is_file else "signal", s, e,
+                                failed[i].reason)
+                    continue
+                r = _result(p, self.regression)
+                segments.append(Segment(round(s, 3), round(e, 3), r.get("label"), r.get("probabilities"),
+                                        texts[i] if texts else None, r.get("values")))
+            chunk.clear()
+
+        for span in spans:
+            chunk.append(span)
+            if len(chunk) >= batch:
+                flush()
+        if chunk:
+            flush()
+        if smooth > 1:
+            segments = smooth_probabilities(segments, smooth, self.outputs)
+        yield from segments
+
