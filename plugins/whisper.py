@@ -133,6 +133,26 @@ class WhisperEncoderPlugin(Encoder):
             results.append(arrays)
         return results
 
+    # ---------------------------------------------------------- fine-tuning
+    def trainable_top(self, blocks: int | None = None):
+        """The blocks after the selected layer (one layer, ``pooling: none``), with this model's weights."""
+        from fusionkit_plugins.whisper_model import load_whisper_encoder
+        from fusionkit_plugins.whisper_top import trainable_top
+
+        o = self.options
+        if o.pooling != "none" or not isinstance(o.layers, int):
+            raise ValueError("whisper: fine-tuning needs frames of one layer: set layers to one index and "
+                             "pooling: none")
+        (start,) = self.layer_indices(self.n_layers())
+        encoder, _, _ = load_whisper_encoder(self.resolved(), o.trust_remote_code)
+        return trainable_top(encoder, start, blocks)
+
+    @classmethod
+    def build_top(cls, spec):
+        from fusionkit_plugins.whisper_top import build_top
+
+        return build_top(spec)
+
     # ---------------------------------------------------------- selection
     def n_layers(self) -> int:
         """Number of blocks, from the model's config (without loading the weights)."""

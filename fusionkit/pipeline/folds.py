@@ -20,6 +20,7 @@ import numpy as np
 from fusionkit.fileio import atomic_write_text
 from fusionkit.metrics import classification_metrics, regression_metrics
 from fusionkit.pipeline.data import Prepared
+from fusionkit.pipeline.encode import build_encoders
 from fusionkit.pipeline.splits import (
     MIN_TRAIN_CLIPS,
     Fold,
@@ -130,12 +131,16 @@ def fit_folds(recipe: Recipe, prep: Prepared, run_dir: Path) -> Fitted:
     fold_rows: list[dict] = []
     parts: list[tuple[int, Fold, np.ndarray, np.ndarray | None]] = []
     fit_seconds = 0.0
+    sources: dict = {}
     for seed, fold in bar(plan_folds(recipe, prep), desc=f"fitting {recipe.fusion.plugin}", unit="fold"):
         if len(fold.test) == 0 or len(fold.train) == 0:
             log.warning("fold %d has an empty side; skipped", fold.index)
             continue
         thin = {} if regression else warn_thin(fold, labels, outputs, fold_tag(seed, fold.index, seeds))
         head = head_cls(head_options, seed=seed)
+        if getattr(head_cls, "wants_encoders", False):
+            sources = sources or build_encoders(recipe)
+            head.attach(sources)
         t = time.perf_counter()
         head.fit(fold_inputs(prep, fold.train), y[fold.train], outputs, speakers[fold.train])
         fit_seconds += time.perf_counter() - t

@@ -175,6 +175,21 @@ class Encoder(ABC):
         """True when :meth:`select` returns a (T, D) sequence rather than a pooled vector."""
         return False
 
+    # -- fine-tuning (optional): encoders whose upper blocks a head (``fine-tune``) may train
+    def trainable_top(self, blocks: int | None = None) -> tuple[Any, dict[str, Any]]:
+        """A trainable torch copy of the model's blocks after the selected layer, holding the model's own weights,
+        and a JSON-able spec from which :meth:`build_top` rebuilds it.
+
+        The module maps that layer's frames ``(B, T, D)`` and a ``(B, T)`` mask (True on real frames) to the
+        frames of the last block it runs; ``blocks`` says how many blocks to run (None: up to the model's last).
+        """
+        raise NotImplementedError(f"encoder '{self.name}' cannot be fine-tuned: it offers no trainable_top")
+
+    @classmethod
+    def build_top(cls, spec: dict[str, Any]) -> Any:
+        """The module of :meth:`trainable_top` rebuilt from its spec with fresh weights (a saved head loads its own)."""
+        raise NotImplementedError(f"encoder '{cls.name}' cannot rebuild fine-tuned blocks: it offers no build_top")
+
     # -- opensmile-style convenience: one API for a signal, a file, many files, computed as in a run
     #    (fusionkit.pipeline.featurize); a failure raises AudioError or EncodeError with the reason
     def process_signal(self, signal: np.ndarray, sampling_rate: int) -> np.ndarray:

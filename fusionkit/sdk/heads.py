@@ -260,10 +260,19 @@ class Head(ABC):
     # hook -> the public method a pre-SDK head overrode instead (see __init_subclass__)
     _legacy_hooks: ClassVar[dict[str, str]] = {}
 
+    #: a head that starts from encoders' own weights (fine-tuning) sets this; the run then hands it the
+    #: recipe's encoder objects through :meth:`attach` before fitting
+    wants_encoders: ClassVar[bool] = False
+
     def __init__(self, options: Options, seed: int = 0):
         self.options = options
         self.seed = seed
         self.encoders: list[str] | None = None  # sorted names, set by fit (None: a head saved without them)
+        self.sources: dict[str, Any] = {}  # encoder name -> Encoder, for heads that want them
+
+    def attach(self, encoders: dict[str, Any]) -> None:
+        """The recipe's encoder objects by name (called before :meth:`fit` when :attr:`wants_encoders` is set)."""
+        self.sources = dict(encoders)
 
     def __init_subclass__(cls, **kwargs: Any) -> None:
         """A head written against the pre-SDK API (it overrides ``fit``/``predict_proba`` or ``predict``

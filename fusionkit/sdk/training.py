@@ -2,12 +2,18 @@
 :func:`masked_mean`, :class:`Projector`, :class:`CrossBlock`), a seeded training loop with
 speaker-held-out early stopping, prediction and safetensors state I/O. The networks themselves live
 beside their heads (a :class:`~fusionkit.sdk.neural.NeuralHead` supplies its own). Imported lazily
-(inside methods, or by the modules that define networks) only."""
+(inside methods, or by the modules that define networks) only.
+
+The loop runs where the options' ``device`` says (default: the CPU; on CUDA in bfloat16 autocast).
+A network may define ``param_groups(lr, weight_decay)`` to give parts of itself their own learning
+rates (a fine-tuned encoder's blocks learn slower than a fresh classifier)."""
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import math
+import os
 from collections.abc import Callable
 from contextlib import contextmanager
 from pathlib import Path
@@ -19,6 +25,25 @@ from torch import nn
 from fusionkit.sdk.heads import HeadFileError, class_weights, macro_recall, validation_split
 
 PREDICT_BATCH = 256
+
+
+def device_of(o) -> torch.device:
+    """The device named by the options' ``device`` (the CPU when they have none)."""
+    from fusionkit.sdk.torch_models import resolve_device
+
+    return resolve_device(getattr(o, "device", "cpu"), "fusion head")
+
+
+def _autocast(device: torch.device):
+    """bfloat16 autocast on CUDA; nothing on the CPU (where results must not depend on the machine's bf16)."""
+    if device.type == "cuda":
+        return torch.autocast("cuda", dtype=torch.bfloat16)
+    return contextlib.nullcontext()
+
+
+def _parameters(model: nn.Module, o):
+    groups = getattr(model, "param_groups", None)
+    return groups(o.lr, o.weight_decay) if callable(groups) else model.parameters()
 
 
 # ---------------------------------------------------------------- inputs
@@ -109,7 +134,7 @@ class Tensors:
         self.lengths = [None if b.mask is None else torch.from_numpy(b.mask.sum(axis=1)) for b in blocks]
         self.n = len(blocks[0].data)
 
-    def batch(self, idx: torch.Tensor):
+    def batch(self, idx: torch.Tensor, device: torch.device | None = None):
         xs, ms = [], []
         for x, m, lens in zip(self.data, self.masks, self.lengths):
             if m is None:
@@ -119,17 +144,25 @@ class Tensors:
                 t = int(max(1, lens[idx].max()))
                 xs.append(x[idx, :t])
                 ms.append(m[idx, :t])
+        if device is not None and device.type != "cpu":
+            xs = [x.to(device, non_blocking=True) for x in xs]
+            ms = [None if m is None else m.to(device, non_blocking=True) for m in ms]
         return xs, ms
 
 
 @contextmanager
-def seeded(seed: int, threads: int | None):
-    """Seed torch (restoring the global RNG afterwards), deterministic algorithms, thread count."""
+def seeded(seed: int, threads: int | None, device: torch.device | None = None):
+    """Seed torch (restoring the global RNG afterwards), deterministic algorithms, thread count.
+
+    On CUDA, algorithms without a deterministic kernel warn instead of failing."""
     prev_det = torch.are_deterministic_algorithms_enabled()
     prev_threads = torch.get_num_threads()
-    with torch.random.fork_rng(devices=[]):
+    cuda = device is not None and device.type == "cuda"
+    if cuda:
+        os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
+    with torch.random.fork_rng(devices=[device] if cuda else []):
         torch.manual_seed(seed)
-        torch.use_deterministic_algorithms(True)
+        torch.use_deterministic_algorithms(True, warn_only=cuda)
         if threads:
             torch.set_num_threads(threads)
         try:
@@ -139,20 +172,25 @@ def seeded(seed: int, threads: int | None):
             torch.set_num_threads(prev_threads)
 
 
-def _logits(model: nn.Module, data: Tensors, idx: np.ndarray, batch: int = PREDICT_BATCH) -> torch.Tensor:
+def _logits(model: nn.Module, data: Tensors, idx: np.ndarray, batch: int = PREDICT_BATCH,
+            device: torch.device | None = None) -> torch.Tensor:
     model.eval()
+    device = device or torch.device("cpu")
     out = []
-    with torch.no_grad():
+    with torch.no_grad(), _autocast(device):
         for start in range(0, len(idx), batch):
-            xs, ms = data.batch(torch.from_numpy(idx[start : start + batch]))
-            out.append(model(xs, ms))
+            xs, ms = data.batch(torch.from_numpy(idx[start : start + batch]), device)
+            out.append(model(xs, ms).float().cpu())
     return torch.cat(out) if out else torch.zeros(0)
 
 
 def _run_epochs(model, data: Tensors, y: torch.Tensor, train_idx, val_idx, o, seed: int, epochs: int, weight):
     """Train; with ``val_idx``, keep the weights of the epoch with the best validation UAR."""
-    opt = torch.optim.AdamW(model.parameters(), lr=o.lr, weight_decay=o.weight_decay)
-    loss_fn = nn.CrossEntropyLoss(weight=weight)
+    device = next(model.parameters()).device
+    opt = torch.optim.AdamW(_parameters(model, o), lr=o.lr, weight_decay=o.weight_decay)
+    loss_fn = nn.CrossEntropyLoss(weight=None if weight is None else weight.to(device))
+    cpu_loss = nn.CrossEntropyLoss(weight=weight)
+    predict_batch = getattr(o, "predict_batch", PREDICT_BATCH)
     gen = torch.Generator().manual_seed(seed)
     train_idx = torch.from_numpy(train_idx)
     best = {"epoch": 0, "uar": -math.inf, "loss": math.inf, "state": None}
@@ -165,17 +203,19 @@ def _run_epochs(model, data: Tensors, y: torch.Tensor, train_idx, val_idx, o, se
             idx = perm[start : start + o.batch_size]
             if len(idx) < 2:
                 continue
-            xs, ms = data.batch(idx)
-            loss = loss_fn(model(xs, ms), y[idx])
+            xs, ms = data.batch(idx, device)
+            with _autocast(device):
+                logits = model(xs, ms)
+            loss = loss_fn(logits.float(), y[idx].to(device))
             opt.zero_grad()
             loss.backward()
             nn.utils.clip_grad_norm_(model.parameters(), 1.0)
             opt.step()
         if val_idx is None:
             continue
-        logits = _logits(model, data, val_idx)
+        logits = _logits(model, data, val_idx, predict_batch, device)
         uar = macro_recall(y_val, torch.softmax(logits, dim=1).numpy())
-        vloss = float(loss_fn(logits, torch.from_numpy(y_val)))
+        vloss = float(cpu_loss(logits, torch.from_numpy(y_val)))
         if uar > best["uar"] + 1e-9 or (abs(uar - best["uar"]) <= 1e-9 and vloss < best["loss"]):
             best = {"epoch": epoch, "uar": uar, "loss": vloss, "state": copy.deepcopy(model.state_dict())}
             since = 0
@@ -195,18 +235,19 @@ def train(build: Callable[[], nn.Module], blocks, y: np.ndarray, groups: np.ndar
     The validation set (whole speakers from ``groups``) is used for early stopping only; with
     ``o.refit`` a fresh network is then trained on the whole fold for the best number of epochs.
     """
-    with seeded(seed, o.threads):
+    device = device_of(o)
+    with seeded(seed, o.threads, device):
         data = Tensors(blocks)
         yt = torch.from_numpy(np.asarray(y, dtype=np.int64))
         n_classes = int(y.max()) + 1
         tr, va = validation_split(y, groups, o.val_fraction, seed)
         weight = torch.tensor(class_weights(y[tr], n_classes), dtype=torch.float32) if o.class_weight else None
-        model = build()
+        model = build().to(device)
         history = _run_epochs(model, data, yt, tr, va, o, seed, o.epochs, weight)
         history.update({"train_size": int(len(tr)), "val_size": int(len(va)), "refit": bool(o.refit)})
         if o.refit:
             torch.manual_seed(seed)
-            model = build()
+            model = build().to(device)
             all_idx = np.arange(len(y))
             weight = torch.tensor(class_weights(y, n_classes), dtype=torch.float32) if o.class_weight else None
             _run_epochs(model, data, yt, all_idx, None, o, seed, max(1, history["best_epoch"]), weight)
@@ -217,9 +258,11 @@ def train(build: Callable[[], nn.Module], blocks, y: np.ndarray, groups: np.ndar
 
 
 def predict(model: nn.Module, blocks, o) -> np.ndarray:
-    with seeded(0, o.threads):
+    device = device_of(o)
+    with seeded(0, o.threads, device):
         data = Tensors(blocks)
-        logits = _logits(model, data, np.arange(data.n))
+        model.to(device)
+        logits = _logits(model, data, np.arange(data.n), getattr(o, "predict_batch", PREDICT_BATCH), device)
     return torch.softmax(logits.double(), dim=1).numpy()
 
 

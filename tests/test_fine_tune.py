@@ -1,0 +1,174 @@
+"""``fine-tune``: an encoder's own upper blocks trained on its cached lower-layer frames (a tiny random Whisper:
+the blocks reproduce the encoder's states, train, save, reload in a fresh process, export, predict, bench)."""
+
+from __future__ import annotations
+
+import csv
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+pytest.importorskip("torch")
+pytest.importorskip("transformers")
+
+from whisper_fixtures import tiny_whisper, voice  # noqa: E402
+
+from fusionkit.registry import registry  # noqa: E402
+
+
+def whisper(model: Path, **options):
+    cls = registry().get("encoder", "whisper")
+    return cls(cls.Options.model_validate({"model": str(model), "threads": 1, **options}))
+
+
+@pytest.fixture(scope="module")
+def model(tmp_path_factory) -> Path:
+    return tiny_whisper(tmp_path_factory.mktemp("ft") / "tiny-whisper")
+
+
+@pytest.mark.parametrize("layer, blocks, last", [(1, None, 3), (1, 1, 2), (0, None, 3)])
+def test_trainable_top_reproduces_the_encoders_own_upper_layers(model, layer, blocks, last):
+    import torch
+
+    signals = [voice(1.3, seed=1), voice(0.7, seed=2)]
+    every = whisper(model, layers="all", pooling="none")
+    states = [every.select(a).reshape(-1, 4, 32) for a in every.encode_batch(signals)]
+    top, spec = whisper(model, layers=layer, pooling="none").trainable_top(blocks)
+    assert spec["start"] == layer and spec["count"] == last - layer and spec["final_norm"] == (last == 3)
+    lengths = [len(s) for s in states]
+    x = torch.zeros(2, max(lengths), 32)
+    mask = torch.zeros(2, max(lengths), dtype=torch.bool)
+    for i, s in enumerate(states):
+        x[i, : len(s)] = torch.from_numpy(s[:, layer].astype(np.float32))
+        mask[i, : len(s)] = True
+    top.eval()
+    with torch.no_grad():
+        out = top(x, mask)
+    for i, s in enumerate(states):  # batched with a longer clip: padding changes nothing
+        np.testing.assert_allclose(out[i, : lengths[i]].numpy(), s[:, last].astype(np.float32), atol=2e-2)
+    rebuilt = registry().get("encoder", "whisper").build_top(json.loads(json.dumps(spec)))
+    assert sorted(rebuilt.state_dict()) == sorted(top.state_dict())
+
+
+@pytest.mark.parametrize("options, blocks, message", [
+    ({"layers": "all", "pooling": "none"}, None, "needs frames of one layer"),
+    ({"layers": 1, "pooling": "mean"}, None, "needs frames of one layer"),
+    ({"layers": 3, "pooling": "none"}, None, "layer 3 leaves no block to train"),
+    ({"layers": 1, "pooling": "none"}, 3, "blocks: 3 does not fit: layer 1 has 2 block"),
+])
+def test_what_cannot_be_fine_tuned_is_one_clear_line(model, options, blocks, message):
+    with pytest.raises(ValueError, match=message) as err:
+        whisper(model, **options).trainable_top(blocks)
+    assert "\n" not in str(err.value)
+
+
+def test_pooled_features_are_refused_by_the_head():
+    cls = registry().get("fusion", "fine-tune")
+    head = cls(cls.Options.model_validate({"epochs": 1}))
+    with pytest.raises(ValueError, match="encoder 'wh' gives pooled features"):
+        head.fit({"wh": np.zeros((8, 4), dtype=np.float32)}, np.array([0, 1] * 4), ["a", "b"])
+
+
+def test_frame_masking_covers_about_the_share_asked_and_no_padding():
+    import torch
+
+    from fusionkit_plugins.fine_tune_network import mask_frames
+
+    torch.manual_seed(0)
+    x = torch.ones(4, 200, 8)
+    mask = torch.zeros(4, 200, dtype=torch.bool)
+    mask[:, :150] = True
+    out = mask_frames(x, mask, 0.2, 10, 0.25)
+    frames_kept = (out.abs().sum(dim=2) > 0)[:, :150].float().mean()
+    assert 0.7 <= float(frames_kept) <= 0.9  # spans may overlap: at most 20 % masked
+    channels_kept = (out.abs().sum(dim=1) > 0).float().mean()
+    assert 0.5 <= float(channels_kept) <= 0.95
+    assert mask_frames(x, mask, 0.0, 10, 0.0).equal(x)
+
+
+RECIPE = """
+name: tiny-fine-tune
+data: {{dataset: synthetic, options: {{speakers: 4, clips_per_class: 2}}}}
+encoders: [{{plugin: whisper, name: wh, options: {{model: "{model}", layers: 1, pooling: none, threads: 1}}}}]
+fusion: {{plugin: fine-tune, options: {{epochs: 3, patience: 2, batch_size: 4, encoder_lr: 1e-3, threads: 1}}}}
+split: {{kind: speaker-kfold, folds: 2}}
+"""
+GRID = """
+name: tiny-fine-tune-grid
+base: base.yaml
+axes:
+  fusion:
+    - {name: mean, plugin: fine-tune, options: {epochs: 2, patience: 1, batch_size: 4, threads: 1}}
+    - {name: att, plugin: fine-tune, options: {epochs: 2, patience: 1, batch_size: 4, threads: 1, pooling: attentive,
+       blocks: 1}}
+"""
+
+
+@pytest.fixture(scope="module")
+def run(model, tmp_path_factory):
+    from click.testing import CliRunner
+
+    from fusionkit.cli import main
+
+    root = tmp_path_factory.mktemp("ftrun")
+    (root / "recipe.yaml").write_text(RECIPE.format(model=model))
+    runner = CliRunner()
+    r = runner.invoke(main, ["run", str(root / "recipe.yaml"), "--out", str(root / "run")], catch_exceptions=False)
+    assert r.exit_code == 0, r.output
+    r = runner.invoke(main, ["export", str(root / "run"), str(root / "fold0"), "--fold", "0"], catch_exceptions=False)
+    assert r.exit_code == 0, r.output
+    return root
+
+
+def test_the_fold_saves_trained_blocks_that_differ_from_the_pretrained_ones(run, model):
+    from safetensors.numpy import load_file
+
+    saved = json.loads((run / "run" / "models" / "fold0" / "head.json").read_text())
+    assert saved["tops"]["wh"]["plugin"] == "whisper" and saved["tops"]["wh"]["start"] == 1
+    assert saved["history"]["tops"] == {"wh": {"start": 1, "count": 2}}
+    arrays = load_file(run / "run" / "models" / "fold0" / "arrays.safetensors")
+    top, _ = whisper(model, layers=1, pooling="none").trainable_top()
+    pretrained = top.state_dict()["layers.0.fc1.weight"].numpy()
+    trained = arrays["model.tops.0.layers.0.fc1.weight"]
+    assert trained.shape == pretrained.shape and not np.allclose(trained, pretrained, atol=1e-6)
+
+
+def test_a_fresh_process_reloads_the_same_probabilities(run):
+    code = ("import sys; from fusionkit.pipeline.reload import saved_run_difference; "
+            "print(saved_run_difference(sys.argv[1]))")
+    out = subprocess.run([sys.executable, "-c", code, str(run / "run")], capture_output=True, text=True, check=True)
+    assert float(out.stdout.strip().splitlines()[-1]) <= 2e-6
+
+
+def test_the_bundle_predicts_what_the_run_did(run):
+    import fusionkit
+    from fusionkit.pipeline.data import load_dataset
+    from fusionkit.recipe import load_recipe
+
+    rows = [r for r in csv.DictReader(open(run / "run" / "predictions.csv")) if r["fold"] == "0"]
+    paths = {c.id: c.path for c in load_dataset(load_recipe(run / "run" / "recipe.yaml")).clips()}
+    bundle = fusionkit.load(run / "fold0")
+    for row in rows[:3]:
+        out = bundle.predict(paths[row["clip_id"]])
+        for c in bundle.classes:
+            assert out["probabilities"][c] == pytest.approx(float(row[f"p_{c}"]), abs=2e-6)
+
+
+def test_bench_runs_fine_tune_cells_on_the_cached_frames(run, tmp_path):
+    from click.testing import CliRunner
+
+    from fusionkit.cli import main
+
+    (tmp_path / "base.yaml").write_text((run / "recipe.yaml").read_text())
+    (tmp_path / "grid.yaml").write_text(GRID)
+    r = CliRunner().invoke(main, ["bench", str(tmp_path / "grid.yaml"), "--out", str(tmp_path / "out"),
+                                  "--workers", "1"], catch_exceptions=False)
+    assert r.exit_code == 0, r.output
+    with open(tmp_path / "out" / "results.csv") as fh:
+        rows = list(csv.DictReader(fh))
+    assert len(rows) == 2 and all(row["status"] == "done" for row in rows), rows
+    assert all(row["computed"] == "0" for row in rows)
