@@ -134,8 +134,9 @@ def pool_batch(layers: list, lengths: list[int]) -> list[dict[str, np.ndarray]]:
     import torch
 
     B, T, _ = layers[0].shape
-    n = torch.tensor(lengths, dtype=torch.long).clamp(min=1, max=T)
-    valid = torch.arange(T)[None, :] < n[:, None]  # (B, T)
+    device = layers[0].device
+    n = torch.tensor(lengths, dtype=torch.long, device=device).clamp(min=1, max=T)
+    valid = torch.arange(T, device=device)[None, :] < n[:, None]  # (B, T)
     w = (valid.float() / n[:, None].float())[:, None, :]  # (B, 1, T)
     means, stds, maxes = [], [], []
     for h in layers:
