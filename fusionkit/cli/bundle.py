@@ -20,7 +20,9 @@ EXIT_INVALID = 2
 @click.argument("bundle_dir", type=click.Path(path_type=Path))
 @click.option("--fold", default="all", show_default=True,
               help="'all': refit the head on every clip; 'best': the best fold's head; or a fold number.")
-def export_command(run_dir: Path, bundle_dir: Path, fold: str) -> None:
+@click.option("--onnx", "with_onnx", is_flag=True,
+              help="Also write ONNX graphs of the encoders and head that have an export (for --runtime onnx).")
+def export_command(run_dir: Path, bundle_dir: Path, fold: str, with_onnx: bool) -> None:
     """Write a self-contained model bundle from RUN_DIR (a finished `fusionkit run`)."""
     from fusionkit.bundle import ExportError, export
     from fusionkit.recipe import RecipeError
@@ -38,6 +40,11 @@ def export_command(run_dir: Path, bundle_dir: Path, fold: str) -> None:
         _fail([f"{run_dir}: cannot export: {_one_line(exc)}"], 1)
     m = json.loads((bundle_dir / "manifest.json").read_text())
     click.echo(f"bundle written to {bundle_dir} ({m['head']}; content hash {m['content_hash'][:12]})")
+    if with_onnx:
+        from fusionkit.cli.serve import export_onnx_lines
+
+        for line in export_onnx_lines(bundle_dir):
+            click.echo(line)
 
 
 def _fail(lines: list[str], code: int) -> None:
@@ -120,11 +127,13 @@ def _scan_folder(folder: Path) -> tuple[list[Path], list[tuple[Path, str]], list
 @click.option("--enrol-training", is_flag=True,
               help="Normalise with the training corpus statistics stored in the bundle (only for audio from the "
                    "training corpus's own source).")
+@click.option("--runtime", type=click.Choice(["torch", "onnx"]), default="torch", show_default=True,
+              help="onnx: run the graphs written by export --onnx with onnxruntime.")
 def predict_command(bundle: Path, audio, window, hop, vad, smooth, fmt, show, trust_remote_code, enrol, enrol_self,
-                    group_by, enrol_training) -> None:
+                    group_by, enrol_training, runtime) -> None:
     """Label AUDIO files (or folders) with BUNDLE; with --window, a timeline per file."""
     from fusionkit.audio import AudioError
-    from fusionkit.bundle import Bundle
+    from fusionkit.cli.serve import load_for_runtime
     from fusionkit.recipe import RecipeError
     from fusionkit.windows import window_problem
 
@@ -138,7 +147,7 @@ def predict_command(bundle: Path, audio, window, hop, vad, smooth, fmt, show, tr
         _refuse("no AUDIO given: name the files or folders to label (or use --show)")
     group_re = _enrol_options_problem(enrol, enrol_self, group_by, enrol_training)
     try:
-        model = Bundle.load(bundle, trust_remote_code=trust_remote_code)
+        model = load_for_runtime(bundle, runtime, trust_remote_code)
     except RecipeError as exc:
         _fail([f"{bundle}: cannot load bundle: {line}" for line in exc.lines], EXIT_INVALID)
     except Exception as exc:  # noqa: BLE001

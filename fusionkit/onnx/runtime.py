@@ -1,0 +1,86 @@
+"""``--runtime onnx``: a :class:`~fusionkit.bundle.Bundle` whose exported parts run on onnxruntime.
+
+Encoders and the head that ``fusionkit export --onnx`` wrote graphs for run those graphs; any other encoder runs
+with its plugin as usual. Everything else (decoding, windows, batching, enrolment, results) is the Bundle's own.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from fusionkit.onnx.export import ONNX_FORMAT, ONNX_INDEX
+
+
+def onnx_index(root: Path) -> dict:
+    """The bundle's ``onnx/onnx.json``; :class:`~fusionkit.bundle.BundleError` when it has none or it is not one."""
+    from fusionkit.bundle import BundleError
+
+    path = root / ONNX_INDEX
+    if not path.is_file():
+        raise BundleError(f"{root}: holds no ONNX graphs; write them with fusionkit export RUN BUNDLE --onnx")
+    try:
+        index = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise BundleError(f"{path}: not readable JSON ({exc})") from None
+    if not isinstance(index, dict) or index.get("format") != ONNX_FORMAT or not isinstance(index.get("encoders"), dict):
+        raise BundleError(f"{path}: not an ONNX index of format {ONNX_FORMAT}")
+    return index
+
+
+def load_onnx(path: str | Path, verify: bool = True, trust_remote_code: bool = False, threads: int | None = None):
+    """Load a bundle with its ONNX graphs (same checks as :meth:`Bundle.load`: manifest, hashes, model folders
+    inside the bundle, remote code only when allowed); encoders without a graph are loaded with their plugin."""
+    from fusionkit.bundle import Bundle, BundleError
+    from fusionkit.bundle.files import (
+        bundle_recipe_raw,
+        check_files,
+        check_identities,
+        localized_models,
+        read_manifest,
+        read_training_stats,
+        remote_code_requests,
+        typed_recipe,
+    )
+    from fusionkit.onnx.linear import OnnxLinearHead
+    from fusionkit.onnx.whisper import OnnxWhisperEncoder
+    from fusionkit.pipeline.encode import build_encoders
+    from fusionkit.recipe import plugin_options
+    from fusionkit.sdk.heads import load_head
+
+    root = Path(path)
+    check_files(root, read_manifest(root), verify)
+    index = onnx_index(root)
+    raw = bundle_recipe_raw(root)
+    asked = remote_code_requests(raw)
+    if asked and not trust_remote_code:
+        raise BundleError(f"{root}: its recipe asks for trust_remote_code ({', '.join(asked)}), which runs code "
+                          "shipped with a model; if you trust where the bundle came from, pass --trust-remote-code")
+    recipe = typed_recipe(root, localized_models(root, raw))
+    cls, options = plugin_options("fusion", recipe.fusion.plugin, recipe.fusion.options)
+    head = load_head(cls, root / "head", options, recipe.run_seeds()[0])
+    if index.get("head"):
+        head = OnnxLinearHead(head, _graph(root, index["head"]["graph"]), threads)
+    labels = json.loads((root / "labels.json").read_text())
+    outputs = labels["targets"] if recipe.task.kind == "regression" else labels["classes"]
+    encoders = build_encoders(recipe)
+    plugins = {n: e for n, e in encoders.items() if n not in index["encoders"]}
+    check_identities(root, plugins)
+    for name, entry in index["encoders"].items():
+        if name not in encoders:
+            raise BundleError(f"{root / ONNX_INDEX}: encoder {name} is not one of the bundle's")
+        encoders[name] = OnnxWhisperEncoder(encoders[name], _graph(root, entry["graph"]),
+                                            _graph(root, entry["mel_filters"]), threads)
+    stats = read_training_stats(root, list(encoders)) if recipe.normalize != "none" else None
+    for enc in encoders.values():
+        enc.load()
+    return Bundle(root, recipe, encoders, head, outputs, stats)
+
+
+def _graph(root: Path, name: str) -> Path:
+    """A file named in the ONNX index: a plain name inside ``onnx/``."""
+    from fusionkit.bundle import BundleError
+
+    if not isinstance(name, str) or Path(name).name != name or not (root / "onnx" / name).is_file():
+        raise BundleError(f"{root / ONNX_INDEX}: {name!r} is not a file in the bundle's onnx/ folder")
+    return root / "onnx" / name

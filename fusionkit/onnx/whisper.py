@@ -1,0 +1,161 @@
+"""Whisper encoder as an ONNX graph, and an onnxruntime encoder that stands in for the ``whisper`` plugin.
+
+The graph takes the log-mel of one clip (``mel``: (1, n_mels, frames), frames even, dynamic), ``attend`` (the mel
+frames the model sees; the first convolution's outputs past them are zero, as in ``WhisperStates``) and ``pool``
+(how many encoder frames are pooled), and returns every layer's ``mean``, ``std`` and ``max`` over those frames:
+(L+1, D) each, the arrays the plugin caches. The log-mel is computed with numpy (no torch at run time), equal to
+``fusionkit_plugins.whisper_mel.LogMel``; clips over 30 s are cut into 30 s windows and their statistics merged,
+as the plugin does.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from pathlib import Path
+
+import numpy as np
+
+N_FFT = 400
+HOP = 160
+SAMPLES_PER_FRAME = 160
+WINDOW_SAMPLES = 30 * 16000
+
+
+# ---------------------------------------------------------------- export (needs torch)
+
+
+def _graph_module(encoder):
+    """A torch module running one clip through ``encoder`` and pooling every layer (see the module docstring)."""
+    import torch
+    import torch.nn.functional as F
+
+    class PooledStates(torch.nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.enc = encoder
+
+        def forward(self, mel, attend, pool):
+            enc = self.enc
+            x = F.gelu(enc.conv1(mel))
+            width = x.shape[-1]
+            x = x * (torch.arange(width)[None, :] < attend).to(x.dtype)[:, None, :]
+            x = F.gelu(enc.conv2(x)).permute(0, 2, 1)
+            x = x + enc.embed_positions.weight[: x.shape[1]]
+            states = [x]
+            for i, layer in enumerate(enc.layers):
+                x = layer(x, None)
+                if isinstance(x, tuple):
+                    x = x[0]
+                states.append(enc.layer_norm(x) if i == len(enc.layers) - 1 else x)
+            h = torch.cat(states, dim=0)  # (L+1, T, D)
+            valid = (torch.arange(h.shape[1]) < pool).to(h.dtype)[None, :, None]
+            n = pool.to(h.dtype)
+            mean = (h * valid).sum(dim=1) / n
+            var = (((h - mean[:, None, :]) ** 2) * valid).sum(dim=1) / n
+            mx = (h - (1.0 - valid) * 1e30).amax(dim=1)
+            return mean, var.clamp(min=0).sqrt(), mx
+
+    return PooledStates().eval()
+
+
+def export_whisper(plugin, target: Path, opset: int = 17) -> dict:
+    """Write a ``whisper`` encoder plugin's encoder (loaded here, on the CPU) to ``target`` (.onnx) and its mel
+    filter bank beside it; the entry for ``onnx.json``."""
+    import torch
+    from safetensors.numpy import save_file
+
+    if plugin.options.pooling == "none":
+        raise ValueError("pooling none (frame sequences) has no ONNX export; pooled statistics only")
+    plugin.load()
+    runner, mel = getattr(plugin, "_runner", None), getattr(plugin, "_mel", None)
+    if runner is None or mel is None or runner.dtype != torch.float32:
+        raise ValueError(f"{plugin.name}: the ONNX export needs the plugin's float32 CPU encoder (device: cpu)")
+    encoder = runner.encoder.float().eval()
+    module = _graph_module(encoder)
+    n_mels = int(mel.n_mels)
+    dummy = torch.zeros(1, n_mels, 200)
+    args = (dummy, torch.tensor(200, dtype=torch.int64), torch.tensor(100, dtype=torch.int64))
+    with torch.inference_mode():
+        torch.onnx.export(module, args, str(target), dynamo=False, opset_version=opset,
+                          input_names=["mel", "attend", "pool"], output_names=["mean", "std", "max"],
+                          dynamic_axes={"mel": {2: "frames"}})
+    filters = target.with_suffix(".mel.safetensors")
+    save_file({"filters": np.ascontiguousarray(mel.filters.numpy(), dtype=np.float32)}, str(filters))
+    return {"graph": target.name, "mel_filters": filters.name, "n_mels": n_mels, "layers": len(encoder.layers) + 1}
+
+
+# ---------------------------------------------------------------- run time (numpy + onnxruntime)
+
+
+def log_mel(signal: np.ndarray, filters: np.ndarray, pad_samples: int | None = None) -> tuple[np.ndarray, int]:
+    """Whisper's log-mel (n_mels, frames) of one 16 kHz signal with numpy, and its frame count."""
+    half = N_FFT // 2
+    n = max(len(signal), pad_samples or 0, half + 1)
+    x = np.zeros(n, dtype=np.float64)
+    x[: len(signal)] = signal
+    x = np.pad(x, half, mode="reflect")
+    frames = n // HOP
+    idx = np.arange(N_FFT)[None, :] + HOP * np.arange(frames)[:, None]
+    window = 0.5 - 0.5 * np.cos(2 * np.pi * np.arange(N_FFT) / N_FFT)  # periodic Hann, as torch.hann_window
+    power = np.abs(np.fft.rfft(x[idx] * window, axis=1)) ** 2  # (frames, freq)
+    spec = np.log10(np.maximum(filters.astype(np.float64) @ power.T, 1e-10))
+    spec = np.maximum(spec, spec.max() - 8.0)
+    return ((spec + 4.0) / 4.0).astype(np.float32), frames
+
+
+class OnnxWhisperEncoder:
+    """The ``whisper`` plugin's encoder interface (what ``featurize`` and ``Bundle`` use) on onnxruntime: encoding
+    runs the graph; layer selection, pooling and batch size are the plugin's own."""
+
+    def __init__(self, plugin, graph: Path, filters: Path, threads: int | None = None):
+        self.plugin = plugin
+        self.name, self.modality, self.sample_rate = plugin.name, plugin.modality, plugin.sample_rate
+        self._graph, self._filters_path, self._threads = graph, filters, threads
+        self._session = None
+        self._filters = None
+
+    def load(self) -> None:
+        if self._session is not None:
+            return
+        import onnxruntime as ort
+        from safetensors.numpy import load_file
+
+        opts = ort.SessionOptions()
+        if self._threads:
+            opts.intra_op_num_threads = self._threads
+        self._session = ort.InferenceSession(str(self._graph), opts, providers=["CPUExecutionProvider"])
+        self._filters = load_file(str(self._filters_path))["filters"]
+
+    def batch_size(self) -> int:
+        return self.plugin.batch_size()
+
+    def is_sequence(self) -> bool:
+        return False
+
+    def select(self, arrays: dict[str, np.ndarray]) -> np.ndarray:
+        return self.plugin.select(arrays)
+
+    def identity(self) -> dict:
+        return self.plugin.identity()
+
+    def _window(self, w: np.ndarray, pad: int | None) -> dict[str, np.ndarray]:
+        mel, attend = log_mel(w, self._filters, pad)
+        if mel.shape[1] % 2:
+            mel = np.pad(mel, ((0, 0), (0, 1)))
+        t2 = mel.shape[1] // 2
+        pool = min(max(1, (max(1, len(w) // SAMPLES_PER_FRAME) + 1) // 2), t2)
+        mean, std, mx = self._session.run(None, {"mel": mel[None], "attend": np.array(attend, dtype=np.int64),
+                                                 "pool": np.array(pool, dtype=np.int64)})
+        return {"mean": mean, "std": std, "max": mx, "frames": np.array([float(pool)], dtype=np.float32)}
+
+    def encode_batch(self, inputs: Sequence[np.ndarray]) -> list[dict[str, np.ndarray]]:
+        from fusionkit.sdk.layers import finish_stats, merge_stats
+
+        self.load()
+        o = self.plugin.options
+        pad = None if o.pad_to == "own" else int(round(float(o.pad_to) * 100)) * SAMPLES_PER_FRAME
+        out = []
+        for x in inputs:
+            parts = [self._window(x[s:s + WINDOW_SAMPLES], pad) for s in range(0, max(len(x), 1), WINDOW_SAMPLES)]
+            out.append(finish_stats(merge_stats(parts)))
+        return out

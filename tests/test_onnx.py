@@ -1,0 +1,121 @@
+"""ONNX export of a bundle (tiny Whisper + linear head) and the onnxruntime path: same probabilities as torch."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import soundfile as sf
+from click.testing import CliRunner
+
+from fusionkit.cli import main
+
+pytest.importorskip("onnxruntime")
+pytest.importorskip("onnx")
+pytest.importorskip("transformers")
+
+from whisper_fixtures import tiny_whisper, voice  # noqa: E402
+
+RECIPE = """
+name: tiny-onnx
+data: {{dataset: synthetic, options: {{speakers: 4, clips_per_class: 2}}}}
+encoders:
+  - {{plugin: whisper, name: tw, options: {{model: {model}, layers: [1, 3], pooling: mean+std}}}}
+  - {{plugin: lld}}
+fusion: {{plugin: linear}}
+split: {{kind: speaker-kfold, folds: 2}}
+cache: {{dir: {cache}}}
+"""
+
+
+@pytest.fixture(scope="module")
+def onnx_bundle(tmp_path_factory) -> Path:
+    root = tmp_path_factory.mktemp("onnx")
+    model = tiny_whisper(root / "tiny-whisper")
+    (root / "recipe.yaml").write_text(RECIPE.format(model=model, cache=root / "cache"))
+    runner = CliRunner()
+    r = runner.invoke(main, ["run", str(root / "recipe.yaml"), "--out", str(root / "run")], catch_exceptions=False)
+    assert r.exit_code == 0, r.output
+    r = runner.invoke(main, ["export", str(root / "run"), str(root / "bundle"), "--onnx"], catch_exceptions=False)
+    assert r.exit_code == 0, r.output
+    assert "ONNX" in r.output
+    return root / "bundle"
+
+
+def _clips(tmp: Path) -> list[Path]:
+    paths = []
+    for i, (sec, sr) in enumerate([(1.2, 16000), (2.7, 44100), (0.4, 22050), (3.3, 16000)]):
+        p = tmp / f"clip{i}.wav"
+        sf.write(p, voice(sec, seed=i, sr=sr), sr)
+        paths.append(p)
+    return paths
+
+
+def test_export_lists_graphs_in_manifest(onnx_bundle):
+    manifest = json.loads((onnx_bundle / "manifest.json").read_text())
+    index = json.loads((onnx_bundle / "onnx" / "onnx.json").read_text())
+    assert set(index["encoders"]) == {"tw"} and index["head"]["plugin"] == "linear"
+    assert "encoder lld" in index["skipped"]
+    graphs = [f for f in manifest["files"] if f.startswith("onnx/")]
+    assert {"onnx/onnx.json", "onnx/head-linear.onnx"} <= set(graphs) and len(graphs) == 4
+
+
+def test_onnx_probabilities_match_torch(onnx_bundle, tmp_path):
+    import fusionkit
+    from fusionkit.onnx import load_onnx
+
+    torch_bundle, onnx_bundle_ = fusionkit.load(onnx_bundle), load_onnx(onnx_bundle)
+    for path in _clips(tmp_path):
+        a, b = torch_bundle.predict(path), onnx_bundle_.predict(path)
+        assert a["label"] == b["label"]
+        diff = max(abs(a["probabilities"][c] - b["probabilities"][c]) for c in torch_bundle.classes)
+        assert diff < 1e-3, (path, diff)
+    ta = torch_bundle.predict(path, window=1.0, hop=0.5)
+    tb = onnx_bundle_.predict(path, window=1.0, hop=0.5)
+    assert [s.start for s in ta] == [s.start for s in tb]
+    assert np.allclose([list(s.probabilities.values()) for s in ta],
+                       [list(s.probabilities.values()) for s in tb], atol=1e-3)
+
+
+def test_onnx_runtime_loads_no_torch(onnx_bundle, tmp_path):
+    clip = _clips(tmp_path)[0]
+    code = ("import sys, json; from fusionkit.onnx import load_onnx; "
+            f"r = load_onnx({str(onnx_bundle)!r}).predict({str(clip)!r}); "
+            "print(json.dumps({'torch': 'torch' in sys.modules, 'label': r['label']}))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0, out.stderr
+    got = json.loads(out.stdout.strip().splitlines()[-1])
+    assert got["torch"] is False and got["label"]
+
+
+def test_predict_cli_runtime_onnx(onnx_bundle, tmp_path):
+    clip = _clips(tmp_path)[1]
+    runner = CliRunner()
+    a = runner.invoke(main, ["predict", str(onnx_bundle), str(clip), "--format", "json"])
+    b = runner.invoke(main, ["predict", str(onnx_bundle), str(clip), "--format", "json", "--runtime", "onnx"])
+    assert a.exit_code == 0 and b.exit_code == 0, a.output + b.output
+    pa, pb = json.loads(a.stdout)[0]["probabilities"], json.loads(b.stdout)[0]["probabilities"]
+    assert max(abs(pa[c] - pb[c]) for c in pa) < 1e-3
+
+
+def test_tampered_graph_is_refused(onnx_bundle, tmp_path):
+    import shutil
+
+    copy = tmp_path / "bundle"
+    shutil.copytree(onnx_bundle, copy)
+    graph = copy / "onnx" / "head-linear.onnx"
+    graph.write_bytes(graph.read_bytes()[:-8] + b"\0" * 8)
+    r = CliRunner().invoke(main, ["predict", str(copy), str(_clips(tmp_path)[0]), "--runtime", "onnx"])
+    assert r.exit_code == 2 and "changed since export" in r.output and "head-linear.onnx" in r.output
+
+
+def test_runtime_onnx_without_graphs_is_one_line(tmp_path):
+    from fusionkit.bundle import BundleError
+    from fusionkit.onnx.runtime import onnx_index
+
+    with pytest.raises(BundleError, match="holds no ONNX graphs"):
+        onnx_index(tmp_path)
