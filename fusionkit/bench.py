@@ -47,16 +47,10 @@ def load_grid(path: Path, overrides: list[str]) -> tuple[str, list[Cell]]:
 
     The grid is read as a recipe is (:func:`fusionkit.recipe.read_yaml`): safe types only, repeated keys,
     deep nesting and oversized files refused with the line."""
-    from fusionkit.recipe import RecipeError, load_raw, read_yaml, resolve_recipe_path
+    from fusionkit.recipe import RecipeError
 
-    grid = read_yaml(path)
-    if not isinstance(grid, dict) or "base" not in grid:
-        raise RecipeError([f"{path}: a grid is a mapping with 'base' (a recipe file) and 'axes'"])
-    base_ref = grid["base"]
-    if not isinstance(base_ref, str) or not base_ref:
-        raise RecipeError([f"{path}: base: expected the path of a recipe file, got {type(base_ref).__name__}"])
-    base_path = (path.parent / base_ref) if not Path(base_ref).is_absolute() else Path(base_ref)
-    base = load_raw(resolve_recipe_path(base_path if base_path.exists() else base_ref), overrides)
+    grid, base = _read_grid(path, overrides)
+    base.pop("tracking", None)  # the grid tracks its cells (grid_tracking); a cell's id does not depend on it
     blocks = grid.get("axes") or {}
     blocks = blocks if isinstance(blocks, list) else [blocks]  # a list of axis blocks: the union of their products
     cells, problems, seen = [], [], set()
@@ -68,6 +62,36 @@ def load_grid(path: Path, overrides: list[str]) -> tuple[str, list[Cell]]:
     if problems:
         raise RecipeError(sorted(set(problems), key=problems.index))
     return str(grid.get("name") or path.stem), cells
+
+
+def _read_grid(path: Path, overrides: list[str]) -> tuple[dict, dict]:
+    """(the grid file's mapping, its base recipe's raw mapping with ``overrides`` applied)."""
+    from fusionkit.recipe import RecipeError, load_raw, read_yaml, resolve_recipe_path
+
+    grid = read_yaml(path)
+    if not isinstance(grid, dict) or "base" not in grid:
+        raise RecipeError([f"{path}: a grid is a mapping with 'base' (a recipe file) and 'axes'"])
+    base_ref = grid["base"]
+    if not isinstance(base_ref, str) or not base_ref:
+        raise RecipeError([f"{path}: base: expected the path of a recipe file, got {type(base_ref).__name__}"])
+    base_path = (path.parent / base_ref) if not Path(base_ref).is_absolute() else Path(base_ref)
+    return grid, load_raw(resolve_recipe_path(base_path if base_path.exists() else base_ref), overrides)
+
+
+def grid_tracking(path: Path, overrides: list[str]) -> dict | None:
+    """The grid's ``tracking.mlflow`` block (the grid file's own, else its base recipe's), validated; None when
+    neither asks for tracking. Raise RecipeError naming the field of a malformed block."""
+    from pydantic import ValidationError
+
+    from fusionkit.recipe import RecipeError, TrackingSpec, pydantic_lines
+
+    grid, base = _read_grid(path, overrides)
+    block = grid["tracking"] if "tracking" in grid else base.get("tracking")
+    try:
+        spec = TrackingSpec.model_validate(block) if block is not None else None
+    except ValidationError as exc:
+        raise RecipeError(pydantic_lines(str(path), exc, ("tracking",))) from exc
+    return spec.mlflow.model_dump() if spec is not None and spec.mlflow is not None else None
 
 
 def _expand_block(path: Path, base: dict, axes: dict, problems: list[str]) -> list[Cell]:
@@ -235,20 +259,24 @@ def _cell_file(out: Path, cell: Cell) -> Path:
 
 
 def run_grid(grid_path: Path, out: Path, overrides: list[str], workers: int, retry_failed: bool,
-             echo: Callable[[str], None] = log.info) -> list[dict]:
+             echo: Callable[[str], None] = log.info, mlflow: str | None = None) -> list[dict]:
     """Run the cells of ``grid_path`` not finished in ``out`` and render the results; return every row.
 
     Progress lines (cells to run, the encoding time, failed cells) go to ``echo``. A grid with
-    problems raises :class:`~fusionkit.recipe.RecipeError` before anything runs.
+    problems raises :class:`~fusionkit.recipe.RecipeError` before anything runs. With ``mlflow`` (a tracking URI,
+    "" for the default) or a ``tracking`` block, the grid is logged to MLflow at the end (cells logged before are
+    not logged again); without the extra, :class:`~fusionkit.tracking.TrackingError` before anything runs.
     """
     import multiprocessing as mp
     from concurrent.futures import ProcessPoolExecutor, as_completed
 
+    from fusionkit import tracking
     from fusionkit.fileio import atomic_write_text
     from fusionkit.progress import bar
     from fusionkit.resources import threads
 
     name, cells = load_grid(grid_path, overrides)
+    where = tracking.target(mlflow, grid_tracking(grid_path, overrides), name)
     out.mkdir(parents=True, exist_ok=True)
     (out / "grid.json").write_text(json.dumps({"name": name, "grid": str(grid_path), "overrides": overrides,
                                                "cells": [c.__dict__ for c in cells]}, indent=2, default=str))
@@ -289,7 +317,11 @@ def run_grid(grid_path: Path, out: Path, overrides: list[str], workers: int, ret
             stop_pool(pool)
             raise
         pool.shutdown(wait=True)
-    return render(out)
+    rows = render(out)
+    if where is not None:
+        parent, new = tracking.log_grid(out, rows, name, where)
+        echo(f"MLflow: grid run {parent} in {where.uri} (experiment {where.experiment}), {new} cell run(s) logged")
+    return rows
 
 
 def stop_pool(pool) -> None:
@@ -350,6 +382,9 @@ def render(out: Path) -> list[dict]:
     atomic_write_text(out / "results.md", "\n".join(lines))
     if any(r["status"] == "done" for r in rows):
         heatmap([r for r in rows if r["status"] == "done"], out / "uar_heatmap.png")
+    from fusionkit.report_html import write_grid_html
+
+    write_grid_html(out)
     return rows
 
 

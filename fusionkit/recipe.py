@@ -117,6 +117,15 @@ class CacheSpec(Strict):
     dir: Path | None = None
 
 
+class MlflowSpec(Strict):
+    uri: str | None = Field(None, description="tracking URI or a folder (default ./mlruns, a local file store)")
+    experiment: str | None = Field(None, description="experiment name (default: the recipe's or grid's name)")
+
+
+class TrackingSpec(Strict):
+    mlflow: MlflowSpec | None = Field(None, description="log the finished run to MLflow (the mlflow extra)")
+
+
 class Recipe(Strict):
     name: str = "run"
     description: str = ""
@@ -133,6 +142,7 @@ class Recipe(Strict):
         "none", description="z-score each encoder's pooled features per corpus or per speaker (no labels used) "
                             "before the folds; recorded in the protocol")
     cache: CacheSpec = Field(default_factory=CacheSpec)
+    tracking: TrackingSpec | None = Field(None, description="experiment tracking: {mlflow: {uri, experiment}}")
 
     @field_validator("name")
     @classmethod
@@ -517,4 +527,6 @@ def plugin_options(kind: str, name: str, options: dict):
 
 
 def dump(recipe: Recipe) -> str:
-    return yaml.safe_dump(recipe.model_dump(mode="json"), sort_keys=False, allow_unicode=True)
+    """The resolved recipe as YAML (``tracking`` only when set, so untracked recipes dump as before)."""
+    exclude = {"tracking"} if recipe.tracking is None else None
+    return yaml.safe_dump(recipe.model_dump(mode="json", exclude=exclude), sort_keys=False, allow_unicode=True)

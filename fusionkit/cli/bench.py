@@ -8,6 +8,8 @@ from pathlib import Path
 
 import click
 
+from fusionkit.cli.report import mlflow_option
+
 
 def _progress(line: str) -> None:
     click.echo(line, err=True)
@@ -21,12 +23,14 @@ def _progress(line: str) -> None:
 @click.option("--workers", type=int, default=None, help="Cells fitted in parallel (default: CPU count, at most 2).")
 @click.option("--retry-failed", is_flag=True, help="Run failed cells again.")
 @click.option("--report", "report_dir", type=click.Path(path_type=Path, exists=True, file_okay=False),
-              help="Only re-render results.csv/.md and the heatmap of a finished folder.")
+              help="Only re-render results.csv/.md, report.html and the heatmap of a finished folder.")
+@mlflow_option
 def bench_command(grid: Path | None, out: Path | None, overrides: tuple[str, ...], workers: int | None,
-                  retry_failed: bool, report_dir: Path | None) -> None:
+                  retry_failed: bool, report_dir: Path | None, mlflow: str | None) -> None:
     """Run a benchmark GRID (encoders x fusion heads x datasets x seeds), resumably."""
     from fusionkit.bench import render, run_grid
     from fusionkit.recipe import RecipeError
+    from fusionkit.tracking import TrackingError
 
     if report_dir:
         rows = render(report_dir)
@@ -37,10 +41,13 @@ def bench_command(grid: Path | None, out: Path | None, overrides: tuple[str, ...
     out = out or Path("bench-out") / grid.stem
     try:
         rows = run_grid(grid, out, list(overrides), workers or min(2, os.cpu_count() or 1), retry_failed,
-                        echo=_progress)
+                        echo=_progress, mlflow=mlflow)
     except RecipeError as exc:
         for line in exc.lines:
             click.echo(f"error: {line}", err=True)
+        sys.exit(2)
+    except TrackingError as exc:
+        click.echo(f"error: {'--mlflow' if mlflow is not None else 'tracking.mlflow'}: {exc}", err=True)
         sys.exit(2)
     except KeyboardInterrupt:
         click.echo(f"error: {grid}: interrupted; no new cell was started and the running ones were stopped; "
@@ -49,6 +56,7 @@ def bench_command(grid: Path | None, out: Path | None, overrides: tuple[str, ...
     done = [r for r in rows if r["status"] == "done"]
     click.echo((out / "results.md").read_text())
     failed = len(rows) - len(done)
-    click.echo(f"{len(done)} cells done, {failed} failed; results in {out}/ (results.csv, results.md, uar_heatmap.png)")
+    click.echo(f"{len(done)} cells done, {failed} failed; results in {out}/ "
+               "(results.csv, results.md, report.html, uar_heatmap.png)")
     if failed:
         sys.exit(1)

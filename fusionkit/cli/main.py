@@ -16,6 +16,8 @@ import click
 from fusionkit import __version__
 from fusionkit.cli.bench import bench_command
 from fusionkit.cli.bundle import export_command, predict_command
+from fusionkit.cli.report import log_run_or_exit, mlflow_option, report_command, tracking_target
+from fusionkit.cli.serve import serve_command
 from fusionkit.cli.tables import plugin_table, results_table, size_text, survey_lines
 
 EXIT_FAILED = 1
@@ -121,9 +123,11 @@ def _surveys(recipe: str, r) -> list:
 @click.argument("recipe")
 @set_option
 @click.option("--out", type=click.Path(path_type=Path), help="Run directory (default runs/NAME-TIMESTAMP).")
-def run(recipe: str, overrides, out: Path | None) -> None:
+@mlflow_option
+def run(recipe: str, overrides, out: Path | None, mlflow: str | None) -> None:
     """Run RECIPE: encode (cached), fit the fusion head per fold, write metrics and a report."""
     r = _load(recipe, overrides)
+    tracked = tracking_target(mlflow, r.tracking.mlflow if r.tracking else None, r.name)
     from fusionkit.pipeline.run import default_run_dir
     from fusionkit.pipeline.run import run as do_run
     from fusionkit.registry import PluginError
@@ -146,7 +150,9 @@ def run(recipe: str, overrides, out: Path | None) -> None:
     for line in _left_out_lines(metrics):
         click.echo(line)
     click.echo(results_table(metrics))
-    click.echo(f"outputs in {out}/ (metrics.json, predictions.csv, report.md, confusion.png)")
+    click.echo(f"outputs in {out}/ (metrics.json, predictions.csv, report.md, report.html, confusion.png)")
+    if tracked is not None:
+        log_run_or_exit(out, tracked)
 
 
 def _left_out_lines(metrics: dict, shown: int = 5) -> list[str]:
@@ -237,6 +243,8 @@ def cache_clean(cache_dir: Path | None, min_age: float) -> None:
 main.add_command(bench_command, "bench")
 main.add_command(export_command, "export")
 main.add_command(predict_command, "predict")
+main.add_command(serve_command, "serve")
+main.add_command(report_command, "report")
 
 if __name__ == "__main__":  # pragma: no cover
     main()

@@ -76,6 +76,7 @@ def run(recipe: Recipe, run_dir: Path | None = None, recipe_source: str = "") ->
     leaves a folder that looks finished.
     """
     from fusionkit.pipeline.report import write_report
+    from fusionkit.report_html import write_run_html
 
     run_dir = Path(run_dir or default_run_dir(recipe))
     run_dir.mkdir(parents=True, exist_ok=True)
@@ -91,5 +92,6 @@ def run(recipe: Recipe, run_dir: Path | None = None, recipe_source: str = "") ->
     fitted.predictions.write_csv(run_dir / "predictions.csv")
     with naming_write_errors(run_dir):
         write_report(run_dir, metrics, fitted.predictions)
+        write_run_html(run_dir, metrics)
     atomic_write_text(run_dir / "metrics.json", json.dumps(metrics, indent=2))
     return metrics

@@ -1,0 +1,133 @@
+"""One page comparing several runs: the same metrics side by side, the differences of their resolved recipes."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import yaml
+
+from fusionkit.flat import flatten
+from fusionkit.report_html.page import render
+from fusionkit.report_html.reading import ReportError, read_metrics, read_text
+from fusionkit.report_html.run_page import fold_keys
+
+COMPARE = """{% extends "base.html" %}
+{% block body %}
+<h1>Comparison of {{ runs | length }} runs</h1>
+<p class="sub">{% for r in runs %}<b>{{ r.label }}</b> = {{ r.folder }}{% if not loop.last %} &middot; {% endif %}
+{% endfor %}</p>
+
+<h2 id="metrics">Metrics</h2>
+<p class="sub">Mean &plusmn; std over fold scores; the best figure of each row is highlighted.</p>
+<table class="sortable" id="metrics-table"><thead><tr><th>metric</th>{% for r in runs %}<th>{{ r.label }}</th>
+{% endfor %}</tr></thead><tbody>
+{% for row in metric_rows %}<tr><td>{{ row.name }}</td>{% for cell in row.cells %}
+<td class="num{% if cell.best %} diff{% endif %}" data-value="{{ cell.mean if cell.mean is not none else '' }}">
+{{ cell.mean | f3 }}{% if cell.std is not none %} &plusmn; {{ cell.std | f3 }}{% endif %}</td>{% endfor %}</tr>
+{% endfor %}</tbody></table>
+
+<h2 id="protocol">Protocol</h2>
+<table id="protocol-table"><thead><tr><th>field</th>{% for r in runs %}<th>{{ r.label }}</th>{% endfor %}</tr>
+</thead><tbody>
+{% for row in protocol_rows %}<tr{% if row.differs %} class="diff"{% endif %}><td>{{ row.name }}</td>
+{% for v in row["values"] %}<td>{{ v }}</td>{% endfor %}</tr>
+{% endfor %}</tbody></table>
+
+<h2 id="recipes">Resolved recipes: {{ differing | length }} field(s) differ</h2>
+<table id="recipe-diff"><thead><tr><th>field</th>{% for r in runs %}<th>{{ r.label }}</th>{% endfor %}</tr></thead>
+<tbody>
+{% for row in differing %}<tr class="diff"><td>{{ row.name }}</td>{% for v in row["values"] %}<td>{{ v }}</td>
+{% endfor %}</tr>
+{% else %}<tr><td colspan="{{ runs | length + 1 }}">The resolved recipes are the same.</td></tr>{% endfor %}
+</tbody></table>
+<details><summary>The {{ same | length }} field(s) all runs share</summary>
+<table id="recipe-same"><tbody>{% for row in same %}<tr><td>{{ row.name }}</td><td>{{ row["values"][0] }}</td></tr>
+{% endfor %}</tbody></table></details>
+{% endblock %}
+"""
+
+MISSING = "(not set)"
+LOWER_IS_BETTER = ("rmse", "mae")
+
+
+def _recipe(run_dir: Path) -> dict:
+    text = read_text(run_dir / "recipe.yaml")
+    if text is None:
+        return {}
+    try:
+        data = yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        raise ReportError(f"{run_dir / 'recipe.yaml'}: unreadable YAML ({exc})") from exc
+    return data if isinstance(data, dict) else {}
+
+
+def _metric_rows(metrics: list[dict]) -> list[dict]:
+    names: list[str] = []
+    for m in metrics:
+        names += [k for k in [*fold_keys(m), *m["summary"]] if k not in names]
+        names += [k for k in m if k.endswith("_pooled") and k not in names]
+    rows = []
+    for name in names:
+        cells = []
+        for m in metrics:
+            s = m["summary"].get(name)
+            mean = s["mean"] if s else m.get(name) if name.endswith("_pooled") else None
+            cells.append({"mean": mean, "std": s["std"] if s else None, "best": False})
+        known = [c["mean"] for c in cells if c["mean"] is not None]
+        if len(known) > 1:
+            target = (min if any(name.startswith(p) for p in LOWER_IS_BETTER) else max)(known)
+            for c in cells:
+                c["best"] = c["mean"] == target
+        rows.append({"name": name, "cells": cells})
+    for c_name in sorted({c for m in metrics for c in (m.get("classes") or [])}):
+        cells = []
+        for m in metrics:
+            classes = m.get("classes") or []
+            pc = (m.get("pooled") or {}).get("per_class")
+            value = pc["recall"][classes.index(c_name)] if pc and c_name in classes else None
+            cells.append({"mean": value, "std": None, "best": False})
+        rows.append({"name": f"recall {c_name}", "cells": cells})
+    return rows
+
+
+def _protocol_rows(metrics: list[dict]) -> list[dict]:
+    fields = {
+        "corpus": lambda m: m["protocol"].get("corpus"),
+        "test corpus": lambda m: m["protocol"].get("test_corpus") or "",
+        "clips": lambda m: m["n_clips"],
+        "classes": lambda m: ", ".join(m.get("classes") or m.get("targets") or []),
+        "split": lambda m: m["protocol"].get("split_description") or m["protocol"]["split"]["kind"],
+        "speaker-independent": lambda m: "yes" if m["protocol"].get("speaker_independent") else "NO",
+        "seeds": lambda m: ", ".join(map(str, m["protocol"].get("seeds") or [])),
+        "fold scores": lambda m: len(m["folds"]),
+        "skipped clips": lambda m: len(m["skipped"]),
+    }
+    rows = []
+    for name, get in fields.items():
+        values = [str(get(m)) for m in metrics]
+        rows.append({"name": name, "values": values, "differs": len(set(values)) > 1})
+    return rows
+
+
+def recipe_differences(recipes: list[dict]) -> tuple[list[dict], list[dict]]:
+    """(fields whose values differ between the recipes, fields they share), each a row of values per recipe."""
+    flats = [flatten(r) for r in recipes]
+    keys: list[str] = []
+    for f in flats:
+        keys += [k for k in f if k not in keys]
+    differing, same = [], []
+    for key in keys:
+        values = [str(f[key]) if key in f else MISSING for f in flats]
+        (differing if len(set(values)) > 1 else same).append({"name": key, "values": values})
+    return differing, same
+
+
+def compare_html(run_dirs: list[Path]) -> str:
+    """The comparison page of the run folders ``run_dirs`` (two or more)."""
+    metrics = [read_metrics(d) for d in run_dirs]
+    differing, same = recipe_differences([_recipe(d) for d in run_dirs])
+    runs = [{"label": f"R{i + 1}", "folder": f"{d.name} ({m['recipe']})"}
+            for i, (d, m) in enumerate(zip(run_dirs, metrics))]
+    return render({"compare.html": COMPARE}, "compare.html", title=f"fusionkit: {len(runs)} runs compared",
+                  runs=runs, metric_rows=_metric_rows(metrics), protocol_rows=_protocol_rows(metrics),
+                  differing=differing, same=same)
