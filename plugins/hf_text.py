@@ -137,6 +137,28 @@ class HFTextEncoder(TextModelEncoder):
             results.append(arrays)
         return results
 
+    # -- fine-tuning
+    def trainable_top(self, blocks: int | None = None):
+        """The layers after the selected hidden state (one index, ``pooling: none``), with this model's weights."""
+        from fusionkit.sdk.torch_models import load_config, load_pretrained
+        from fusionkit_plugins.text_top import trainable_top
+
+        o = self.options
+        if o.pooling != "none" or not isinstance(o.layers, int):
+            raise ValueError("hf-text: fine-tuning needs the token states of one layer: set layers to one index "
+                             "and pooling: none")
+        (start,) = self._seq_layers()
+        path = self.model_path()
+        config = load_config(path, o.trust_remote_code, o.allow_download)
+        model = load_pretrained("AutoModel", path, o.trust_remote_code, o.allow_download, config=config)
+        return trainable_top(model, start, blocks)
+
+    @classmethod
+    def build_top(cls, spec):
+        from fusionkit_plugins.text_top import build_top
+
+        return build_top(spec)
+
     # -- selection (view options)
     def n_layers(self) -> int:
         """Hidden states the model returns (embeddings + one per block), from its config alone."""

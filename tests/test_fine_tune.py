@@ -172,3 +172,65 @@ def test_bench_runs_fine_tune_cells_on_the_cached_frames(run, tmp_path):
         rows = list(csv.DictReader(fh))
     assert len(rows) == 2 and all(row["status"] == "done" for row in rows), rows
     assert all(row["computed"] == "0" for row in rows)
+
+
+# ---------------------------------------------------------------- text: hf-text (BERT-style) layers
+
+
+def hf_text(model: Path, **options):
+    cls = registry().get("encoder", "hf-text")
+    return cls(cls.Options.model_validate({"model": str(model), **options}))
+
+
+@pytest.fixture(scope="module")
+def bert(tmp_path_factory) -> Path:
+    from text_fixtures import tiny_bert
+
+    return tiny_bert(tmp_path_factory.mktemp("ftbert") / "bert")
+
+
+@pytest.mark.parametrize("layer, blocks, last", [(0, None, 2), (1, None, 2), (0, 1, 1)])
+def test_text_top_reproduces_the_models_own_hidden_states(bert, layer, blocks, last):
+    import torch
+
+    texts = ["a short one", "this one is a little longer than that"]
+    every = hf_text(bert, layers=[layer, last], pooling="none")
+    every.load()
+    seqs = [every.select(a) for a in every.encode_batch(texts)]
+    top, spec = hf_text(bert, layers=layer, pooling="none").trainable_top(blocks)
+    assert spec["count"] == last - layer
+    width = seqs[0].shape[1] // 2
+    lengths = [len(s) for s in seqs]
+    x = torch.zeros(2, max(lengths), width)
+    mask = torch.zeros(2, max(lengths), dtype=torch.bool)
+    for i, s in enumerate(seqs):
+        x[i, : len(s)] = torch.from_numpy(s[:, :width])
+        mask[i, : len(s)] = True
+    top.eval()
+    with torch.no_grad():
+        out = top(x, mask)
+    for i, s in enumerate(seqs):
+        np.testing.assert_allclose(out[i, : lengths[i]].numpy(), s[:, width:], atol=1e-4)
+    rebuilt = registry().get("encoder", "hf-text").build_top(json.loads(json.dumps(spec)))
+    assert sorted(rebuilt.state_dict()) == sorted(top.state_dict())
+
+
+def test_text_fine_tune_fits_saves_and_reloads(bert, tmp_path):
+    from fusionkit.sdk.heads import load_head
+
+    texts = [f"{w} words here {i}" for i in range(16) for w in ("happy", "sad")]
+    y = np.array([0, 1] * 16)
+    groups = np.repeat([f"s{i}" for i in range(8)], 4)
+    enc = hf_text(bert, layers=0, pooling="none")
+    enc.load()
+    X = {"t": [enc.select(a) for a in enc.encode_batch(texts)]}
+    cls = registry().get("fusion", "fine-tune")
+    head = cls(cls.Options.model_validate({"epochs": 3, "patience": 2, "batch_size": 8, "threads": 1,
+                                           "mask_time": 0.0}))
+    head.attach({"t": enc})
+    head.fit(X, y, ["happy", "sad"], groups)
+    p = head.predict_proba(X)
+    head.save(tmp_path / "h")
+    again = load_head(cls, tmp_path / "h")
+    np.testing.assert_allclose(again.predict_proba(X), p, atol=1e-6)
+    assert json.loads((tmp_path / "h" / "head.json").read_text())["tops"]["t"]["plugin"] == "hf-text"

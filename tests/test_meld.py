@@ -49,6 +49,20 @@ def test_clips_ids_labels_meta(tmp_path):
     assert clips[4].meta["sentiment"] == "positive"
 
 
+def test_dialogue_context_adds_speakers_and_the_previous_turns_of_the_same_dialogue(tmp_path):
+    rows = {**ROWS, "train": ROWS["train"] + [("Fine.", "Joey", "neutral", "neutral", 0, 2)]}
+    clips = {c.id: c.text for c in Meld(write_tree(tmp_path / "meld", rows), MeldOptions(context=1)).clips()}
+    assert clips["train_dia0_utt0"] == "The Interviewer: You must've had your hands full."
+    assert clips["train_dia0_utt1"] == ("Rachel: Oh my God... \"really\"? | context: The Interviewer: You must've "
+                                        "had your hands full.")
+    assert clips["train_dia0_utt2"] == 'Joey: Fine. | context: Rachel: Oh my God... "really"?'
+    assert clips["train_dia1_utt0"] == "Ross: I hate this!"  # another dialogue: no context
+    assert clips["test_dia0_utt0"] == "Monica: Yeah, we're fine."  # same dialogue id, other partition
+    two = {c.id: c.text for c in Meld(write_tree(tmp_path / "meld", rows), MeldOptions(context=2)).clips()}
+    assert two["train_dia0_utt2"].endswith("context: The Interviewer: You must've had your hands full. | Rachel: "
+                                           'Oh my God... "really"?')
+
+
 def test_sentiment_labels_and_partition_subset(tmp_path):
     ds = Meld(write_tree(tmp_path / "meld"), MeldOptions(label="sentiment", partitions=["train", "test"]))
     clips = ds.clips()

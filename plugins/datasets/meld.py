@@ -66,6 +66,24 @@ class MeldOptions(Options):
         default_factory=lambda: list(PARTITIONS), description="which CSV files to read")
     media_dir: str | None = Field(None, description="folder with MELD's audio/video (dia<D>_utt<U>.wav/.flac/.mp4)")
     ascii_punctuation: bool = Field(True, description="turn curly quotes, dashes and ellipses into ASCII")
+    context: int = Field(0, ge=0, le=20, description="dialogue context: each text becomes 'Speaker: utterance', "
+                                                     "followed by the previous N utterances of its dialogue with "
+                                                     "their speakers (0: the utterance alone)")
+
+
+def with_context(clips: list[Clip], k: int) -> None:
+    """Give each clip's text its speaker and the previous ``k`` utterances of its dialogue (in order), in place.
+
+    The target comes first, so a text encoder that truncates drops the oldest context, never the utterance."""
+    by_dialogue: dict[tuple[str, int], list[Clip]] = {}
+    for c in clips:
+        by_dialogue.setdefault((c.meta["partition"], c.meta["dialogue"]), []).append(c)
+    lines = {c.id: f"{c.speaker}: {c.text or ''}" for c in clips}
+    for turns in by_dialogue.values():
+        turns.sort(key=lambda c: c.meta["utterance"])
+        for i, c in enumerate(turns):
+            before = [lines[t.id] for t in turns[max(0, i - k) : i]]
+            c.text = lines[c.id] + (" | context: " + " | ".join(before) if before else "")
 
 
 def clean_text(text: str, ascii_punctuation: bool = True) -> str:
@@ -142,7 +160,10 @@ class Meld(Dataset):
             if media is not None and not files:
                 log.warning("%s: no media for MELD partition '%s' (looked in %s)", media, part,
                             ", ".join(MEDIA_FOLDERS[part]))
-            out += self._rows_to_clips(path, part, read_csv(path), files)
+            clips = self._rows_to_clips(path, part, read_csv(path), files)
+            if o.context:
+                with_context(clips, o.context)
+            out += clips
         self._partitions = {c.id: c.meta["partition"] for c in out}
         return out
 
