@@ -130,6 +130,10 @@ def test_the_fold_saves_trained_blocks_that_differ_from_the_pretrained_ones(run,
     saved = json.loads((run / "run" / "models" / "fold0" / "head.json").read_text())
     assert saved["tops"]["wh"]["plugin"] == "whisper" and saved["tops"]["wh"]["start"] == 1
     assert saved["history"]["tops"] == {"wh": {"start": 1, "count": 2}}
+    selection = json.loads((run / "run" / "metrics.json").read_text())["protocol"]["selection"]
+    assert "early stopping" in selection["how"] and "speakers held out" in selection["how"]
+    assert [f["fold"] for f in selection["per_fold"]] == [0, 1]
+    assert selection["per_fold"][0]["best_epoch"] == saved["history"]["best_epoch"]
     arrays = load_file(run / "run" / "models" / "fold0" / "arrays.safetensors")
     top, _ = whisper(model, layers=1, pooling="none").trainable_top()
     pretrained = top.state_dict()["layers.0.fc1.weight"].numpy()

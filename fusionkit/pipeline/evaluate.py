@@ -167,6 +167,12 @@ def protocol(recipe: Recipe, prep: Prepared, fold_rows: list[dict]) -> dict:
         "encoders": [e.model_dump(mode="json") for e in recipe.encoders],
         "fusion": recipe.fusion.model_dump(mode="json"),
     }
+    chosen = [f["selection"] for f in fold_rows if f.get("selection")]
+    if chosen:
+        out["selection"] = {"how": chosen[0]["how"],
+                            "per_fold": [{"seed": f["seed"], "fold": f["fold"],
+                                          **{k: v for k, v in f["selection"].items() if k != "how"}}
+                                         for f in fold_rows if f.get("selection")]}
     if classification:
         out["min_training_clips"] = MIN_TRAIN_CLIPS
         out["thin_training_classes"] = [{"seed": f["seed"], "fold": f["fold"], "classes": f["thin_train_classes"]}

@@ -154,7 +154,9 @@ def fit_folds(recipe: Recipe, prep: Prepared, run_dir: Path) -> Fitted:
             predicted = proba.argmax(axis=1)
             scores = classification_metrics(y[fold.test], predicted, len(outputs))
         head.save(run_dir / "models" / fold_tag(seed, fold.index, seeds))
-        fold_rows.append({**_fold_base(seed, fold, speakers), "thin_train_classes": thin, **scores})
+        chosen = head.selection() if hasattr(head, "selection") else None
+        fold_rows.append({**_fold_base(seed, fold, speakers), "thin_train_classes": thin, **scores,
+                          **({"selection": chosen} if chosen else {})})
         parts.append((seed, fold, predicted, proba))
     if not fold_rows:
         raise ValueError("no fold could be evaluated")

@@ -270,6 +270,11 @@ class Head(ABC):
         self.encoders: list[str] | None = None  # sorted names, set by fit (None: a head saved without them)
         self.sources: dict[str, Any] = {}  # encoder name -> Encoder, for heads that want them
 
+    def selection(self) -> dict[str, Any] | None:
+        """How the fitted head chose its settings inside the training fold (``how``, a sentence, plus the fold's
+        figures, e.g. the epoch early stopping picked); recorded per fold in metrics.json. None: nothing chosen."""
+        return None
+
     def attach(self, encoders: dict[str, Any]) -> None:
         """The recipe's encoder objects by name (called before :meth:`fit` when :attr:`wants_encoders` is set)."""
         self.sources = dict(encoders)

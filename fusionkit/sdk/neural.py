@@ -176,6 +176,18 @@ class NeuralHead(FusionHead):
     def _build(self) -> nn.Module:
         return self.network(self.specs(), len(self.present))
 
+    def selection(self) -> dict[str, Any] | None:
+        """Epochs chosen by early stopping on held-out training speakers (see :func:`~fusionkit.sdk.training.train`)."""
+        h = getattr(self, "history", None)
+        if not h:
+            return None
+        o = self.options
+        how = (f"epochs chosen by early stopping (best validation UAR, patience {o.patience}, at most {o.epochs}) on "
+               f"{o.val_fraction:.0%} of the training fold's speakers held out; "
+               + ("then refit on the whole training fold for that many epochs" if o.refit else "no refit"))
+        return {"how": how, "best_epoch": h.get("best_epoch"), "val_uar": h.get("val_uar"),
+                "train_size": h.get("train_size"), "val_size": h.get("val_size")}
+
     # -- FusionHead hooks
     def _fit(self, X, y, groups):
         from fusionkit.sdk.training import train
