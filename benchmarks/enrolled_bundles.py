@@ -40,6 +40,8 @@ def main() -> None:
     if recipe.normalize != "speaker":
         raise SystemExit(f"{args.run}: trained with normalize: {recipe.normalize}, not speaker")
     paths = {c.id: c.path for c in load_dataset(recipe).clips()}
+    if recipe.test_data is not None:  # cross-corpus: the test corpus's clips (ids as the run gave them)
+        paths.update({c.id: c.path for c in load_dataset(recipe, recipe.test_data).clips()})
     rows = list(csv.DictReader(open(args.run / "predictions.csv", newline="", encoding="utf-8")))
     folds: dict[int, list[dict]] = defaultdict(list)
     for r in rows:
