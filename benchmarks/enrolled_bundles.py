@@ -56,7 +56,7 @@ def main() -> None:
         by_speaker: dict[str, list[dict]] = defaultdict(list)
         for r in items:
             by_speaker[r["speaker"]].append(r)
-        for speaker, mine in sorted(by_speaker.items()):
+        for _speaker, mine in sorted(by_speaker.items()):
             files = [paths[r["clip_id"]] for r in mine]
             norm = bundle.enrol(files)
             for r, f in zip(mine, files):

@@ -9,6 +9,7 @@ and how to run one padded batch.
 
 from __future__ import annotations
 
+import logging
 import math
 from collections.abc import Sequence
 from functools import cached_property
@@ -28,6 +29,9 @@ from fusionkit.sdk.layers import (
     sequence_key,
     sequences_for,
 )
+from fusionkit.sdk.torch_models import Precision
+
+log = logging.getLogger("fusionkit")
 
 
 class LayeredOptions(Options):
@@ -39,7 +43,9 @@ class LayeredOptions(Options):
     pooling: Pooling = Field("mean", description="mean | mean+std | max over the clip's frames, or none (frame "
                                                  "sequence)")
     batch_size: int = Field(8, ge=1, description="clips (chunks) per forward pass, padded within a length-sorted batch")
-    device: Literal["cpu", "cuda", "mps"] = Field("cpu", description="cuda/mps run in float16")
+    device: Literal["cpu", "cuda", "mps"] = Field("cpu", description="cuda/mps run in float16 (see precision)")
+    precision: Precision = Field("auto", description="auto = bf16 on a CPU with native bf16 (AMX/AVX512-BF16), "
+                                 "fp16 on cuda/mps, else fp32; or fp32, bf16, fp16")
     threads: int | None = Field(None, ge=1, le=256, description="torch intra-op CPU threads while encoding; null = "
                                                                 "torch's default (one per core)")
     max_seconds: float = Field(30.0, gt=0.5, le=600, description="longer audio is encoded in chunks of at most this "
@@ -82,10 +88,22 @@ class LayeredEncoder(Encoder):
         return model_digest(self.model_path)
 
     def identity(self) -> dict[str, Any]:
+        from fusionkit.sdk.torch_models import precision_identity
+
         ident = super().identity()
         for k in ("batch_size", "threads"):  # how it runs, not what it computes (see forward_batch_size)
             ident["options"].pop(k, None)
-        return ident
+        return precision_identity(ident, self.options.precision, self.options.device)
+
+    def precision(self) -> str:
+        """The precision the model runs in here (``auto`` decided for this machine and device)."""
+        from fusionkit.sdk.torch_models import resolve_precision
+
+        return resolve_precision(self.options.precision, self.options.device)
+
+    def run_info(self) -> dict[str, Any]:
+        """How this encoder computes, for metrics.json: the resolved precision."""
+        return {"precision": self.precision()}
 
     # ---------------------------------------------------------- loading
     def torch_device(self):
@@ -96,10 +114,12 @@ class LayeredEncoder(Encoder):
 
     @property
     def dtype(self):
-        """float16 on an accelerator, float32 on the CPU."""
-        from fusionkit.sdk.torch_models import model_dtype
+        """The torch dtype of :meth:`precision` (float16 on an accelerator, float32 on the CPU unless set).
 
-        return model_dtype(self.torch_device())
+        Hidden states are pooled in float32 whatever it is (:func:`fusionkit.sdk.layers.pool_layers`)."""
+        from fusionkit.sdk.torch_models import precision_dtype
+
+        return precision_dtype(self.precision())
 
     def load(self) -> None:
         if self.model is not None:
@@ -112,6 +132,7 @@ class LayeredEncoder(Encoder):
         except OSError as exc:
             raise self._unreachable(exc) from None
         self.model = for_inference(model, device, self.dtype)
+        log.info("%s: running in %s on %s", self.name, self.precision(), device)
 
     def _unreachable(self, exc: OSError) -> OSError:
         """One line for a hub id that is neither cached nor downloadable (other errors unchanged)."""

@@ -10,7 +10,7 @@ from __future__ import annotations
 import inspect
 import logging
 from collections.abc import Sequence
-from typing import ClassVar, Literal
+from typing import Any, ClassVar, Literal
 
 import numpy as np
 from pydantic import Field
@@ -18,7 +18,7 @@ from pydantic import Field
 from fusionkit.sdk import hookimpl
 from fusionkit.sdk.base import LayerChoice, Options
 from fusionkit.sdk.layers import LayerError, layer_indices, sequence_key
-from fusionkit.sdk.torch_models import DeviceName
+from fusionkit.sdk.torch_models import DeviceName, Precision
 from fusionkit_plugins.text_models import TextModelEncoder, pick_layers
 
 log = logging.getLogger("fusionkit")
@@ -37,6 +37,8 @@ class HFTextOptions(Options):
     max_length: int = Field(512, ge=2, description="tokens per text; longer texts are truncated (and counted)")
     batch_size: int = Field(32, ge=1)
     device: DeviceName = Field("cpu", description="cpu, cuda, cuda:N, mps or auto")
+    precision: Precision = Field("auto", description="auto = bf16 on a CPU with native bf16 (AMX/AVX512-BF16), "
+                                 "fp16 on an accelerator, else fp32; or fp32, bf16, fp16")
     trust_remote_code: bool = Field(False, description="allow code shipped with the model to run")
     allow_download: bool = Field(False, description="let a hub id be downloaded; otherwise only the local Hugging "
                                                     "Face cache is used")
@@ -59,13 +61,30 @@ class HFTextEncoder(TextModelEncoder):
         self.truncated = 0
         self._n_layers: int | None = None
 
+    # -- identity
+    def identity(self) -> dict[str, Any]:
+        """The base identity, with the precision only where it is not fp32 (what this encoder always ran in)."""
+        from fusionkit.sdk.torch_models import precision_identity
+
+        return precision_identity(super().identity(), self.options.precision, self.options.device, legacy="fp32")
+
+    def precision(self) -> str:
+        """The precision the model runs in here (``auto`` decided for this machine and device)."""
+        from fusionkit.sdk.torch_models import resolve_precision
+
+        return resolve_precision(self.options.precision, self.options.device)
+
+    def run_info(self) -> dict[str, Any]:
+        """How this encoder computes, for metrics.json: the resolved precision."""
+        return {"precision": self.precision()}
+
     # -- loading
     def load(self) -> None:
         if self.model is not None:
             return
         from transformers import AutoTokenizer
 
-        from fusionkit.sdk.torch_models import for_inference, load_config, load_pretrained
+        from fusionkit.sdk.torch_models import for_inference, load_config, load_pretrained, precision_dtype
 
         o = self.options
         path, local = self.model_path(), self.pretrained_kwargs()
@@ -79,7 +98,8 @@ class HFTextEncoder(TextModelEncoder):
         self.tokenizer = AutoTokenizer.from_pretrained(path, **local)
         if self.tokenizer.pad_token is None and self.tokenizer.eos_token is not None:
             self.tokenizer.pad_token = self.tokenizer.eos_token  # padding is masked out anyway
-        self.model = for_inference(model, self.device)
+        self.model = for_inference(model, self.device, precision_dtype(self.precision()))
+        log.info("hf-text: running in %s on %s", self.precision(), self.device)
         self.limit = self._token_limit(config)
         params = inspect.signature(self.model.forward).parameters
         self.accepts = {k for k in ("input_ids", "attention_mask", "token_type_ids") if k in params}

@@ -7,16 +7,19 @@ view option, so switching it re-encodes nothing.
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Sequence
-from typing import ClassVar
+from typing import Any, ClassVar
 
 import numpy as np
 from pydantic import Field
 
 from fusionkit.sdk import hookimpl
 from fusionkit.sdk.base import Options
-from fusionkit.sdk.torch_models import DeviceName
+from fusionkit.sdk.torch_models import DeviceName, Precision
 from fusionkit_plugins.text_models import TextModelEncoder
+
+log = logging.getLogger("fusionkit")
 
 
 class SentenceTransformersOptions(Options):
@@ -27,6 +30,8 @@ class SentenceTransformersOptions(Options):
     max_length: int | None = Field(None, ge=2, description="tokens per text (default: the model's max_seq_length)")
     batch_size: int = Field(64, ge=1)
     device: DeviceName = Field("cpu", description="cpu, cuda, cuda:N, mps or auto")
+    precision: Precision = Field("auto", description="auto = bf16 on a CPU with native bf16 (AMX/AVX512-BF16), "
+                                 "fp16 on an accelerator, else fp32; or fp32, bf16, fp16 (pooling stays fp32)")
     trust_remote_code: bool = Field(False, description="allow code shipped with the model to run")
     allow_download: bool = Field(False, description="let a hub id be downloaded; otherwise only the local Hugging "
                                                     "Face cache is used")
@@ -43,18 +48,39 @@ class SentenceTransformersEncoder(TextModelEncoder):
     view_options = frozenset({"normalize", "batch_size", "device", "allow_download"})
     version = "1"
 
+    def identity(self) -> dict[str, Any]:
+        """The base identity, with the precision only where it is not fp32 (what this encoder always ran in)."""
+        from fusionkit.sdk.torch_models import precision_identity
+
+        return precision_identity(super().identity(), self.options.precision, self.options.device, legacy="fp32")
+
+    def precision(self) -> str:
+        """The precision the transformer runs in here (``auto`` decided for this machine and device)."""
+        from fusionkit.sdk.torch_models import resolve_precision
+
+        return resolve_precision(self.options.precision, self.options.device)
+
+    def run_info(self) -> dict[str, Any]:
+        """How this encoder computes, for metrics.json: the resolved precision."""
+        return {"precision": self.precision()}
+
     def load(self) -> None:
         if self.model is not None:
             return
         from sentence_transformers import SentenceTransformer
 
-        from fusionkit.sdk.torch_models import for_inference
+        from fusionkit.sdk.torch_models import for_inference, precision_dtype
 
         device = self.torch_device()
         model = SentenceTransformer(self.model_path(), device=str(device), **self.pretrained_kwargs())
         if self.options.max_length is not None:
             model.max_seq_length = self.options.max_length
+        precision = self.precision()
+        if precision != "fp32":
+            model = model.to(precision_dtype(precision))
+            model[0].register_forward_hook(_float_token_embeddings)  # pooling and Normalize run in fp32
         self.model = for_inference(model)
+        log.info("sentence-transformers: running in %s on %s", precision, device)
 
     def dimension(self) -> int:
         self.load()
@@ -75,6 +101,12 @@ class SentenceTransformersEncoder(TextModelEncoder):
             norm = float(np.linalg.norm(emb))
             emb = emb / norm if norm > 0 else emb
         return emb
+
+
+def _float_token_embeddings(module: Any, inputs: Any, features: dict) -> dict:
+    """Forward hook of the model's first module: its token embeddings as float32, for pooling."""
+    features["token_embeddings"] = features["token_embeddings"].float()
+    return features
 
 
 @hookimpl

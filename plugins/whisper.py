@@ -7,6 +7,7 @@ to 30 s); clips over 30 s are cut into 30 s windows whose frames are joined befo
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any, ClassVar, Literal
@@ -16,6 +17,9 @@ from pydantic import Field, field_validator
 
 from fusionkit.sdk import hookimpl
 from fusionkit.sdk.base import Encoder, LayerChoice, Options, Pooling
+from fusionkit.sdk.torch_models import Precision
+
+log = logging.getLogger("fusionkit")
 
 SAMPLES_PER_FRAME = 160
 WINDOW_SAMPLES = 30 * 16000
@@ -30,7 +34,9 @@ class WhisperOptions(Options):
     pad_to: Literal["own"] | float = Field("own", description="'own' = each clip's own length; seconds (<= 30) = "
                                                  "zero-pad shorter clips to that length, as Whisper was trained with "
                                                  "30")
-    device: Literal["cpu", "cuda", "mps"] = Field("cpu", description="fp16 weights on cuda/mps")
+    device: Literal["cpu", "cuda", "mps"] = Field("cpu", description="fp16 weights on cuda/mps (see precision)")
+    precision: Precision = Field("auto", description="auto = bf16 on a CPU with native bf16 (AMX/AVX512-BF16), "
+                                 "fp16 on cuda/mps, else fp32; or fp32, bf16, fp16")
     batch_size: int = Field(16, ge=1)
     threads: int | None = Field(None, ge=1, description="torch CPU threads while encoding, restored afterwards "
                                 "(default: torch's choice)")
@@ -78,23 +84,37 @@ class WhisperEncoderPlugin(Encoder):
 
     def identity(self) -> dict[str, Any]:
         """Options that change the states (not the model's spelling, batch size or threads) + the weights' digest."""
+        from fusionkit.sdk.torch_models import precision_identity
+
         ident = super().identity()
         for k in ("model", "batch_size", "threads"):
             ident["options"].pop(k, None)
-        return ident
+        return precision_identity(ident, self.options.precision, self.options.device)
+
+    def precision(self) -> str:
+        """The precision the model runs in here (``auto`` decided for this machine and device)."""
+        from fusionkit.sdk.torch_models import resolve_precision
+
+        return resolve_precision(self.options.precision, self.options.device)
+
+    def run_info(self) -> dict[str, Any]:
+        """How this encoder computes, for metrics.json: the resolved precision."""
+        return {"precision": self.precision()}
 
     # ---------------------------------------------------------- work
     def load(self) -> None:
         if self._runner is not None:
             return
-        from fusionkit.sdk.torch_models import half_precision, resolve_device
+        from fusionkit.sdk.torch_models import precision_dtype, resolve_device
         from fusionkit_plugins.whisper_mel import LogMel
         from fusionkit_plugins.whisper_model import WhisperStates, load_whisper_encoder
 
         o = self.options
         device = resolve_device(o.device, self.name)
         encoder, n_mels, _ = load_whisper_encoder(self.resolved(), o.trust_remote_code)
-        self._runner = WhisperStates(encoder, device, half=half_precision(device))
+        precision = self.precision()
+        self._runner = WhisperStates(encoder, device, dtype=precision_dtype(precision))
+        log.info("%s: running in %s on %s", self.name, precision, device)
         self._n_layers = self._runner.n_layers
         self._mel = LogMel(n_mels)
 

@@ -67,13 +67,15 @@ class WhisperStates:
     in the states the decoder attends to.
     """
 
-    def __init__(self, encoder, device: Any = "cpu", half: bool = False):
-        """``device``: a torch device or its name; ``half``: float16 weights (see ``fusionkit.sdk.torch_models``)."""
+    def __init__(self, encoder, device: Any = "cpu", half: bool = False, dtype: Any = None):
+        """``device``: a torch device or its name; ``dtype``: the weights' and activations' torch dtype
+        (default float16 where ``half``, else float32; see ``fusionkit.sdk.torch_models.resolve_precision``).
+        The states are returned in float32 whatever the dtype, so pooling accumulates in float32."""
         import torch
 
         from fusionkit.sdk.torch_models import for_inference
 
-        self.dtype = torch.float16 if half else torch.float32
+        self.dtype = dtype if dtype is not None else (torch.float16 if half else torch.float32)
         self.encoder = for_inference(encoder, device, self.dtype)
         self.device = device
         self.n_layers = len(encoder.layers)

@@ -14,6 +14,7 @@ SHARED_DATA = (REPO / ".." / "shared" / "data").resolve()
 def _isolated_cache(tmp_path_factory, monkeypatch):
     monkeypatch.setenv("FUSIONKIT_CACHE_DIR", str(tmp_path_factory.getbasetemp() / "fk-cache"))
     monkeypatch.setenv("FUSIONKIT_PROGRESS", "0")
+    monkeypatch.setenv("FUSIONKIT_CPU_BF16", "0")  # precision: auto stays fp32, whichever CPU runs the suite
     from fusionkit import registry as plugins
 
     plugins.reset()

@@ -4,6 +4,10 @@
   unavailable one is a :class:`DeviceError` naming the plugin. :data:`DeviceName` checks the
   spelling in an options model, before anything is loaded;
 * :func:`half_precision` / :func:`model_dtype`: float16 weights on an accelerator, float32 on the CPU;
+* :func:`resolve_precision` / :func:`precision_dtype` / :func:`precision_identity`: the ``precision`` option
+  (``auto | fp32 | bf16 | fp16``) of the torch encoders; ``auto`` is bfloat16 on a CPU with native bf16
+  (:func:`native_cpu_bf16`: AMX or AVX512-BF16, read from /proc/cpuinfo at run time), float16 on an
+  accelerator, float32 otherwise;
 * :func:`torch_threads`: torch's intra-op CPU threads set for a block of work, then restored;
   :func:`inference`: that, with gradients off (``torch.inference_mode``), around an encoder's forward passes;
 * :func:`pretrained_kwargs`, :func:`load_config`, :func:`load_pretrained`, :func:`for_inference`: a
@@ -20,10 +24,13 @@ plugin module that imports it) loads neither.
 
 from __future__ import annotations
 
+import os
 import re
 from collections.abc import Iterator
 from contextlib import contextmanager
-from typing import TYPE_CHECKING, Annotated, Any
+from functools import lru_cache
+from pathlib import Path
+from typing import TYPE_CHECKING, Annotated, Any, Literal
 
 from pydantic import AfterValidator
 
@@ -31,6 +38,11 @@ if TYPE_CHECKING:
     import torch
 
 DEVICE_CHOICES = "cpu, cuda, cuda:N, mps or auto"
+Precision = Literal["auto", "fp32", "bf16", "fp16"]
+"""The ``precision`` option of the torch encoders (see :func:`resolve_precision`)."""
+CPU_BF16_FLAGS = frozenset({"amx_bf16", "avx512_bf16"})
+"""/proc/cpuinfo flags of a CPU that computes bfloat16 natively (Intel AMX, AVX512-BF16 on Intel and AMD)."""
+CPUINFO = Path("/proc/cpuinfo")
 _DEVICE_NAME = re.compile(r"^(cpu|cuda(:\d+)?|mps|auto)$")
 
 
@@ -90,6 +102,92 @@ def model_dtype(device: torch.device) -> torch.dtype:
     import torch
 
     return torch.float16 if half_precision(device) else torch.float32
+
+
+def cpu_flags(path: Path = CPUINFO) -> frozenset[str]:
+    """The CPU's feature flags from ``path`` (the first ``flags`` line); empty where it cannot be read (not Linux).
+
+    ``FUSIONKIT_CPU_BF16=0`` hides this machine's bf16 flags, so ``auto`` stays fp32 on any CPU (the test suite sets
+    it: its tolerances are those of fp32 on every machine CI may use)."""
+    flags = _read_flags(path)
+    if path == CPUINFO and os.environ.get("FUSIONKIT_CPU_BF16") == "0":
+        flags = flags - CPU_BF16_FLAGS
+    return flags
+
+
+@lru_cache(maxsize=4)
+def _read_flags(path: Path) -> frozenset[str]:
+    try:
+        with open(path, encoding="utf-8", errors="replace") as f:
+            for line in f:
+                key, _, value = line.partition(":")
+                if key.strip() in ("flags", "Features"):
+                    return frozenset(value.split())
+    except OSError:
+        pass
+    return frozenset()
+
+
+def native_cpu_bf16(flags: frozenset[str] | None = None) -> bool:
+    """Whether the CPU (its ``flags``; default: this machine's) computes bfloat16 natively."""
+    return bool(CPU_BF16_FLAGS & (cpu_flags() if flags is None else flags))
+
+
+def device_type(device: Any) -> str:
+    """``cpu``, ``cuda``, ``mps``, ... of a torch device or a device name (``cuda:1`` -> ``cuda``; ``auto``: CUDA
+    when torch sees one, else ``cpu``, which imports torch)."""
+    kind = getattr(device, "type", None)
+    kind = str(kind if kind is not None else device).split(":", 1)[0]
+    if kind == "auto":
+        import torch
+
+        return "cuda" if torch.cuda.is_available() else "cpu"
+    return kind
+
+
+def legacy_precision(device: Any) -> str:
+    """What the encoders ran in before the ``precision`` option: fp16 on an accelerator, fp32 on the CPU.
+
+    Cached embeddings of that precision keep their cache key (:func:`precision_identity`).
+    """
+    return "fp32" if device_type(device) == "cpu" else "fp16"
+
+
+def resolve_precision(precision: str, device: Any, flags: frozenset[str] | None = None) -> str:
+    """``fp32``, ``bf16`` or ``fp16``: ``precision`` with ``auto`` decided for ``device`` (a torch device or name).
+
+    ``auto`` is bf16 on a CPU with native bf16 (:func:`native_cpu_bf16` of ``flags``, default this machine's),
+    fp32 on other CPUs, and fp16 on an accelerator (CUDA, MPS), as before the option existed.
+    """
+    if precision not in ("auto", "fp32", "bf16", "fp16"):
+        raise ValueError(f"precision {precision!r} is not one of auto, fp32, bf16, fp16")
+    if precision != "auto":
+        return precision
+    if device_type(device) != "cpu":
+        return "fp16"
+    return "bf16" if native_cpu_bf16(flags) else "fp32"
+
+
+def precision_dtype(precision: str) -> torch.dtype:
+    """The torch dtype of a resolved precision (``fp32``, ``bf16``, ``fp16``)."""
+    import torch
+
+    return {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}[precision]
+
+
+def precision_identity(ident: dict[str, Any], precision: str, device: Any, legacy: str | None = None) -> dict[str, Any]:
+    """An encoder's identity (cache key) with its ``precision`` option replaced by what it computes.
+
+    The option's spelling never enters the key; the resolved precision does only where it differs from
+    ``legacy``, what the encoder computed in before the option existed (default :func:`legacy_precision`:
+    fp32 on the CPU, fp16 on an accelerator), so those embeddings keep their keys and ``auto`` shares them
+    wherever it resolves to them.
+    """
+    ident["options"].pop("precision", None)
+    resolved = resolve_precision(precision, device)
+    if resolved != (legacy or legacy_precision(device)):
+        ident["precision"] = resolved
+    return ident
 
 
 @contextmanager
