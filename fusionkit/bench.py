@@ -18,6 +18,10 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from fusionkit.recipe import EngineSpec
 
 log = logging.getLogger("fusionkit")
 ROW_FIELDS = ["cell", "dataset", "encoders", "head", "seeds", "status", "uar", "uar_std", "wa", "macro_f1",
@@ -51,6 +55,7 @@ def load_grid(path: Path, overrides: list[str]) -> tuple[str, list[Cell]]:
 
     grid, base = _read_grid(path, overrides)
     base.pop("tracking", None)  # the grid tracks its cells (grid_tracking); a cell's id does not depend on it
+    base.pop("engine", None)  # where cells run (grid_engine) changes neither a cell's id nor its results
     blocks = grid.get("axes") or {}
     blocks = blocks if isinstance(blocks, list) else [blocks]  # a list of axis blocks: the union of their products
     cells, problems, seen = [], [], set()
@@ -92,6 +97,21 @@ def grid_tracking(path: Path, overrides: list[str]) -> dict | None:
     except ValidationError as exc:
         raise RecipeError(pydantic_lines(str(path), exc, ("tracking",))) from exc
     return spec.mlflow.model_dump() if spec is not None and spec.mlflow is not None else None
+
+
+def grid_engine(path: Path, overrides: list[str]) -> EngineSpec | None:
+    """The grid's ``engine`` block (the grid file's own, else its base recipe's) as an EngineSpec, or None.
+    Raise RecipeError naming the field of a malformed block."""
+    from pydantic import ValidationError
+
+    from fusionkit.recipe import EngineSpec, RecipeError, pydantic_lines
+
+    grid, base = _read_grid(path, overrides)
+    block = grid["engine"] if "engine" in grid else base.get("engine")
+    try:
+        return EngineSpec.model_validate(block) if block is not None else None
+    except ValidationError as exc:
+        raise RecipeError(pydantic_lines(str(path), exc, ("engine",))) from exc
 
 
 def _expand_block(path: Path, base: dict, axes: dict, problems: list[str]) -> list[Cell]:
@@ -136,7 +156,39 @@ def _encoder_key(cell: Cell, e: dict) -> str:
     return data_key + "|" + json.dumps({"plugin": e["plugin"], "options": e.get("options") or {}}, sort_keys=True)
 
 
-def encode_all(cells: list[Cell], out: Path, echo: Callable[[str], None] = log.warning) -> dict:
+def _groups(cells: list[Cell]) -> dict[str, tuple[dict, dict]]:
+    """data key -> (a recipe of that dataset, {encoder key: encoder spec}) over ``cells``."""
+    by_data: dict[str, tuple[dict, dict]] = {}
+    for cell in cells:
+        data_key = json.dumps(cell.recipe["data"], sort_keys=True, default=str)
+        encs = by_data.setdefault(data_key, (cell.recipe, {}))[1]
+        for e in cell.recipe["encoders"]:
+            encs.setdefault(_encoder_key(cell, e), e)
+    return by_data
+
+
+def _group_recipe(template: dict, encs: dict, engine: EngineSpec | None = None) -> dict:
+    raw = copy.deepcopy(template)
+    raw["encoders"] = [{"plugin": e["plugin"], "options": e.get("options") or {}, "name": f"e{i}"}
+                       for i, e in enumerate(encs.values())]
+    if engine is not None:
+        raw["engine"] = engine.model_dump()
+    return raw
+
+
+def encode_grid(cells: list[Cell], echo: Callable[[str], None] = log.warning,
+                engine: EngineSpec | None = None) -> tuple[int, int]:
+    """Fill the cache for every (dataset, encoder) of ``cells``, fitting nothing; (computed, cached)."""
+    computed = cached = 0
+    for template, encs in _groups(cells).values():
+        raw = _group_recipe(template, encs, engine)
+        embeddings = _encode_group(raw, echo)
+        computed, cached = computed + embeddings["computed"], cached + embeddings["cached"]
+    return computed, cached
+
+
+def encode_all(cells: list[Cell], out: Path, echo: Callable[[str], None] = log.warning,
+               engine: EngineSpec | None = None) -> dict:
     """Encode every distinct (dataset, encoder) once, before any head is fitted.
 
     Returns (and keeps in ``out/encode.json``) what each cell's row reports: ``caches`` maps an
@@ -153,16 +205,8 @@ def encode_all(cells: list[Cell], out: Path, echo: Callable[[str], None] = log.w
     if "caches" not in state:  # older layout: start afresh
         state = {"caches": {}, "cost": {}}
     state["computed"] = {}
-    by_data: dict[str, tuple[dict, dict]] = {}
-    for cell in cells:
-        data_key = json.dumps(cell.recipe["data"], sort_keys=True, default=str)
-        encs = by_data.setdefault(data_key, (cell.recipe, {}))[1]
-        for e in cell.recipe["encoders"]:
-            encs.setdefault(_encoder_key(cell, e), e)
-    for data_key, (template, encs) in by_data.items():
-        raw = copy.deepcopy(template)
-        raw["encoders"] = [{"plugin": e["plugin"], "options": e.get("options") or {}, "name": f"e{i}"}
-                           for i, e in enumerate(encs.values())]
+    for data_key, (template, encs) in _groups(cells).items():
+        raw = _group_recipe(template, encs, engine)
         try:
             embeddings = _encode_group(raw, echo)
         except Exception as exc:  # noqa: BLE001 - e.g. an unreadable corpus: its cells fail with the reason
@@ -259,23 +303,27 @@ def _cell_file(out: Path, cell: Cell) -> Path:
 
 
 def run_grid(grid_path: Path, out: Path, overrides: list[str], workers: int, retry_failed: bool,
-             echo: Callable[[str], None] = log.info, mlflow: str | None = None) -> list[dict]:
+             echo: Callable[[str], None] = log.info, mlflow: str | None = None,
+             engine: EngineSpec | None = None) -> list[dict]:
     """Run the cells of ``grid_path`` not finished in ``out`` and render the results; return every row.
 
     Progress lines (cells to run, the encoding time, failed cells) go to ``echo``. A grid with
     problems raises :class:`~fusionkit.recipe.RecipeError` before anything runs. With ``mlflow`` (a tracking URI,
     "" for the default) or a ``tracking`` block, the grid is logged to MLflow at the end (cells logged before are
     not logged again); without the extra, :class:`~fusionkit.tracking.TrackingError` before anything runs.
+    ``engine`` (an EngineSpec; default: the grid's ``engine`` block, else local): with ray, the encoding phase
+    runs in Ray actors and each cell is a Ray task (``workers`` is then the cluster's business).
     """
     import multiprocessing as mp
     from concurrent.futures import ProcessPoolExecutor, as_completed
 
     from fusionkit import tracking
-    from fusionkit.fileio import atomic_write_text
+    from fusionkit.engine import is_ray
     from fusionkit.progress import bar
     from fusionkit.resources import threads
 
     name, cells = load_grid(grid_path, overrides)
+    engine = engine if engine is not None else grid_engine(grid_path, overrides)
     where = tracking.target(mlflow, grid_tracking(grid_path, overrides), name)
     out.mkdir(parents=True, exist_ok=True)
     (out / "grid.json").write_text(json.dumps({"name": name, "grid": str(grid_path), "overrides": overrides,
@@ -289,7 +337,23 @@ def run_grid(grid_path: Path, out: Path, overrides: list[str], workers: int, ret
                 continue
         todo.append(cell)
     echo(f"{name}: {len(cells)} cells, {len(cells) - len(todo)} already finished, {len(todo)} to run")
-    if todo:
+    if todo and is_ray(engine):
+        from fusionkit.engine.ray_engine import connect, run_tasks
+
+        connect(engine)  # an unreachable cluster is one error before anything runs
+        t = time.perf_counter()
+        timings = encode_all(todo, out, echo, engine)
+        echo(f"encoding phase: {time.perf_counter() - t:.1f} s")
+        by_id = {c.id: c for c in todo}
+        results = run_tasks(run_cell, [(c.id, c.recipe, str(out / "cells" / c.id)) for c in todo], engine)
+        try:
+            with bar(total=len(todo), desc=f"grid {name}", unit="cell") as progress:
+                for cid, row in results:
+                    _record(out, by_id[cid], row, timings, echo)
+                    progress.update(1)
+        finally:
+            results.close()  # Ctrl-C or any error: the cells not finished are cancelled
+    elif todo:
         t = time.perf_counter()
         timings = encode_all(todo, out, echo)
         echo(f"encoding phase: {time.perf_counter() - t:.1f} s")
@@ -306,12 +370,7 @@ def run_grid(grid_path: Path, out: Path, overrides: list[str], workers: int, ret
                         row = fut.result()
                     except Exception as exc:  # noqa: BLE001 - e.g. a worker killed by the OS
                         row = {"status": "failed", "error": f"{type(exc).__name__}: {exc}"}
-                    encode_s, computed = _cell_encoding(cell, timings)
-                    row.update(cell=cell.id, dataset=cell.dataset, encoders=cell.encoders, head=cell.head,
-                               seeds=cell.seeds, encode_s=encode_s, computed=row.get("computed", 0) + computed)
-                    atomic_write_text(_cell_file(out, cell), json.dumps(row, indent=2))
-                    if row["status"] != "done":
-                        echo(f"cell {cell.id} failed: {row['error']}")
+                    _record(out, cell, row, timings, echo)
                     progress.update(1)
         except BaseException:  # Ctrl-C (KeyboardInterrupt) or anything else: start no new cell, end the workers
             stop_pool(pool)
@@ -322,6 +381,18 @@ def run_grid(grid_path: Path, out: Path, overrides: list[str], workers: int, ret
         parent, new = tracking.log_grid(out, rows, name, where)
         echo(f"MLflow: grid run {parent} in {where.uri} (experiment {where.experiment}), {new} cell run(s) logged")
     return rows
+
+
+def _record(out: Path, cell: Cell, row: dict, timings: dict, echo: Callable[[str], None]) -> None:
+    """Complete a finished cell's row and write its cell.json (atomically: a cell file is whole or absent)."""
+    from fusionkit.fileio import atomic_write_text
+
+    encode_s, computed = _cell_encoding(cell, timings)
+    row.update(cell=cell.id, dataset=cell.dataset, encoders=cell.encoders, head=cell.head,
+               seeds=cell.seeds, encode_s=encode_s, computed=row.get("computed", 0) + computed)
+    atomic_write_text(_cell_file(out, cell), json.dumps(row, indent=2))
+    if row["status"] != "done":
+        echo(f"cell {cell.id} failed: {row['error']}")
 
 
 def stop_pool(pool) -> None:

@@ -126,6 +126,16 @@ class TrackingSpec(Strict):
     mlflow: MlflowSpec | None = Field(None, description="log the finished run to MLflow (the mlflow extra)")
 
 
+class EngineSpec(Strict):
+    kind: Literal["local", "ray"] = Field("local", description="local: this machine; ray: a Ray cluster (ray extra)")
+    address: str | None = Field(None, description="ray: a cluster to join ('auto': the running one); none starts "
+                                                  "a local instance")
+    shared_cache: bool = Field(False, description="ray: workers write cache entries themselves (the cache folder "
+                                                  "is on a path every node shares); else the driver writes them")
+    cpus_per_task: int = Field(1, ge=1, description="ray: CPUs (and threads) each encoder actor and grid cell "
+                                                    "declares")
+
+
 class Recipe(Strict):
     name: str = "run"
     description: str = ""
@@ -143,6 +153,8 @@ class Recipe(Strict):
                             "before the folds; recorded in the protocol")
     cache: CacheSpec = Field(default_factory=CacheSpec)
     tracking: TrackingSpec | None = Field(None, description="experiment tracking: {mlflow: {uri, experiment}}")
+    engine: EngineSpec | None = Field(None, description="where encoding runs: {kind: local|ray, address, "
+                                                        "shared_cache}")
 
     @field_validator("name")
     @classmethod
@@ -527,6 +539,7 @@ def plugin_options(kind: str, name: str, options: dict):
 
 
 def dump(recipe: Recipe) -> str:
-    """The resolved recipe as YAML (``tracking`` only when set, so untracked recipes dump as before)."""
-    exclude = {"tracking"} if recipe.tracking is None else None
+    """The resolved recipe as YAML (``tracking`` only when set, so untracked recipes dump as before; never
+    ``engine``, which says where a run ran, not what it computed)."""
+    exclude = {"engine"} | ({"tracking"} if recipe.tracking is None else set())
     return yaml.safe_dump(recipe.model_dump(mode="json", exclude=exclude), sort_keys=False, allow_unicode=True)

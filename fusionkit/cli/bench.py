@@ -8,6 +8,7 @@ from pathlib import Path
 
 import click
 
+from fusionkit.cli.engine import engine_options, resolve_engine
 from fusionkit.cli.report import mlflow_option
 
 
@@ -25,10 +26,11 @@ def _progress(line: str) -> None:
 @click.option("--report", "report_dir", type=click.Path(path_type=Path, exists=True, file_okay=False),
               help="Only re-render results.csv/.md, report.html and the heatmap of a finished folder.")
 @mlflow_option
+@engine_options
 def bench_command(grid: Path | None, out: Path | None, overrides: tuple[str, ...], workers: int | None,
-                  retry_failed: bool, report_dir: Path | None, mlflow: str | None) -> None:
+                  retry_failed: bool, report_dir: Path | None, mlflow: str | None, **engine) -> None:
     """Run a benchmark GRID (encoders x fusion heads x datasets x seeds), resumably."""
-    from fusionkit.bench import render, run_grid
+    from fusionkit.bench import grid_engine, render, run_grid
     from fusionkit.recipe import RecipeError
     from fusionkit.tracking import TrackingError
 
@@ -40,8 +42,9 @@ def bench_command(grid: Path | None, out: Path | None, overrides: tuple[str, ...
         raise click.UsageError("give a GRID file, or --report DIR")
     out = out or Path("bench-out") / grid.stem
     try:
+        spec = resolve_engine(grid_engine(grid, list(overrides)), **engine)
         rows = run_grid(grid, out, list(overrides), workers or min(2, os.cpu_count() or 1), retry_failed,
-                        echo=_progress, mlflow=mlflow)
+                        echo=_progress, mlflow=mlflow, engine=spec)
     except RecipeError as exc:
         for line in exc.lines:
             click.echo(f"error: {line}", err=True)

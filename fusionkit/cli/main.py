@@ -16,6 +16,7 @@ import click
 from fusionkit import __version__
 from fusionkit.cli.bench import bench_command
 from fusionkit.cli.bundle import export_command, predict_command
+from fusionkit.cli.engine import encode_command, engine_options, resolve_engine
 from fusionkit.cli.report import log_run_or_exit, mlflow_option, report_command, tracking_target
 from fusionkit.cli.serve import serve_command
 from fusionkit.cli.tables import plugin_table, results_table, size_text, survey_lines
@@ -124,9 +125,11 @@ def _surveys(recipe: str, r) -> list:
 @set_option
 @click.option("--out", type=click.Path(path_type=Path), help="Run directory (default runs/NAME-TIMESTAMP).")
 @mlflow_option
-def run(recipe: str, overrides, out: Path | None, mlflow: str | None) -> None:
+@engine_options
+def run(recipe: str, overrides, out: Path | None, mlflow: str | None, **engine) -> None:
     """Run RECIPE: encode (cached), fit the fusion head per fold, write metrics and a report."""
     r = _load(recipe, overrides)
+    r.engine = resolve_engine(r.engine, **engine)
     tracked = tracking_target(mlflow, r.tracking.mlflow if r.tracking else None, r.name)
     from fusionkit.pipeline.run import default_run_dir
     from fusionkit.pipeline.run import run as do_run
@@ -241,6 +244,7 @@ def cache_clean(cache_dir: Path | None, min_age: float) -> None:
 
 
 main.add_command(bench_command, "bench")
+main.add_command(encode_command, "encode")
 main.add_command(export_command, "export")
 main.add_command(predict_command, "predict")
 main.add_command(serve_command, "serve")

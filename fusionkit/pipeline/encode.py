@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -67,8 +67,11 @@ def encode_clips(
     cache_root: Path,
     audio_digests: dict[str, str],
     label: str | None = None,
+    engine: EngineSpec | None = None,
 ) -> EncodeResult:
-    """Features for every clip the encoder can take; misses are encoded (shortest first) and cached."""
+    """Features for every clip the encoder can take; misses are encoded (shortest first) and cached.
+
+    With the ray ``engine`` the misses are encoded by Ray actors, in the same batches (the same features)."""
     start = time.perf_counter()
     result = EncodeResult()
     cache = EmbeddingCache(cache_root, encoder.cache_key(), encoder.identity())
@@ -87,14 +90,14 @@ def encode_clips(
             result.features[clip.id] = selected
             result.cached += 1
     if misses:
-        load_encoder(encoder, label)
         misses = _by_length(encoder, misses)
         inputs = [clip.text if encoder.modality == "text" else clip.path for clip, _ in misses]
         with bar(total=len(misses), desc=f"encoding {label or encoder.name}", unit="clip") as progress:
-            for out in featurize(encoder, inputs):
+            for out in _featurize(encoder, inputs, [key for _, key in misses], cache, label, engine):
                 clip, key = misses[out.index]
                 if out.ok:
-                    cache.put(key, out.arrays)  # a cache that cannot be written warns once; the features are used
+                    if out.arrays is not None:  # None: written by a ray worker on a shared cache path
+                        cache.put(key, out.arrays)  # a cache that cannot be written warns once; features are used
                     result.features[clip.id] = out.features
                     result.computed += 1
                 else:
@@ -102,6 +105,21 @@ def encode_clips(
                 progress.update(1)
     result.seconds = time.perf_counter() - start
     return result
+
+
+def _featurize(encoder: Encoder, inputs: list, keys: list[str], cache: EmbeddingCache, label: str | None,
+               engine: EngineSpec | None) -> Iterator[Featurized]:
+    """featurize here (the encoder loaded in this process), or on the ray engine's actors."""
+    from fusionkit.engine import is_ray
+
+    if not is_ray(engine):
+        load_encoder(encoder, label)
+        yield from featurize(encoder, inputs)
+        return
+    from fusionkit.engine.ray_engine import featurize_on_ray
+
+    shared = (str(cache.root), cache.dir.name, encoder.identity()) if engine.shared_cache else None
+    yield from featurize_on_ray(encoder, inputs, keys, label or encoder.name, engine, load_encoder, shared)
 
 
 def load_encoder(encoder: Encoder, label: str | None = None) -> None:
@@ -129,12 +147,12 @@ def _by_length(encoder: Encoder, misses: list[tuple[Clip, str]]) -> list[tuple[C
 
 
 def _encode_one(encoder: Encoder, clips: Sequence[Clip], cache_root: Path, digests: dict[str, str], name: str,
-                isolate: bool) -> EncodeResult:
+                isolate: bool, engine: EngineSpec | None = None) -> EncodeResult:
     """:func:`encode_clips`; with ``isolate``, an encoder failing as a whole skips every clip with the reason."""
     if not isolate:
-        return encode_clips(encoder, clips, cache_root, digests, label=name)
+        return encode_clips(encoder, clips, cache_root, digests, label=name, engine=engine)
     try:
-        return encode_clips(encoder, clips, cache_root, digests, label=name)
+        return encode_clips(encoder, clips, cache_root, digests, label=name, engine=engine)
     except Exception as exc:  # noqa: BLE001 - the grid records the failure in the cells that use this encoder
         reason = f"encoder failed: {type(exc).__name__}: {exc}"
         log.debug("%s: %s", name, reason, exc_info=True)
@@ -144,7 +162,7 @@ def _encode_one(encoder: Encoder, clips: Sequence[Clip], cache_root: Path, diges
 # ---------------------------------------------------------------- the encode stage of a run
 
 if TYPE_CHECKING:
-    from fusionkit.recipe import Recipe
+    from fusionkit.recipe import EngineSpec, Recipe
 
 
 @dataclass
@@ -191,15 +209,16 @@ def encode_recipe(recipe: Recipe, clips: Sequence[Clip], run_dir: Path | None = 
     features, sequences, counts = {}, {}, {}
     start = time.perf_counter()
     for name, encoder in encoders.items():
-        result = _encode_one(encoder, clips, cache_root, digests, name, isolate)
+        result = _encode_one(encoder, clips, cache_root, digests, name, isolate, recipe.engine)
         for cid, reason in result.skipped.items():
             skipped.setdefault(cid, f"{name}: {reason}")
         features[name] = result.features
         sequences[name] = encoder.is_sequence()
+        info = encoder.run_info() if hasattr(encoder, "run_info") else {}  # e.g. a torch encoder's precision
         counts[name] = {"computed": result.computed, "cached": result.cached, "seconds": round(result.seconds, 2),
-                        "cache_key": encoder.cache_key()}
-        log.info("%s: %d embeddings computed, %d from cache (%.1f s)", name, result.computed, result.cached,
-                 result.seconds)
+                        "cache_key": encoder.cache_key(), **info}
+        log.info("%s: %d embeddings computed, %d from cache (%.1f s)%s", name, result.computed, result.cached,
+                 result.seconds, "".join(f", {k} {v}" for k, v in info.items()))
     embeddings = {"computed": sum(c["computed"] for c in counts.values()),
                   "cached": sum(c["cached"] for c in counts.values()),
                   "per_encoder": counts, "cache_dir": str(cache_root)}
