@@ -151,7 +151,10 @@ def validation_split(
     from sklearn.model_selection import train_test_split
 
     counts = np.bincount(y)
-    strat = y if counts[counts > 0].min() >= 2 else None
+    n_classes = int((counts > 0).sum())
+    n_val = int(np.ceil(fraction * n))
+    # stratify when every class can be on both sides; otherwise a plain random split
+    strat = y if counts[counts > 0].min() >= 2 and min(n_val, n - n_val) >= n_classes else None
     tr, va = train_test_split(idx, test_size=fraction, random_state=seed, stratify=strat)
     return np.sort(tr), np.sort(va)
 
