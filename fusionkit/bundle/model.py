@@ -126,11 +126,19 @@ class Bundle:
         unless ``trust_remote_code`` is passed here; model folders must lie inside the bundle; each encoder's
         model identity (weights digest) must be the one recorded at export.
         """
+        root = Path(path)
+        recipe, head, outputs, encoders = cls.read_parts(root, verify, trust_remote_code)
+        check_identities(root, encoders)
+        return cls.assemble(root, recipe, encoders, head, outputs)
+
+    @staticmethod
+    def read_parts(root: Path, verify: bool = True, trust_remote_code: bool = False) -> tuple:
+        """(recipe, head, outputs, encoders not yet loaded) of a checked bundle folder: the steps every runtime
+        shares (file checks, the remote-code rule, models inside the bundle, the head, the output names)."""
         from fusionkit.pipeline.encode import build_encoders
         from fusionkit.recipe import plugin_options
         from fusionkit.sdk.heads import load_head
 
-        root = Path(path)
         check_files(root, read_manifest(root), verify)
         raw = bundle_recipe_raw(root)
         asked = remote_code_requests(raw)
@@ -143,8 +151,11 @@ class Bundle:
         head = load_head(fusion_cls, root / "head", fusion_options, recipe.run_seeds()[0])
         labels = json.loads((root / "labels.json").read_text())
         outputs = labels["targets"] if recipe.task.kind == "regression" else labels["classes"]
-        encoders = build_encoders(recipe)
-        check_identities(root, encoders)
+        return recipe, head, outputs, build_encoders(recipe)
+
+    @classmethod
+    def assemble(cls, root: Path, recipe, encoders: dict, head, outputs: list[str]) -> Bundle:
+        """A bundle from its parts: the training statistics a normalising bundle needs, every encoder loaded."""
         stats = read_training_stats(root, list(encoders)) if recipe.normalize != "none" else None
         for enc in encoders.values():
             enc.load()

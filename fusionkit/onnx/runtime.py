@@ -32,38 +32,15 @@ def load_onnx(path: str | Path, verify: bool = True, trust_remote_code: bool = F
     """Load a bundle with its ONNX graphs (same checks as :meth:`Bundle.load`: manifest, hashes, model folders
     inside the bundle, remote code only when allowed); encoders without a graph are loaded with their plugin."""
     from fusionkit.bundle import Bundle, BundleError
-    from fusionkit.bundle.files import (
-        bundle_recipe_raw,
-        check_files,
-        check_identities,
-        localized_models,
-        read_manifest,
-        read_training_stats,
-        remote_code_requests,
-        typed_recipe,
-    )
+    from fusionkit.bundle.files import check_identities
     from fusionkit.onnx.linear import OnnxLinearHead
     from fusionkit.onnx.whisper import OnnxWhisperEncoder
-    from fusionkit.pipeline.encode import build_encoders
-    from fusionkit.recipe import plugin_options
-    from fusionkit.sdk.heads import load_head
 
     root = Path(path)
-    check_files(root, read_manifest(root), verify)
+    recipe, head, outputs, encoders = Bundle.read_parts(root, verify, trust_remote_code)
     index = onnx_index(root)
-    raw = bundle_recipe_raw(root)
-    asked = remote_code_requests(raw)
-    if asked and not trust_remote_code:
-        raise BundleError(f"{root}: its recipe asks for trust_remote_code ({', '.join(asked)}), which runs code "
-                          "shipped with a model; if you trust where the bundle came from, pass --trust-remote-code")
-    recipe = typed_recipe(root, localized_models(root, raw))
-    cls, options = plugin_options("fusion", recipe.fusion.plugin, recipe.fusion.options)
-    head = load_head(cls, root / "head", options, recipe.run_seeds()[0])
     if index.get("head"):
         head = OnnxLinearHead(head, _graph(root, index["head"]["graph"]), threads)
-    labels = json.loads((root / "labels.json").read_text())
-    outputs = labels["targets"] if recipe.task.kind == "regression" else labels["classes"]
-    encoders = build_encoders(recipe)
     plugins = {n: e for n, e in encoders.items() if n not in index["encoders"]}
     check_identities(root, plugins)
     for name, entry in index["encoders"].items():
@@ -71,10 +48,7 @@ def load_onnx(path: str | Path, verify: bool = True, trust_remote_code: bool = F
             raise BundleError(f"{root / ONNX_INDEX}: encoder {name} is not one of the bundle's")
         encoders[name] = OnnxWhisperEncoder(encoders[name], _graph(root, entry["graph"]),
                                             _graph(root, entry["mel_filters"]), threads)
-    stats = read_training_stats(root, list(encoders)) if recipe.normalize != "none" else None
-    for enc in encoders.values():
-        enc.load()
-    return Bundle(root, recipe, encoders, head, outputs, stats)
+    return Bundle.assemble(root, recipe, encoders, head, outputs)
 
 
 def _graph(root: Path, name: str) -> Path:
