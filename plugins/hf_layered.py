@@ -95,16 +95,6 @@ class LayeredEncoder(Encoder):
             ident["options"].pop(k, None)
         return precision_identity(ident, self.options.precision, self.options.device)
 
-    def precision(self) -> str:
-        """The precision the model runs in here (``auto`` decided for this machine and device)."""
-        from fusionkit.sdk.torch_models import resolve_precision
-
-        return resolve_precision(self.options.precision, self.options.device)
-
-    def run_info(self) -> dict[str, Any]:
-        """How this encoder computes, for metrics.json: the resolved precision."""
-        return {"precision": self.precision()}
-
     # ---------------------------------------------------------- loading
     def torch_device(self):
         """The ``device`` option as a torch device; one :class:`~fusionkit.sdk.torch_models.DeviceError` if absent."""

@@ -10,7 +10,7 @@ from __future__ import annotations
 import inspect
 import logging
 from collections.abc import Sequence
-from typing import Any, ClassVar, Literal
+from typing import ClassVar, Literal
 
 import numpy as np
 from pydantic import Field
@@ -60,23 +60,6 @@ class HFTextEncoder(TextModelEncoder):
         self.tokenizer = None
         self.truncated = 0
         self._n_layers: int | None = None
-
-    # -- identity
-    def identity(self) -> dict[str, Any]:
-        """The base identity, with the precision only where it is not fp32 (what this encoder always ran in)."""
-        from fusionkit.sdk.torch_models import precision_identity
-
-        return precision_identity(super().identity(), self.options.precision, self.options.device, legacy="fp32")
-
-    def precision(self) -> str:
-        """The precision the model runs in here (``auto`` decided for this machine and device)."""
-        from fusionkit.sdk.torch_models import resolve_precision
-
-        return resolve_precision(self.options.precision, self.options.device)
-
-    def run_info(self) -> dict[str, Any]:
-        """How this encoder computes, for metrics.json: the resolved precision."""
-        return {"precision": self.precision()}
 
     # -- loading
     def load(self) -> None:

@@ -48,22 +48,6 @@ class SentenceTransformersEncoder(TextModelEncoder):
     view_options = frozenset({"normalize", "batch_size", "device", "allow_download"})
     version = "1"
 
-    def identity(self) -> dict[str, Any]:
-        """The base identity, with the precision only where it is not fp32 (what this encoder always ran in)."""
-        from fusionkit.sdk.torch_models import precision_identity
-
-        return precision_identity(super().identity(), self.options.precision, self.options.device, legacy="fp32")
-
-    def precision(self) -> str:
-        """The precision the transformer runs in here (``auto`` decided for this machine and device)."""
-        from fusionkit.sdk.torch_models import resolve_precision
-
-        return resolve_precision(self.options.precision, self.options.device)
-
-    def run_info(self) -> dict[str, Any]:
-        """How this encoder computes, for metrics.json: the resolved precision."""
-        return {"precision": self.precision()}
-
     def load(self) -> None:
         if self.model is not None:
             return

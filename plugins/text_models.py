@@ -40,6 +40,12 @@ class TextModelEncoder(Encoder):
         self.model = None
         self._identity: str | None = None
 
+    def identity(self) -> dict[str, Any]:
+        """The base identity, with the precision only where it is not fp32 (what these encoders always ran in)."""
+        from fusionkit.sdk.torch_models import precision_identity
+
+        return precision_identity(super().identity(), self.options.precision, self.options.device, legacy="fp32")
+
     def model_identity(self) -> str:
         if self._identity is None:
             self._identity = identity(self.options.model)

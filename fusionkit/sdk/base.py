@@ -148,6 +148,21 @@ class Encoder(ABC):
         blob = json.dumps(self.identity(), sort_keys=True).encode()
         return f"{self.name}-{hashlib.sha256(blob).hexdigest()[:16]}"
 
+    def precision(self) -> str | None:
+        """The precision the model runs in here, for encoders with a ``precision`` option (``auto`` decided for this
+        machine and the ``device`` option); None for the others."""
+        choice = getattr(self.options, "precision", None)
+        if choice is None:
+            return None
+        from fusionkit.sdk.torch_models import resolve_precision
+
+        return resolve_precision(choice, getattr(self.options, "device", "cpu"))
+
+    def run_info(self) -> dict[str, Any]:
+        """How this encoder computes, for metrics.json (the resolved precision, where it has one)."""
+        precision = self.precision()
+        return {} if precision is None else {"precision": precision}
+
     # -- work
     def load(self) -> None:
         """Load the model (called once, before the first batch). Heavy imports go here."""
