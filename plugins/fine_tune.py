@@ -41,6 +41,8 @@ class FineTuneOptions(NeuralOptions):
                                                     "(1500 = Whisper's 30 s)")
     device: DeviceName = Field("cpu", description="cpu, cuda, cuda:N, mps or auto (CUDA trains in bfloat16 "
                                                   "autocast)")
+    group_by_length: bool = Field(False, description="batch clips of similar length together in training (less "
+                                                     "padding: faster on corpora whose lengths vary widely)")
     predict_batch: int = Field(32, ge=1, description="clips per forward pass when predicting")
     threads: int | None = Field(None, ge=1, description="torch CPU threads (null: torch's default)")
     attention_width: int = Field(64, ge=1, description="hidden width of the attentive pooling scorer")

@@ -231,3 +231,52 @@ def _clip_paths(run: Path) -> dict[str, Path]:
 
     recipe = Recipe.model_validate(yaml.safe_load((run / "recipe.yaml").read_text()))
     return {c.id: c.path for c in load_dataset(recipe).clips()}
+
+
+def test_each_epoch_is_reported_and_slow_ones_at_info(data, monkeypatch, caplog):
+    """One line per epoch (train loss, validation UAR, best so far, seconds): DEBUG for quick epochs, INFO once
+    an epoch takes longer than training.SLOW_EPOCH_S (what long fine-tuning runs need to show progress)."""
+    import logging
+
+    from fusionkit.sdk import training
+
+    Xtr, ytr, gtr, _, _ = data
+    fit = lambda: make("weighted-layers", n_layers=L, epochs=3, patience=3, refit=True).fit(
+        {"frames": Xtr["frames"]}, ytr, CLASSES, gtr)
+    with caplog.at_level(logging.DEBUG, logger=training.__name__):
+        fit()
+    lines = [r for r in caplog.records if r.name == training.__name__]
+    epochs = [r.getMessage() for r in lines if "validation UAR" in r.getMessage()]
+    assert [m.split(":")[0] for m in epochs] == ["epoch 1/3", "epoch 2/3", "epoch 3/3"]
+    assert "(best " in epochs[-1] and "train loss" in epochs[0]
+    assert any("(refit)" in r.getMessage() for r in lines)
+    assert {r.levelno for r in lines} == {logging.DEBUG}
+    caplog.clear()
+    monkeypatch.setattr(training, "SLOW_EPOCH_S", 0.0)
+    with caplog.at_level(logging.INFO, logger=training.__name__):
+        fit()
+    assert sum("validation UAR" in r.getMessage() for r in caplog.records if r.levelno == logging.INFO) == 3
+
+
+def test_group_by_length_covers_every_clip_once_with_less_padding(data):
+    from types import SimpleNamespace
+
+    import torch
+
+    from fusionkit.sdk import training
+
+    Xtr, ytr, gtr, _, _ = data
+    head = make("weighted-layers", n_layers=L)
+    head.encoders = ["frames"]
+    head._fit_scalers({"frames": Xtr["frames"]})
+    tensors = training.Tensors(head.blocks({"frames": Xtr["frames"]}))
+    idx = torch.arange(tensors.n)
+    lengths = tensors.lengths[0]
+    padded = lambda batches: sum(int(lengths[b].max()) * len(b) - int(lengths[b].sum()) for b in batches)
+    plain = training._batches(idx, tensors, SimpleNamespace(batch_size=4), torch.Generator().manual_seed(0))
+    grouped = training._batches(idx, tensors, SimpleNamespace(batch_size=4, group_by_length=True),
+                                torch.Generator().manual_seed(0))
+    for batches in (plain, grouped):
+        assert sorted(torch.cat(batches).tolist()) == list(range(tensors.n))
+        assert all(len(b) <= 4 for b in batches)
+    assert padded(grouped) < padded(plain) / 2

@@ -12,8 +12,10 @@ from __future__ import annotations
 
 import contextlib
 import copy
+import logging
 import math
 import os
+import time
 from collections.abc import Callable
 from contextlib import contextmanager
 from pathlib import Path
@@ -25,6 +27,9 @@ from torch import nn
 from fusionkit.sdk.heads import HeadFileError, class_weights, macro_recall, validation_split
 
 PREDICT_BATCH = 256
+SLOW_EPOCH_S = 10.0  # epochs slower than this are reported at INFO (long fine-tuning runs); faster ones at DEBUG
+
+log = logging.getLogger(__name__)
 
 
 def device_of(o) -> torch.device:
@@ -184,6 +189,23 @@ def _logits(model: nn.Module, data: Tensors, idx: np.ndarray, batch: int = PREDI
     return torch.cat(out) if out else torch.zeros(0)
 
 
+def _batches(train_idx: torch.Tensor, data: Tensors, o, gen: torch.Generator) -> list[torch.Tensor]:
+    """One epoch's shuffled batches. With ``group_by_length`` (sequence inputs), clips of similar length share a
+    batch (sorted within shuffled pools of 50 batches, then the batches shuffled), so little time goes on padding."""
+    perm = train_idx[torch.randperm(len(train_idx), generator=gen)]
+    size = o.batch_size
+    lengths = next((lens for lens in data.lengths if lens is not None), None)
+    if not getattr(o, "group_by_length", False) or lengths is None:
+        return [perm[s : s + size] for s in range(0, len(perm), size)]
+    pool = size * 50
+    batches = []
+    for s in range(0, len(perm), pool):
+        part = perm[s : s + pool]
+        part = part[torch.argsort(lengths[part], descending=True, stable=True)]
+        batches += [part[b : b + size] for b in range(0, len(part), size)]
+    return [batches[i] for i in torch.randperm(len(batches), generator=gen).tolist()]
+
+
 def _run_epochs(model, data: Tensors, y: torch.Tensor, train_idx, val_idx, o, seed: int, epochs: int, weight):
     """Train; with ``val_idx``, keep the weights of the epoch with the best validation UAR."""
     device = next(model.parameters()).device
@@ -198,9 +220,8 @@ def _run_epochs(model, data: Tensors, y: torch.Tensor, train_idx, val_idx, o, se
     since = 0
     for epoch in range(1, epochs + 1):
         model.train()
-        perm = train_idx[torch.randperm(len(train_idx), generator=gen)]
-        for start in range(0, len(perm), o.batch_size):
-            idx = perm[start : start + o.batch_size]
+        started, total, seen = time.perf_counter(), 0.0, 0
+        for idx in _batches(train_idx, data, o, gen):
             if len(idx) < 2:
                 continue
             xs, ms = data.batch(idx, device)
@@ -211,7 +232,10 @@ def _run_epochs(model, data: Tensors, y: torch.Tensor, train_idx, val_idx, o, se
             loss.backward()
             nn.utils.clip_grad_norm_(model.parameters(), 1.0)
             opt.step()
+            total, seen = total + float(loss.detach()) * len(idx), seen + len(idx)
+        line = f"epoch {epoch}/{epochs}: train loss {total / max(seen, 1):.4f}"
         if val_idx is None:
+            _report_epoch(line + " (refit)", started)
             continue
         logits = _logits(model, data, val_idx, predict_batch, device)
         uar = macro_recall(y_val, torch.softmax(logits, dim=1).numpy())
@@ -221,12 +245,18 @@ def _run_epochs(model, data: Tensors, y: torch.Tensor, train_idx, val_idx, o, se
             since = 0
         else:
             since += 1
-            if since >= o.patience:
-                break
+        _report_epoch(f"{line}, validation UAR {uar:.4f} (best {best['uar']:.4f} at epoch {best['epoch']})", started)
+        if since >= o.patience:
+            break
     if val_idx is not None and best["state"] is not None:
         model.load_state_dict(best["state"])
     return {"best_epoch": best["epoch"] if val_idx is not None else epochs,
             "val_uar": None if val_idx is None else round(float(best["uar"]), 6)}
+
+
+def _report_epoch(line: str, started: float) -> None:
+    seconds = time.perf_counter() - started
+    log.log(logging.INFO if seconds >= SLOW_EPOCH_S else logging.DEBUG, "%s, %.1f s", line, seconds)
 
 
 def train(build: Callable[[], nn.Module], blocks, y: np.ndarray, groups: np.ndarray | None, o, seed: int):
