@@ -124,6 +124,27 @@ class LayeredEncoder(Encoder):
         self.model = for_inference(model, device, self.dtype)
         log.info("%s: running in %s on %s", self.name, self.precision(), device)
 
+    # ---------------------------------------------------------- fine-tuning
+    fine_tunable: ClassVar[tuple[str, ...]] = ()  # model types whose blocks fusionkit_plugins.hf_top can train
+
+    def trainable_top(self, blocks: int | None = None):
+        """The blocks after the selected hidden state (one index, ``pooling: none``), with this model's weights."""
+        from fusionkit_plugins.hf_top import trainable_top
+
+        o = self.options
+        if o.pooling != "none" or not isinstance(o.layers, int):
+            raise ValueError(f"{self.name}: fine-tuning needs frames of one layer: set layers to one index and "
+                             f"pooling: none")
+        (start,) = self.sequence_layers()
+        self.load()
+        return trainable_top(self.model, start, blocks, self.name, self.fine_tunable)
+
+    @classmethod
+    def build_top(cls, spec):
+        from fusionkit_plugins.hf_top import build_top
+
+        return build_top(spec, cls.name, cls.fine_tunable)
+
     def _unreachable(self, exc: OSError) -> OSError:
         """One line for a hub id that is neither cached nor downloadable (other errors unchanged)."""
         if Path(self.model_path).is_dir():

@@ -25,6 +25,7 @@ log = logging.getLogger("fusionkit")
 
 T5_TYPES = {"t5": "T5EncoderModel", "mt5": "MT5EncoderModel", "umt5": "UMT5EncoderModel"}
 # learned absolute positions offset by padding_idx + 1 (514 positions -> 512 tokens)
+TEXT_FAMILIES = ("bert", "roberta", "xlm-roberta", "camembert", "electra")  # fine-tunable (fusionkit_plugins.hf_top)
 OFFSET_POSITIONS = {"roberta", "xlm-roberta", "camembert", "longformer", "data2vec-text", "xmod"}
 
 
@@ -144,7 +145,7 @@ class HFTextEncoder(TextModelEncoder):
     def trainable_top(self, blocks: int | None = None):
         """The layers after the selected hidden state (one index, ``pooling: none``), with this model's weights."""
         from fusionkit.sdk.torch_models import load_config, load_pretrained
-        from fusionkit_plugins.text_top import trainable_top
+        from fusionkit_plugins.hf_top import trainable_top
 
         o = self.options
         if o.pooling != "none" or not isinstance(o.layers, int):
@@ -154,13 +155,13 @@ class HFTextEncoder(TextModelEncoder):
         path = self.model_path()
         config = load_config(path, o.trust_remote_code, o.allow_download)
         model = load_pretrained("AutoModel", path, o.trust_remote_code, o.allow_download, config=config)
-        return trainable_top(model, start, blocks)
+        return trainable_top(model, start, blocks, self.name, TEXT_FAMILIES)
 
     @classmethod
     def build_top(cls, spec):
-        from fusionkit_plugins.text_top import build_top
+        from fusionkit_plugins.hf_top import build_top
 
-        return build_top(spec)
+        return build_top(spec, cls.name, TEXT_FAMILIES)
 
     # -- selection (view options)
     def n_layers(self) -> int:

@@ -45,6 +45,7 @@ class Wav2Vec2Encoder(LayeredEncoder):
     uses_mask: bool = True
     padding_invariant: bool = True
     receptive_field: int = 400
+    fine_tunable = ("wav2vec2", "hubert", "data2vec-audio")  # WavLM's blocks also need its relative position bias
 
     def load_model(self, path: str):
         from transformers import AutoFeatureExtractor, Wav2Vec2FeatureExtractor

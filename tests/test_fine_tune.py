@@ -238,3 +238,75 @@ def test_text_fine_tune_fits_saves_and_reloads(bert, tmp_path):
     again = load_head(cls, tmp_path / "h")
     np.testing.assert_allclose(again.predict_proba(X), p, atol=1e-6)
     assert json.loads((tmp_path / "h" / "head.json").read_text())["tops"]["t"]["plugin"] == "hf-text"
+
+
+# ---------------------------------------------------------------- audio: the wav2vec2 family's layers
+
+
+def ssl_encoder(model: Path, **options):
+    cls = registry().get("encoder", "wav2vec2")
+    return cls(cls.Options.model_validate({"model": str(model), "threads": 1, **options}))
+
+
+@pytest.fixture(scope="module")
+def ssl_models(tmp_path_factory) -> dict[str, Path]:
+    from ssl_fixtures import tiny_ssl
+
+    root = tmp_path_factory.mktemp("ftssl")
+    return {k: tiny_ssl(k, root / k) for k in ("wav2vec2-group", "wav2vec2-layer", "hubert", "wavlm")}
+
+
+@pytest.mark.parametrize("kind", ["wav2vec2-group", "wav2vec2-layer", "hubert"])
+@pytest.mark.parametrize("layer, blocks, last", [(0, None, 2), (1, None, 2), (0, 1, 1)])
+def test_ssl_top_reproduces_the_models_own_hidden_states(ssl_models, kind, layer, blocks, last):
+    import torch
+
+    signals = [voice(1.3, seed=1), voice(0.6, seed=2)]
+    every = ssl_encoder(ssl_models[kind], layers=[layer, last], pooling="none")
+    every.load()
+    seqs = [every.select(a) for a in every.encode_batch(signals)]
+    top, spec = ssl_encoder(ssl_models[kind], layers=layer, pooling="none").trainable_top(blocks)
+    assert spec["start"] == layer and spec["count"] == last - layer
+    width = seqs[0].shape[1] // 2
+    lengths = [len(s) for s in seqs]
+    assert lengths[0] > lengths[1]
+    x = torch.zeros(2, max(lengths), width)
+    mask = torch.zeros(2, max(lengths), dtype=torch.bool)
+    for i, s in enumerate(seqs):
+        x[i, : len(s)] = torch.from_numpy(s[:, :width].astype(np.float32))
+        mask[i, : len(s)] = True
+    top.eval()
+    with torch.no_grad():
+        out = top(x, mask)
+    for i, s in enumerate(seqs):  # the shorter clip is padded in the batch: padding changes nothing
+        np.testing.assert_allclose(out[i, : lengths[i]].numpy(), s[:, width:].astype(np.float32), atol=2e-2)
+    rebuilt = registry().get("encoder", "wav2vec2").build_top(json.loads(json.dumps(spec)))
+    assert sorted(rebuilt.state_dict()) == sorted(top.state_dict())
+
+
+def test_ssl_models_without_trainable_blocks_are_one_clear_line(ssl_models):
+    with pytest.raises(ValueError, match="wav2vec2: fine-tuning supports model types .* 'wavlm' is not one") as err:
+        ssl_encoder(ssl_models["wavlm"], layers=0, pooling="none").trainable_top()
+    assert "\n" not in str(err.value)
+    with pytest.raises(ValueError, match="wav2vec2: fine-tuning needs frames of one layer"):
+        ssl_encoder(ssl_models["hubert"], layers="all", pooling="none").trainable_top()
+
+
+def test_ssl_fine_tune_fits_saves_and_reloads(ssl_models, tmp_path):
+    from fusionkit.sdk.heads import load_head
+
+    signals = [voice(0.5 + 0.05 * i, seed=i) for i in range(16)]
+    y = np.array([0, 1] * 8)
+    groups = np.repeat([f"s{i}" for i in range(8)], 2)
+    enc = ssl_encoder(ssl_models["wav2vec2-group"], layers=1, pooling="none")
+    enc.load()
+    X = {"w": [enc.select(a) for a in enc.encode_batch(signals)]}
+    cls = registry().get("fusion", "fine-tune")
+    head = cls(cls.Options.model_validate({"epochs": 2, "patience": 2, "batch_size": 8, "threads": 1}))
+    head.attach({"w": enc})
+    head.fit(X, y, ["happy", "sad"], groups)
+    p = head.predict_proba(X)
+    head.save(tmp_path / "h")
+    again = load_head(cls, tmp_path / "h")
+    np.testing.assert_allclose(again.predict_proba(X), p, atol=1e-6)
+    assert json.loads((tmp_path / "h" / "head.json").read_text())["tops"]["w"]["plugin"] == "wav2vec2"
