@@ -126,6 +126,31 @@ class TrackingSpec(Strict):
     mlflow: MlflowSpec | None = Field(None, description="log the finished run to MLflow (the mlflow extra)")
 
 
+class AugmentSpec(Strict):
+    """Training-time audio augmentation: perturbed copies of every training clip, encoded and cached like clips,
+    added to the training side of each fold (never to a test side)."""
+
+    copies: int = Field(1, ge=1, le=20, description="perturbed copies per training clip")
+    noise_snr_db: tuple[float, float] | None = Field(
+        (10.0, 30.0), description="additive white noise at a signal-to-noise ratio (dB) drawn uniformly from this "
+                                  "range (null: no noise)")
+    speed: tuple[float, float] | None = Field(
+        (0.9, 1.1), description="speed perturbation (tempo and pitch, by resampling) by a factor drawn uniformly "
+                                "from this range (null: none)")
+    seed: int = Field(0, description="with the clip's content and the copy's number, fixes each copy's draws")
+
+    @model_validator(mode="after")
+    def _ranges(self) -> AugmentSpec:
+        if self.noise_snr_db is None and self.speed is None:
+            raise ValueError("noise_snr_db and speed are both null: nothing would change the copies")
+        for name, pair in (("noise_snr_db", self.noise_snr_db), ("speed", self.speed)):
+            if pair is not None and pair[0] > pair[1]:
+                raise ValueError(f"{name}: [{pair[0]}, {pair[1]}] is not a range (low > high)")
+        if self.speed is not None and not (0.5 <= self.speed[0] and self.speed[1] <= 2.0):
+            raise ValueError(f"speed: [{self.speed[0]}, {self.speed[1]}] leaves 0.5-2.0")
+        return self
+
+
 class EngineSpec(Strict):
     kind: Literal["local", "ray"] = Field("local", description="local: this machine; ray: a Ray cluster (ray extra)")
     address: str | None = Field(None, description="ray: a cluster to join ('auto': the running one); none starts "
@@ -151,6 +176,8 @@ class Recipe(Strict):
     normalize: Literal["none", "corpus", "speaker"] = Field(
         "none", description="z-score each encoder's pooled features per corpus or per speaker (no labels used) "
                             "before the folds; recorded in the protocol")
+    augment: AugmentSpec | None = Field(None, description="training-time audio augmentation: {copies, noise_snr_db, "
+                                                           "speed, seed}")
     cache: CacheSpec = Field(default_factory=CacheSpec)
     tracking: TrackingSpec | None = Field(None, description="experiment tracking: {mlflow: {uri, experiment}}")
     engine: EngineSpec | None = Field(None, description="where encoding runs: {kind: local|ray, address, "
@@ -202,6 +229,13 @@ class Recipe(Strict):
                 self.split.shuffle = False
         elif self.split.kind == "cross-corpus":
             raise ValueError("split.kind cross-corpus needs test_data: (the corpus to test on)")
+        return self
+
+    @model_validator(mode="after")
+    def _augment_alone(self) -> Recipe:
+        if self.augment is not None and self.normalize != "none":
+            raise ValueError(f"augment: not with normalize: {self.normalize} (the copies would need their group's "
+                             "statistics); drop one of them")
         return self
 
     def run_seeds(self) -> list[int]:
@@ -539,7 +573,7 @@ def plugin_options(kind: str, name: str, options: dict):
 
 
 def dump(recipe: Recipe) -> str:
-    """The resolved recipe as YAML (``tracking`` only when set, so untracked recipes dump as before; never
-    ``engine``, which says where a run ran, not what it computed)."""
-    exclude = {"engine"} | ({"tracking"} if recipe.tracking is None else set())
+    """The resolved recipe as YAML (``tracking`` and ``augment`` only when set, so other recipes dump as before;
+    never ``engine``, which says where a run ran, not what it computed)."""
+    exclude = {"engine"} | {k for k in ("tracking", "augment") if getattr(recipe, k) is None}
     return yaml.safe_dump(recipe.model_dump(mode="json", exclude=exclude), sort_keys=False, allow_unicode=True)

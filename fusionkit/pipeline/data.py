@@ -255,6 +255,8 @@ class Prepared:
     n_train: int | None = None
     targets: np.ndarray | None = None
     labels: dict = field(default_factory=dict)  # how classes were chosen, for the protocol
+    copies: dict[str, list[str]] = field(default_factory=dict)  # clip id -> its augmented copies' ids (augment)
+    augment: dict | None = None  # what the augment stage made, for the protocol
 
     @property
     def train_clips(self) -> list[Clip]:

@@ -83,7 +83,7 @@ def encode_clips(
             result.skipped[clip.id] = "no transcript" if encoder.modality == "text" else "no readable audio file"
             continue
         arrays = cache.get(key, required)
-        selected = _select(encoder, arrays) if arrays is not None else None
+        selected = cached_view(encoder, arrays) if arrays is not None else None
         if selected is None:  # not cached, or an entry this version of the encoder cannot use
             misses.append((clip, key))
         else:
@@ -130,7 +130,7 @@ def load_encoder(encoder: Encoder, label: str | None = None) -> None:
         raise EncodeError(f"{label or encoder.name}: the encoder's load() called sys.exit({exc.code!r})") from None
 
 
-def _select(encoder: Encoder, arrays: dict[str, np.ndarray]) -> np.ndarray | None:
+def cached_view(encoder: Encoder, arrays: dict[str, np.ndarray]) -> np.ndarray | None:
     """The encoder's view of a cached entry, or None when the entry does not fit it."""
     try:
         return encoder.select(arrays)

@@ -160,6 +160,7 @@ def protocol(recipe: Recipe, prep: Prepared, fold_rows: list[dict]) -> dict:
         "seeds": recipe.run_seeds(),
         "interval": INTERVAL_NOTE,
         "normalize": recipe.normalize,
+        **({"augment": prep.augment} if prep.augment else {}),
         "n_speakers": len({c.speaker for c in prep.clips}),
         "speaker_independent": overlap == 0,
         "speaker_overlap": overlap,

@@ -52,6 +52,20 @@ def fold_inputs(prep: Prepared, idx: np.ndarray) -> dict:
     return {name: stack(f, ids, prep.sequences[name]) for name, f in prep.features.items()}
 
 
+def training_side(prep: Prepared, idx: np.ndarray) -> tuple[dict, np.ndarray]:
+    """A head's training input for the clips at ``idx`` with their augmented copies (``augment``), and for each
+    row the index of its clip (a copy takes its clip's label and speaker)."""
+    if not prep.copies:
+        return fold_inputs(prep, idx), np.asarray(idx)
+    ids = [prep.clips[i].id for i in idx]
+    rows = list(idx)
+    for i in idx:
+        extra = prep.copies.get(prep.clips[i].id, [])
+        ids += extra
+        rows += [i] * len(extra)
+    return {name: stack(f, ids, prep.sequences[name]) for name, f in prep.features.items()}, np.asarray(rows)
+
+
 def plan_folds(recipe: Recipe, prep: Prepared) -> list[tuple[int, Fold]]:
     """(seed, fold) pairs: the split's folds for every seed (the folds can depend on the seed)."""
     speakers = np.array([c.speaker for c in prep.clips])
@@ -142,7 +156,8 @@ def fit_folds(recipe: Recipe, prep: Prepared, run_dir: Path) -> Fitted:
             sources = sources or build_encoders(recipe)
             head.attach(sources)
         t = time.perf_counter()
-        head.fit(fold_inputs(prep, fold.train), y[fold.train], outputs, speakers[fold.train])
+        X, rows = training_side(prep, fold.train)
+        head.fit(X, y[rows], outputs, speakers[rows])
         fit_seconds += time.perf_counter() - t
         X = fold_inputs(prep, fold.test)
         if regression:

@@ -2,6 +2,7 @@
 
 Each stage has its module: :mod:`~fusionkit.pipeline.data` (clips, classes or targets, usable
 clips, normalisation), :mod:`~fusionkit.pipeline.encode` (cached embeddings),
+:mod:`~fusionkit.pipeline.augment` (perturbed copies of the training clips, when asked),
 :mod:`~fusionkit.pipeline.folds` (a head fitted per fold, the predictions),
 :mod:`~fusionkit.pipeline.evaluate` (metrics.json) and :mod:`~fusionkit.pipeline.report`.
 
@@ -22,6 +23,7 @@ from datetime import datetime
 from pathlib import Path
 
 from fusionkit.fileio import WriteError, atomic_write_text
+from fusionkit.pipeline.augment import augment
 from fusionkit.pipeline.data import Prepared, keep_usable, normalize, select
 from fusionkit.pipeline.encode import encode_recipe
 from fusionkit.pipeline.evaluate import raw_comparison, summarize_run
@@ -62,10 +64,11 @@ def naming_write_errors(where: Path) -> Iterator[None]:
 
 
 def prepare(recipe: Recipe, run_dir: Path | None = None) -> Prepared:
-    """Read the corpus (and test corpus) and encode (or fetch from the cache) every clip with every encoder."""
+    """Read the corpus (and test corpus) and encode (or fetch from the cache) every clip with every encoder, and
+    the training clips' augmented copies when the recipe asks for them."""
     selection = select(recipe)
     encoded = encode_recipe(recipe, selection.clips, run_dir)
-    return keep_usable(recipe, selection, encoded)
+    return augment(recipe, keep_usable(recipe, selection, encoded))
 
 
 def run(recipe: Recipe, run_dir: Path | None = None, recipe_source: str = "") -> dict:
