@@ -1,5 +1,5 @@
 """The ray engine (a local Ray instance, 2 CPUs, no dashboard) gives exactly the local engine's embeddings,
-metrics and grid rows; a worker process lost mid-call is retried by Ray."""
+metrics, skipped clips and grid rows (encoding on Ray Data); a worker process lost mid-call is retried by Ray."""
 
 from __future__ import annotations
 
@@ -145,11 +145,11 @@ class DyingOnceEncoder:
 
 
 def test_an_encoder_actor_that_dies_is_restarted_and_failures_stay_per_input(tmp_path):
-    from fusionkit.engine.ray_engine import featurize_on_ray
+    from fusionkit.engine.ray_data import featurize_on_ray
 
     texts = ["a", "bb", "bad", "dddd", "eeeee"]
-    outs = list(featurize_on_ray(DyingOnceEncoder(str(tmp_path / "died")), texts, [str(i) for i in range(5)],
-                                 "dying", RAY, lambda enc, label: enc.load()))
+    outs = sorted(featurize_on_ray(DyingOnceEncoder(str(tmp_path / "died")), texts, [str(i) for i in range(5)],
+                                   "dying", RAY, lambda enc, label: enc.load()), key=lambda o: o.index)
     assert [o.index for o in outs] == [0, 1, 2, 3, 4]
     assert [float(o.features[0]) for o in outs if o.ok] == [1.0, 2.0, 4.0, 5.0]
     assert "bad input" in outs[2].reason
@@ -173,3 +173,83 @@ def test_an_address_nobody_answers_is_one_line_in_seconds(tmp_path):
     r = subprocess.run(cmd, capture_output=True, text=True, timeout=60, env=env)
     assert r.returncode == 2
     assert r.stderr.strip().splitlines()[-1].startswith("error: engine.address: no Ray cluster answers at 127.0.0.1:1")
+
+
+RAVDESS = Path("/work/shared/data/ravdess/Actor_01")
+
+
+@pytest.mark.skipif(not RAVDESS.is_dir(), reason="needs the RAVDESS corpus")
+def test_real_clips_and_a_failing_clip_on_ray_data_are_the_local_engines(tmp_path):
+    from fusionkit.pipeline.encode import build_encoders, clip_digests, encode_clips
+    from fusionkit.sdk.base import Clip
+
+    broken = tmp_path / "broken.wav"
+    broken.write_bytes(b"RIFF, but not audio" * 10)
+    paths = [*sorted(RAVDESS.iterdir())[:3], broken, tmp_path / "missing.wav"]
+    clips = [Clip(id=f"c{i}", path=p, label="neutral", speaker="s") for i, p in enumerate(paths)]
+    digests, unread = clip_digests(clips)
+    assert list(unread) == ["c4"]
+    encoder = build_encoders(Recipe.model_validate(small_recipe()))["lld"]
+    local = encode_clips(encoder, clips, tmp_path / "local", digests)
+    remote = encode_clips(encoder, clips, tmp_path / "ray", digests, engine=RAY)
+    assert (remote.computed, len(remote.features)) == (local.computed, len(local.features)) == (3, 3)
+    assert remote.skipped == local.skipped and list(remote.skipped) == ["c4", "c3"]  # the reason, word for word
+    for cid, features in local.features.items():
+        assert remote.features[cid].dtype == features.dtype and np.array_equal(remote.features[cid], features)
+    assert _files(tmp_path / "ray") == _files(tmp_path / "local") != {}
+
+
+class CannotLoadEncoder(DyingOnceEncoder):
+    """An encoder whose model cannot be loaded."""
+
+    def load(self) -> None:
+        raise RuntimeError("weights not found at /nowhere")
+
+
+def test_an_encoder_that_cannot_load_on_ray_data_fails_with_its_own_error(tmp_path):
+    from fusionkit.engine.ray_data import featurize_on_ray
+
+    with pytest.raises(RuntimeError) as raised:
+        list(featurize_on_ray(CannotLoadEncoder(str(tmp_path / "m")), ["a", "b"], ["0", "1"], "broken", RAY,
+                              lambda enc, label: enc.load()))
+    assert str(raised.value) == "weights not found at /nowhere"  # as the local engine raises it, unannotated
+
+
+class SlowEncoder(DyingOnceEncoder):
+    """A text encoder that takes half a second per batch."""
+
+    def encode_batch(self, inputs):
+        import time
+
+        time.sleep(0.5)
+        return [{"pooled": np.array([len(t)], dtype=np.float32)} for t in inputs]
+
+
+def _encoder_actor_processes() -> set[str]:
+    found = set()
+    for proc in Path("/proc").glob("[0-9]*"):
+        try:
+            if b"MapBatches(EncodeBatches)" in (proc / "cmdline").read_bytes():
+                found.add(proc.name)
+        except OSError:
+            continue
+    return found
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="reads /proc")
+def test_leaving_the_encoding_early_stops_its_actors(tmp_path):
+    import time
+
+    from fusionkit.engine.ray_data import featurize_on_ray
+
+    before = _encoder_actor_processes()
+    texts = ["x" * n for n in range(1, 41)]
+    stream = featurize_on_ray(SlowEncoder(str(tmp_path / "m")), texts, [str(i) for i in range(40)], "slow", RAY,
+                              lambda enc, label: enc.load())
+    assert next(stream).ok
+    assert _encoder_actor_processes() - before  # the pool is working
+    stream.close()  # what Ctrl-C in the driver does to the stream
+    deadline = time.monotonic() + 20
+    while _encoder_actor_processes() - before and time.monotonic() < deadline:
+        time.sleep(0.2)
+    assert not _encoder_actor_processes() - before

@@ -5,14 +5,15 @@
 Steps (figures into OUT/results.json; RESULTS.md reports them):
 1. a RAVDESS subset (the first ACTORS actors, links to the files: nothing is copied) and a cluster of two nodes,
    ``ray start --head`` and ``ray start --address``, one CPU each (the machine's 2 cores), both on 127.0.0.1;
-2. ``fusionkit encode`` of Whisper base (all layers cached), local engine then ray engine, each into its own
-   fresh cache: clips per second, and whether the entries agree;
-3. per-task overhead: a no-op Ray task (worker reused) and a no-op task in a fresh worker (``max_calls=1``,
-   as a grid cell is run);
+2. ``fusionkit encode`` of Whisper base (all layers cached), local engine then ray engine (Ray Data, an actor
+   pool), each into its own empty cache: clips per second, and whether the entries agree;
+3. per-task overhead: a no-op Ray task (worker reused), a no-op task in a fresh worker (``max_calls=1``, as a
+   grid cell is run), and a Ray Data ``map_batches`` with a no-op callable class (actor pool start-up, per batch);
 4. a grid (Whisper base layer 4 and 3..5 x linear, xgboost; 4 cells) with ``fusionkit bench``, local
    (``--workers 2``) then ray, both reading the local cache: wall time and whether every metric agrees;
-5. faults: the ray encode again into a fresh cache with one encoder actor's process killed mid-way, and the ray
-   grid again with one cell's worker process killed mid-way: exit status, agreement, stray temporary files.
+5. faults: the ray encode again into a fresh cache with one encoder actor's process killed mid-way, and (when
+   step 4 ran) the ray grid again with one cell's worker process killed mid-way: exit status, agreement, stray
+   temporary files.
 
 Only processes this script started are stopped: the two ``ray start --block`` process groups, by their ids.
 """
@@ -174,8 +175,34 @@ def overhead(n: int = 40) -> dict:
     for _ in range(5):
         ray.get(fresh.remote())
     cold = (time.perf_counter() - t) / 5
+    data = data_overhead(n)
     ray.shutdown()
-    return {"noop_task_s": reused, "noop_tasks_per_s": throughput, "fresh_worker_task_s": cold}
+    return {"noop_task_s": reused, "noop_tasks_per_s": throughput, "fresh_worker_task_s": cold, **data}
+
+
+class _Noop:
+    """A no-op map_batches callable (as EncodeBatches, without a model)."""
+
+    def __call__(self, batch: dict) -> dict:
+        return batch
+
+
+def data_overhead(n: int) -> dict:
+    """Ray Data with an actor pool of 2 and a no-op callable: seconds to the first batch (pool start-up) and per
+    further batch (one row per batch, as fusionkit's encoding dispatches one encoder batch per call)."""
+    import ray.data
+
+    ctx = ray.data.DataContext.get_current()
+    ctx.enable_progress_bars = False
+    out = ray.data.from_items([{"i": i} for i in range(n)], override_num_blocks=n).map_batches(
+        _Noop, batch_size=1, compute=ray.data.ActorPoolStrategy(size=2), num_cpus=1)
+    t = time.perf_counter()
+    stream = iter(out.iter_batches(batch_size=None))
+    next(stream)
+    first = time.perf_counter() - t
+    rest = sum(1 for _ in stream)
+    total = time.perf_counter() - t
+    return {"data_pool_first_batch_s": first, "data_per_batch_s": (total - first) / max(rest, 1)}
 
 
 def grid_rows(out: Path) -> dict:
@@ -192,6 +219,7 @@ def main() -> None:
     ap.add_argument("--out", type=Path, default=Path("/tmp/fk-ray-bench"))
     ap.add_argument("--steps", default="encode,overhead,grid,kill",
                     help="comma-separated steps to run; figures of earlier runs in OUT/results.json are kept")
+    ap.add_argument("--ray-first", action="store_true", help="encode on the ray engine first, then local")
     ap.add_argument("--models", type=Path, default=Path(os.environ.get("FUSIONKIT_CACHE_DIR", "")),
                     help="a cache folder holding models/ (the joined Whisper weights), only read")
     a = ap.parse_args()
@@ -206,18 +234,21 @@ def main() -> None:
     saved = out / "results.json"
     res: dict = json.loads(saved.read_text()) if saved.exists() else {}
     res.update({"actors": a.actors, "cpus": os.cpu_count()})
-    res.setdefault("runs", []).append({"steps": sorted(steps), "load_avg_start": os.getloadavg(),
+    res.setdefault("runs", []).append({"steps": sorted(steps), "load_avg_start": os.getloadavg(), "cpu": cpu_name(),
                                        "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime())})
     env_cache = a.models  # models/ are read from here; embeddings go to cache.dir below
     nodes = start_cluster(out)
     try:
         if "encode" in steps:
-            for name, extra in (("local", []), ("ray", ray_args)):
+            pair = (("local", []), ("ray", ray_args))
+            for name, extra in reversed(pair) if a.ray_first else pair:
                 cache = out / f"cache-{name}"
+                shutil.rmtree(cache, ignore_errors=True)  # an empty cache: every clip is encoded
                 rc, secs = fk(["encode", str(recipe), *sets, "--set", f"cache.dir={cache}", *extra], env_cache,
                               out / f"encode-{name}.log")
                 n = len(entries(cache))
-                res[f"encode_{name}"] = {"rc": rc, "seconds": secs, "clips": n, "clips_per_s": n / secs}
+                res[f"encode_{name}"] = {"rc": rc, "seconds": secs, "clips": n, "clips_per_s": n / secs,
+                                         "load_avg": os.getloadavg()}
             res["encode_agreement"] = compare(out / "cache-local", out / "cache-ray")
             save(res, out)
         if "overhead" in steps:
@@ -238,7 +269,7 @@ def main() -> None:
             save(res, out)
         if "kill" in steps:
             kill: dict = {}
-            thread = killer(nodes, "EncoderActor", res.get("encode_ray", {}).get("seconds", 60.0) / 2, kill)
+            thread = killer(nodes, "MapWorker", res.get("encode_ray", {}).get("seconds", 60.0) / 2, kill)
             cache = out / "cache-kill"
             shutil.rmtree(cache, ignore_errors=True)
             rc, secs = fk(["encode", str(recipe), *sets, "--set", f"cache.dir={cache}", *ray_args], env_cache,
@@ -246,6 +277,7 @@ def main() -> None:
             thread.join()
             res["kill_encode"] = {"rc": rc, "seconds": secs, **kill, **compare(out / "cache-ray", cache)}
             save(res, out)
+        if "kill" in steps and "grid_local" in res:
             kill = {}
             thread = killer(nodes, "_cell_task", res.get("grid_ray", {}).get("seconds", 60.0) / 2, kill)
             shutil.rmtree(out / "grid-kill", ignore_errors=True)
@@ -260,6 +292,14 @@ def main() -> None:
     res["runs"][-1]["load_avg_end"] = os.getloadavg()
     save(res, out)
     print(json.dumps(res, indent=2))
+
+
+def cpu_name() -> str:
+    """The processor's model name (/proc/cpuinfo)."""
+    for line in Path("/proc/cpuinfo").read_text().splitlines():
+        if line.startswith("model name"):
+            return line.split(":", 1)[1].strip()
+    return "unknown"
 
 
 def save(res: dict, out: Path) -> None:

@@ -1,8 +1,9 @@
 """Where the heavy stages run: ``local`` (this process tree, the default) or ``ray`` (a Ray cluster).
 
-The ray engine (:mod:`fusionkit.engine.ray_engine`, the ``ray`` extra) is imported only when chosen. It runs the
-encode stage in Ray actors (one model load per actor, batches of clips per call) and a grid's cells as Ray tasks;
-the results are the local engine's, bit for bit: same batches, same cache entries, same cell files.
+The ray engine (the ``ray`` extra) is imported only when chosen. It runs the encode stage on Ray Data
+(:mod:`fusionkit.engine.ray_data`: an actor pool, one model load per actor) and a grid's cells as Ray tasks
+(:mod:`fusionkit.engine.ray_engine`); the results are the local engine's, bit for bit: same batches, same cache
+entries, same cell files.
 """
 
 from __future__ import annotations

@@ -116,7 +116,7 @@ def _featurize(encoder: Encoder, inputs: list, keys: list[str], cache: Embedding
         load_encoder(encoder, label)
         yield from featurize(encoder, inputs)
         return
-    from fusionkit.engine.ray_engine import featurize_on_ray
+    from fusionkit.engine.ray_data import featurize_on_ray
 
     shared = (str(cache.root), cache.dir.name, encoder.identity()) if engine.shared_cache else None
     yield from featurize_on_ray(encoder, inputs, keys, label or encoder.name, engine, load_encoder, shared)
