@@ -13,6 +13,7 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
+import time
 from collections.abc import Sequence
 from dataclasses import replace
 from fractions import Fraction
@@ -79,6 +80,7 @@ def augment(recipe: Recipe, prep: Prepared) -> Prepared:
         return prep
     from fusionkit.fileio import default_cache_dir
 
+    start = time.perf_counter()
     clips = [c for c in training_clips(recipe, prep) if c.path is not None]
     digests = {c.id: file_digest(c.path) for c in clips}
     wanted = [(c, k) for c in clips for k in range(1, spec.copies + 1)]
@@ -101,7 +103,8 @@ def augment(recipe: Recipe, prep: Prepared) -> Prepared:
         first = next(iter(failed.items()))
         log.warning("augment: %d of %d copies left out (first: %s: %s)", len(failed), len(wanted), *first)
     info = {**spec.model_dump(mode="json"), "clips": len(clips), "made": sum(map(len, copies.values())),
-            "left_out": dict(sorted(failed.items())), "per_encoder": counts}
+            "left_out": dict(sorted(failed.items())), "per_encoder": counts,
+            "seconds": round(time.perf_counter() - start, 2)}
     log.info("augment: %d copies of %d training clips (%s)", info["made"], len(clips),
              ", ".join(f"{n}: {c['computed']} computed, {c['cached']} cached" for n, c in counts.items()))
     return replace(prep, features=features, copies=copies, augment=info)
