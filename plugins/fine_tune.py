@@ -77,6 +77,13 @@ class FineTuneHead(NeuralHead):
             self.scalers[name] = Standardizer(np.zeros(width), np.ones(width))
 
     def _fit(self, X, y, groups):
+        from fusionkit.sdk.base import Encoder
+
+        for name, encoder in self.sources.items():
+            if name in self.encoders and type(encoder).trainable_top is Encoder.trainable_top:
+                raise ValueError(f"fine-tune: encoder '{name}' ({encoder.name}) cannot be fine-tuned: its plugin "
+                                 f"offers no trainable_top (built in: whisper, wav2vec2, hf-text; for a "
+                                 f"sentence-transformers checkpoint use hf-text with the same model)")
         self._fit_scalers(X)  # checks the inputs before any model is loaded
         missing = [n for n in self.encoders if n not in self.sources]
         if missing:

@@ -310,3 +310,14 @@ def test_ssl_fine_tune_fits_saves_and_reloads(ssl_models, tmp_path):
     again = load_head(cls, tmp_path / "h")
     np.testing.assert_allclose(again.predict_proba(X), p, atol=1e-6)
     assert json.loads((tmp_path / "h" / "head.json").read_text())["tops"]["w"]["plugin"] == "wav2vec2"
+
+
+def test_an_encoder_without_trainable_blocks_is_named_in_one_line():
+    cls = registry().get("fusion", "fine-tune")
+    head = cls(cls.Options.model_validate({"epochs": 1}))
+    lld = registry().get("encoder", "lld")
+    head.attach({"d": lld(lld.Options.model_validate({}))})
+    with pytest.raises(ValueError, match=r"encoder 'd' \(lld\) cannot be fine-tuned: its plugin offers no "
+                                         r"trainable_top") as err:
+        head.fit({"d": np.zeros((8, 4), dtype=np.float32)}, np.array([0, 1] * 4), ["a", "b"])
+    assert "\n" not in str(err.value)
