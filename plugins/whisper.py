@@ -23,6 +23,8 @@ log = logging.getLogger("fusionkit")
 
 SAMPLES_PER_FRAME = 160
 WINDOW_SAMPLES = 30 * 16000
+PREDICT_KEY = "predict_layers"
+"""Key of the selected layers' indices in arrays made after :meth:`WhisperEncoderPlugin.for_prediction`."""
 
 
 class WhisperOptions(Options):
@@ -68,6 +70,7 @@ class WhisperEncoderPlugin(Encoder):
         self._runner = None
         self._mel = None
         self._n_layers: int | None = None
+        self._only: list[int] | None = None  # for_prediction: the selected layers, the only ones computed
 
     # ---------------------------------------------------------- identity
     def resolved(self) -> str:
@@ -111,6 +114,12 @@ class WhisperEncoderPlugin(Encoder):
     def batch_size(self) -> int:
         return self.options.batch_size
 
+    def for_prediction(self) -> None:
+        """Compute only what :meth:`select` reads (a bundle's predictions): blocks up to the deepest selected
+        layer, statistics of the selected layers alone. Their values are a full run's; the arrays, marked by
+        ``PREDICT_KEY``, do not fit the per-layer cache."""
+        self._only = self.layer_indices(self.n_layers())
+
     def encode_batch(self, inputs: Sequence[np.ndarray]) -> list[dict[str, np.ndarray]]:
         import torch
 
@@ -129,10 +138,11 @@ class WhisperEncoderPlugin(Encoder):
                 frames.append(max(1, len(w) // SAMPLES_PER_FRAME))
         with inference(self.options.threads):
             mels, attend = self._mel.batch(windows, pad)
-            out = self._runner.forward(mels, frames, attend)
-            stats = pool_batch(out.layers, out.lengths)
+            only = self._only
+            out = self._runner.forward(mels, frames, attend, upto=None if only is None else max(only))
+            stats = pool_batch(out.layers if only is None else [out.layers[k] for k in only], out.lengths)
         want_seq = self.options.pooling == "none"
-        seq_layers = self.layer_indices(len(out.layers) - 1) if want_seq else []
+        seq_layers = (only or self.layer_indices(len(out.layers) - 1)) if want_seq else []
         results = []
         for i in range(len(inputs)):
             items = [j for j, o in enumerate(owner) if o == i]
@@ -140,6 +150,8 @@ class WhisperEncoderPlugin(Encoder):
             for layer in seq_layers:
                 seq = torch.cat([out.layers[layer][j, : out.lengths[j]] for j in items])
                 arrays[sequence_key(layer)] = seq.float().cpu().numpy().astype(np.float16)
+            if only is not None:
+                arrays[PREDICT_KEY] = np.asarray(only, dtype=np.int64)
             results.append(arrays)
         return results
 
@@ -198,9 +210,16 @@ class WhisperEncoderPlugin(Encoder):
 
     def select(self, arrays: dict[str, np.ndarray]) -> np.ndarray:
         """(D,) for one layer given as an int, (L_sel, D) for a list or 'all'; (T, L_sel*D) sequences for 'none'."""
-        from fusionkit.sdk.layers import select_layers
+        from fusionkit.sdk.layers import select_layers, sequence_key
 
-        return np.asarray(select_layers(arrays, self.options.layers, self.options.pooling), dtype=np.float32)
+        layers, pooling = self.options.layers, self.options.pooling
+        if PREDICT_KEY in arrays:  # for_prediction's arrays: statistics rows are the selected layers, in order
+            only = [int(k) for k in arrays[PREDICT_KEY]]
+            if pooling == "none":
+                seqs = [arrays[sequence_key(k)] for k in only]
+                return np.asarray(seqs[0] if len(seqs) == 1 else np.concatenate(seqs, axis=-1), dtype=np.float32)
+            layers = 0 if isinstance(layers, int) else list(range(len(only)))
+        return np.asarray(select_layers(arrays, layers, pooling), dtype=np.float32)
 
 
 @hookimpl

@@ -40,7 +40,8 @@ def load_whisper_encoder(ref: str, trust_remote_code: bool = False):
     if path.is_dir() and is_ct2_dir(path):
         from fusionkit_plugins.whisper_ct2 import load_ct2_encoder
 
-        encoder, config = load_ct2_encoder(path)
+        with _no_random_init():  # every weight is then loaded from model.bin (a missing one is refused)
+            encoder, config = load_ct2_encoder(path)
         return for_inference(encoder), config.num_mel_bins, "ctranslate2"
     config = load_config(ref, trust_remote_code)
     if getattr(config, "model_type", None) != "whisper":
@@ -49,6 +50,15 @@ def load_whisper_encoder(ref: str, trust_remote_code: bool = False):
     encoder = model.get_encoder()
     del model
     return encoder, config.num_mel_bins, "transformers"
+
+
+def _no_random_init():
+    """transformers' context that skips the random initialisation of a model built only to be overwritten."""
+    try:
+        from transformers.initialization import no_init_weights
+    except ImportError:  # transformers < 5
+        from transformers.modeling_utils import no_init_weights
+    return no_init_weights()
 
 
 @dataclass
@@ -81,12 +91,14 @@ class WhisperStates:
         self.n_layers = len(encoder.layers)
         self.max_frames = int(encoder.config.max_source_positions) * 2
 
-    def forward(self, mels, frames: list[int], attend: list[int] | None = None) -> BatchStates:
+    def forward(self, mels, frames: list[int], attend: list[int] | None = None, upto: int | None = None
+                ) -> BatchStates:
         """States of a batch.
 
         ``mels``: a (B, n_mels, T) tensor with zeros past each input's frames, or a list of
         (n_mels, T_i) tensors; ``frames``: each input's own mel frames (pooled later);
-        ``attend``: frames the model sees (default ``frames``; with ``pad_to`` the padded length).
+        ``attend``: frames the model sees (default ``frames``; with ``pad_to`` the padded length);
+        ``upto``: run only the first ``upto`` blocks (states 0..upto, the same values as a full run's).
         """
         import torch
         import torch.nn.functional as F
@@ -117,7 +129,7 @@ class WhisperStates:
             mask = torch.zeros(len(attend), 1, 1, t2, dtype=self.dtype, device=self.device)
             mask.masked_fill_(~valid[:, None, None, :], torch.finfo(self.dtype).min)
         states = [x]
-        for i, layer in enumerate(enc.layers):
+        for i, layer in enumerate(enc.layers[:upto]):
             x = layer(x, mask)
             if isinstance(x, tuple):
                 x = x[0]

@@ -155,10 +155,14 @@ class Bundle:
 
     @classmethod
     def assemble(cls, root: Path, recipe, encoders: dict, head, outputs: list[str]) -> Bundle:
-        """A bundle from its parts: the training statistics a normalising bundle needs, every encoder loaded."""
+        """A bundle from its parts: the training statistics a normalising bundle needs, every encoder loaded and,
+        where it can (``for_prediction``), set to compute only the features its recipe selects."""
         stats = read_training_stats(root, list(encoders)) if recipe.normalize != "none" else None
         for enc in encoders.values():
             enc.load()
+            narrow = getattr(enc, "for_prediction", None)
+            if callable(narrow):
+                narrow()
         return cls(root, recipe, encoders, head, outputs, stats)
 
     @property
