@@ -11,14 +11,20 @@ the recording is MINUTES long, written as 16 kHz FLAC; the clips' spans are the 
 
 ``fusionkit predict BUNDLE REC --window W --hop H --format json`` is timed as a subprocess (wall
 clock including Python start-up, bundle and model loading, decoding); the real-time factor is the
-recording's duration over that time. Agreement: each window's label against the label of the clip
-that covers most of the window (window accuracy and UAR over windows; chance is 1/8 for 8 classes).
+recording's duration over that time, the median of ``--repeat`` runs. ``--baseline DIR`` times another
+copy of the code (DIR on PYTHONPATH holding ``fusionkit`` and ``fusionkit_plugins``, e.g. ``git archive HEAD``
+unpacked with ``plugins`` linked as ``fusionkit_plugins``) in turns with this one, on the same bundle and
+recording, and reports its median and the largest probability difference between the two.
+
+Agreement: each window's label against the label of the clip that covers most of the window (window
+accuracy and UAR over windows; chance is 1/8 for 8 classes).
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import os
 import platform
 import resource
 import subprocess
@@ -62,6 +68,30 @@ def majority_label(start: float, end: float, spans) -> str:
     return label
 
 
+def timed_predict(cmd: list[str], pythonpath: Path | None) -> tuple[list[dict], float, float]:
+    """(timeline, wall seconds, CPU seconds (user + system)) of one ``fusionkit predict`` subprocess, with
+    ``pythonpath`` first on its path. CPU time is the steadier figure when other jobs share the machine."""
+    env = dict(os.environ)
+    if pythonpath is not None:
+        env["PYTHONPATH"] = os.pathsep.join([str(pythonpath.resolve()), *filter(None, [env.get("PYTHONPATH")])])
+    before = resource.getrusage(resource.RUSAGE_CHILDREN)
+    t = time.perf_counter()
+    done = subprocess.run(cmd, capture_output=True, text=True, env=env, cwd=tempfile.gettempdir())
+    wall = time.perf_counter() - t
+    after = resource.getrusage(resource.RUSAGE_CHILDREN)
+    if done.returncode != 0:
+        raise SystemExit(f"predict failed ({done.returncode}): {done.stderr[-2000:]}")
+    cpu = after.ru_utime + after.ru_stime - before.ru_utime - before.ru_stime
+    return json.loads(done.stdout)[0]["timeline"], wall, cpu
+
+
+def max_difference(a: list[dict], b: list[dict]) -> float:
+    """The largest absolute difference between two timelines' window probabilities (they must match in windows)."""
+    if [(s["start"], s["end"]) for s in a] != [(s["start"], s["end"]) for s in b]:
+        raise SystemExit("the two timelines have different windows")
+    return max(abs(x["probabilities"][c] - y["probabilities"][c]) for x, y in zip(a, b) for c in x["probabilities"])
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--run", type=Path, required=True, help="a finished RAVDESS `fusionkit run` folder")
@@ -73,6 +103,9 @@ def main() -> None:
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--work", type=Path, default=None, help="folder for the bundle and recording (default: a temp dir)")
     ap.add_argument("--out", type=Path, default=None, help="append one JSON line of results here")
+    ap.add_argument("--repeat", type=int, default=1, help="timed runs (median reported)")
+    ap.add_argument("--baseline", type=Path, default=None,
+                    help="PYTHONPATH folder with another copy of fusionkit, timed in turns with this one")
     args = ap.parse_args()
     hop = args.hop or args.window
 
@@ -97,13 +130,17 @@ def main() -> None:
 
     cmd = [str(Path(sys.executable).with_name("fusionkit")), "predict", str(bundle), str(rec),
            "--window", str(args.window), "--hop", str(hop), "--smooth", str(args.smooth), "--format", "json"]
-    t = time.perf_counter()
-    done = subprocess.run(cmd, capture_output=True, text=True)
-    wall = time.perf_counter() - t
-    if done.returncode != 0:
-        raise SystemExit(f"predict failed ({done.returncode}): {done.stderr[-2000:]}")
+    walls, cpus, base_walls, base_cpus, timeline, base_timeline = [], [], [], [], None, None
+    for _ in range(max(1, args.repeat)):
+        if args.baseline:
+            base_timeline, wall, cpu = timed_predict(cmd, args.baseline)
+            base_walls.append(wall)
+            base_cpus.append(cpu)
+        timeline, wall, cpu = timed_predict(cmd, None)
+        walls.append(wall)
+        cpus.append(cpu)
+    wall = float(np.median(walls))
     peak_mb = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024
-    timeline = json.loads(done.stdout)[0]["timeline"]
 
     truth = [majority_label(s["start"], s["end"], spans) for s in timeline]
     pred = [s["label"] for s in timeline]
@@ -118,7 +155,16 @@ def main() -> None:
         "chance": round(1 / len(classes), 4),
         "majority_class_rate": round(max(truth.count(c) for c in classes) / len(truth), 4),
         "predict_wall_s": round(wall, 2), "rtf": round(duration / wall, 1), "peak_rss_mb": round(peak_mb),
+        "walls_s": [round(w, 2) for w in walls], "cpu_s": [round(c, 2) for c in cpus],
+        "load_average": [round(x, 2) for x in os.getloadavg()],
     }
+    if args.baseline:
+        base = float(np.median(base_walls))
+        result.update(baseline=str(args.baseline), baseline_walls_s=[round(w, 2) for w in base_walls],
+                      baseline_cpu_s=[round(c, 2) for c in base_cpus],
+                      cpu_speedup=round(float(np.median(base_cpus) / np.median(cpus)), 3),
+                      baseline_wall_s=round(base, 2), baseline_rtf=round(duration / base, 1),
+                      speedup=round(base / wall, 3), max_probability_difference=max_difference(timeline, base_timeline))
     print(json.dumps(result, indent=2))
     if args.out:
         args.out.parent.mkdir(parents=True, exist_ok=True)
