@@ -12,6 +12,8 @@ from typing import Any
 import torch
 from torch import nn
 
+from fusionkit.sdk.layers import trainable_blocks
+
 # model_type -> where its blocks are (an attribute path from the base model)
 BLOCKS = {
     "bert": "encoder.layer", "roberta": "encoder.layer", "xlm-roberta": "encoder.layer",
@@ -55,13 +57,7 @@ def top_spec(model, start: int, count: int | None, plugin: str, families: tuple[
     """The JSON spec of ``model``'s layers after hidden state ``start`` (``count`` of them; None: up to the last)."""
     kind = getattr(model.config, "model_type", "")
     _supported(kind, families, plugin)
-    n = len(_blocks(model, kind))
-    if not 0 <= start < n:
-        raise ValueError(f"{plugin}: fine-tuning trains the layers after the selected hidden state, which must be "
-                         f"0..{n - 1} (state {start} leaves no layer to train)")
-    count = n - start if count is None else count
-    if not 1 <= count <= n - start:
-        raise ValueError(f"{plugin}: blocks: {count} does not fit: state {start} has {n - start} layer(s) above it")
+    count = trainable_blocks(plugin, start, count, len(_blocks(model, kind)))
     return {"config": json.loads(model.config.to_json_string()), "start": start, "count": count}
 
 

@@ -12,6 +12,8 @@ from torch import nn
 from transformers import WhisperConfig
 from transformers.models.whisper.modeling_whisper import WhisperEncoderLayer
 
+from fusionkit.sdk.layers import trainable_blocks
+
 
 class WhisperTop(nn.Module):
     """Whisper encoder blocks on a layer's frames (B, T, D) with a (B, T) mask of real frames; the model's final
@@ -35,12 +37,7 @@ class WhisperTop(nn.Module):
 def top_spec(encoder, start: int, count: int | None) -> dict[str, Any]:
     """The JSON spec of ``encoder``'s blocks after layer ``start`` (``count`` of them; None: up to the last)."""
     n = len(encoder.layers)
-    if not 0 <= start < n:
-        raise ValueError(f"whisper: fine-tuning trains the blocks after the selected layer, which must be 0..{n - 1} "
-                         f"(layer {start} leaves no block to train)")
-    count = n - start if count is None else count
-    if not 1 <= count <= n - start:
-        raise ValueError(f"whisper: blocks: {count} does not fit: layer {start} has {n - start} block(s) above it")
+    count = trainable_blocks("whisper", start, count, n)
     return {"config": json.loads(encoder.config.to_json_string()), "start": start, "count": count,
             "final_norm": start + count == n}
 

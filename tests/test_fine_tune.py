@@ -220,24 +220,30 @@ def test_text_top_reproduces_the_models_own_hidden_states(bert, layer, blocks, l
 
 
 def test_text_fine_tune_fits_saves_and_reloads(bert, tmp_path):
-    from fusionkit.sdk.heads import load_head
-
     texts = [f"{w} words here {i}" for i in range(16) for w in ("happy", "sad")]
     y = np.array([0, 1] * 16)
     groups = np.repeat([f"s{i}" for i in range(8)], 4)
     enc = hf_text(bert, layers=0, pooling="none")
     enc.load()
     X = {"t": [enc.select(a) for a in enc.encode_batch(texts)]}
+    saved = fit_save_reload(enc, X, y, groups, tmp_path, {"epochs": 3, "mask_time": 0.0})
+    assert saved["tops"]["t"]["plugin"] == "hf-text"
+
+
+def fit_save_reload(enc, X: dict, y, groups, tmp_path: Path, options: dict) -> dict:
+    """Fit a fine-tune head on ``X`` (one encoder, ``enc``), save it, reload it and check the reloaded head's
+    probabilities; the saved head.json."""
+    from fusionkit.sdk.heads import load_head
+
     cls = registry().get("fusion", "fine-tune")
-    head = cls(cls.Options.model_validate({"epochs": 3, "patience": 2, "batch_size": 8, "threads": 1,
-                                           "mask_time": 0.0}))
-    head.attach({"t": enc})
+    head = cls(cls.Options.model_validate({"patience": 2, "batch_size": 8, "threads": 1, **options}))
+    head.attach({name: enc for name in X})
     head.fit(X, y, ["happy", "sad"], groups)
     p = head.predict_proba(X)
     head.save(tmp_path / "h")
     again = load_head(cls, tmp_path / "h")
     np.testing.assert_allclose(again.predict_proba(X), p, atol=1e-6)
-    assert json.loads((tmp_path / "h" / "head.json").read_text())["tops"]["t"]["plugin"] == "hf-text"
+    return json.loads((tmp_path / "h" / "head.json").read_text())
 
 
 # ---------------------------------------------------------------- audio: the wav2vec2 family's layers
@@ -293,23 +299,13 @@ def test_ssl_models_without_trainable_blocks_are_one_clear_line(ssl_models):
 
 
 def test_ssl_fine_tune_fits_saves_and_reloads(ssl_models, tmp_path):
-    from fusionkit.sdk.heads import load_head
-
     signals = [voice(0.5 + 0.05 * i, seed=i) for i in range(16)]
     y = np.array([0, 1] * 8)
     groups = np.repeat([f"s{i}" for i in range(8)], 2)
     enc = ssl_encoder(ssl_models["wav2vec2-group"], layers=1, pooling="none")
     enc.load()
     X = {"w": [enc.select(a) for a in enc.encode_batch(signals)]}
-    cls = registry().get("fusion", "fine-tune")
-    head = cls(cls.Options.model_validate({"epochs": 2, "patience": 2, "batch_size": 8, "threads": 1}))
-    head.attach({"w": enc})
-    head.fit(X, y, ["happy", "sad"], groups)
-    p = head.predict_proba(X)
-    head.save(tmp_path / "h")
-    again = load_head(cls, tmp_path / "h")
-    np.testing.assert_allclose(again.predict_proba(X), p, atol=1e-6)
-    assert json.loads((tmp_path / "h" / "head.json").read_text())["tops"]["w"]["plugin"] == "wav2vec2"
+    assert fit_save_reload(enc, X, y, groups, tmp_path, {"epochs": 2})["tops"]["w"]["plugin"] == "wav2vec2"
 
 
 def test_an_encoder_without_trainable_blocks_is_named_in_one_line():

@@ -58,6 +58,19 @@ def layer_indices(layers: Any, n_layers: int) -> list[int]:
     return out
 
 
+def trainable_blocks(plugin: str, start: int, count: int | None, n_blocks: int) -> int:
+    """How many blocks after layer ``start`` a fine-tune trains (``count``; None: up to the last of ``n_blocks``);
+    a ``ValueError`` in one line when there is no such block or ``count`` overruns the model."""
+    if not 0 <= start < n_blocks:
+        raise ValueError(f"{plugin}: fine-tuning trains the blocks after the selected layer, which must be "
+                         f"0..{n_blocks - 1} (layer {start} leaves no block to train)")
+    count = n_blocks - start if count is None else count
+    if not 1 <= count <= n_blocks - start:
+        raise ValueError(f"{plugin}: blocks: {count} does not fit: layer {start} has {n_blocks - start} block(s) "
+                         f"above it")
+    return count
+
+
 def pool_layers(hidden_states: Sequence[Any], lengths: Sequence[int]) -> list[dict[str, np.ndarray]]:
     """Statistics of every layer over each item's real frames only.
 
