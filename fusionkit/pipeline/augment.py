@@ -20,7 +20,7 @@ from fractions import Fraction
 
 import numpy as np
 
-from fusionkit.audio import AudioError, file_digest, load_audio
+from fusionkit.audio import AudioError, load_audio
 from fusionkit.pipeline.cache import EmbeddingCache
 from fusionkit.pipeline.data import Prepared
 from fusionkit.pipeline.encode import build_encoders, cached_view, load_encoder
@@ -81,8 +81,8 @@ def augment(recipe: Recipe, prep: Prepared) -> Prepared:
     from fusionkit.fileio import default_cache_dir
 
     start = time.perf_counter()
-    clips = [c for c in training_clips(recipe, prep) if c.path is not None]
-    digests = {c.id: file_digest(c.path) for c in clips}
+    clips = [c for c in training_clips(recipe, prep) if c.id in prep.digests]  # audio hashed by the encode stage
+    digests = prep.digests
     wanted = [(c, k) for c in clips for k in range(1, spec.copies + 1)]
     cache_root = recipe.cache.dir or default_cache_dir()
     features = {name: dict(f) for name, f in prep.features.items()}

@@ -257,6 +257,7 @@ class Prepared:
     labels: dict = field(default_factory=dict)  # how classes were chosen, for the protocol
     copies: dict[str, list[str]] = field(default_factory=dict)  # clip id -> its augmented copies' ids (augment)
     augment: dict | None = None  # what the augment stage made, for the protocol
+    digests: dict[str, str] = field(default_factory=dict)  # clip id -> audio content digest (from encoding)
 
     @property
     def train_clips(self) -> list[Clip]:
@@ -299,7 +300,7 @@ def keep_usable(recipe: Recipe, selection: Selection, encoded: Encoded) -> Prepa
         raise ValueError("cross-corpus: one side has no usable clip after skipping")
     return Prepared(train + test, classes, features, encoded.sequences, all_skipped, encoded.embeddings,
                     selection.partitions, encoded.seconds, n_train=len(train) if cross else None,
-                    targets=targets, labels=selection.labels)
+                    targets=targets, labels=selection.labels, digests=encoded.digests)
 
 
 def check_shapes(features: dict[str, dict[str, np.ndarray]], sequences: dict[str, bool], ids: list[str]) -> None:

@@ -174,6 +174,7 @@ class Encoded:
     skipped: dict[str, str]
     embeddings: dict  # metrics.json's counts: computed, cached, per_encoder, cache_dir
     seconds: float
+    digests: dict[str, str] = field(default_factory=dict)  # clip id -> content digest of its audio file
 
 
 def build_encoders(recipe: Recipe) -> dict[str, Encoder]:
@@ -222,4 +223,4 @@ def encode_recipe(recipe: Recipe, clips: Sequence[Clip], run_dir: Path | None = 
     embeddings = {"computed": sum(c["computed"] for c in counts.values()),
                   "cached": sum(c["cached"] for c in counts.values()),
                   "per_encoder": counts, "cache_dir": str(cache_root)}
-    return Encoded(features, sequences, skipped, embeddings, time.perf_counter() - start)
+    return Encoded(features, sequences, skipped, embeddings, time.perf_counter() - start, digests)
