@@ -11,7 +11,11 @@ Steps (figures into OUT/results.json; RESULTS.md reports them):
    grid cell is run), and a Ray Data ``map_batches`` with a no-op callable class (actor pool start-up, per batch);
 4. a grid (Whisper base layer 4 and 3..5 x linear, xgboost; 4 cells) with ``fusionkit bench``, local
    (``--workers 2``) then ray, both reading the local cache: wall time and whether every metric agrees;
-5. faults: the ray encode again into a fresh cache with one encoder actor's process killed mid-way, and (when
+5. (step ``fullgrid``, not in the default steps) the committed ``benchmarks/ravdess/grid.yaml`` with
+   ``fusionkit bench``, local (``--workers 2``) then ray, every cell reading the warm cache given by --models;
+6. (step ``ctrlc``) that grid on the ray engine again, interrupted with SIGINT mid-run: exit status, cell
+   workers left, cells kept and whether they equal the local run's;
+7. faults: the ray encode again into a fresh cache with one encoder actor's process killed mid-way, and (when
    step 4 ran) the ray grid again with one cell's worker process killed mid-way: exit status, agreement, stray
    temporary files.
 
@@ -151,6 +155,59 @@ def killer(nodes: list[subprocess.Popen], title: str, after: float, record: dict
     return thread
 
 
+def cell_workers() -> list[int]:
+    """Processes running a grid cell as a Ray task (title ``ray::_cell_task``)."""
+    found = []
+    for proc in Path("/proc").glob("[0-9]*"):
+        try:
+            if (proc / "cmdline").read_bytes().startswith(b"ray::_cell_task"):
+                found.append(int(proc.name))
+        except OSError:
+            continue
+    return found
+
+
+def interrupt(full: list[str], out: Path, cache_env: Path, ray_args: list[str], after: float = 150.0) -> dict:
+    """SIGINT to ``fusionkit bench --engine ray`` ``after`` seconds in: exit status, seconds to exit, cell workers
+    left running, cells kept (and whether they equal the undisturbed local run's), stray temporary files."""
+    target = out / "fullgrid-ctrlc"
+    shutil.rmtree(target, ignore_errors=True)
+    env = {**os.environ, "FUSIONKIT_PROGRESS": "0", "FUSIONKIT_CACHE_DIR": str(cache_env)}
+    with open(out / "fullgrid-ctrlc.log", "w") as fh:
+        # SIGINT back to its default in the child: a shell ignores it for background jobs, and Python then never
+        # raises KeyboardInterrupt (this script is usually started in the background)
+        proc = subprocess.Popen([str(BIN / "fusionkit"), *full, str(target), *ray_args], env=env, stdout=fh,
+                                stderr=subprocess.STDOUT, cwd=REPO,
+                                preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
+        time.sleep(after)
+        running = cell_workers()
+        proc.send_signal(signal.SIGINT)
+        t = time.perf_counter()
+        try:
+            rc = proc.wait(timeout=120)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            rc = None  # did not exit within 120 s of the SIGINT
+    to_exit = time.perf_counter() - t
+    time.sleep(5)
+    done = [json.loads(p.read_text()) for p in target.glob("cells/*/cell.json")]
+    local = out / "fullgrid-local"
+    kept = {p.parent.name: grid_cell(p) for p in target.glob("cells/*/cell.json")}
+    same = (all(grid_cell(local / "cells" / k / "cell.json") == v for k, v in kept.items())
+            if (local / "cells").is_dir() else None)
+    return {"rc": rc, "sigint_at_s": after, "cell_workers_at_sigint": len(running), "seconds_to_exit": to_exit,
+            "cell_workers_left_5s_after": len(cell_workers()), "cells_kept": len(done),
+            "kept_equal_local": same, "stray_tmp": len(list(target.rglob(".*.tmp")))}
+
+
+def grid_cell(path: Path) -> dict | None:
+    """A finished cell's status and scores (None when the file is missing)."""
+    if not path.exists():
+        return None
+    row = json.loads(path.read_text())
+    return {k: row.get(k) for k in ("status", "uar", "wa", "macro_f1")}
+
+
 def _noop() -> int:
     return 0
 
@@ -256,6 +313,7 @@ def main() -> None:
             res["overhead"] = json.loads(probe.stdout.strip().splitlines()[-1]) if probe.returncode == 0 else {
                 "error": probe.stderr.strip().splitlines()[-1:]}
             save(res, out)
+        full = ["bench", str(REPO / "benchmarks" / "ravdess" / "grid.yaml"), "--set", f"data.root={corpus}", "--out"]
         grid = ["bench", str(out / "grid.yaml"), "--set", f"data.root={corpus}", "--set", "split.folds=4", "--out"]
         if "grid" in steps:
             base = out / "base.yaml"
@@ -266,6 +324,17 @@ def main() -> None:
                 rc, secs = fk([*grid, str(out / f"grid-{name}"), *extra], env_cache, out / f"grid-{name}.log")
                 res[f"grid_{name}"] = {"rc": rc, "seconds": secs}
             res["grid_agreement"] = grid_rows(out / "grid-local") == grid_rows(out / "grid-ray")
+            save(res, out)
+        if "fullgrid" in steps:  # the committed RAVDESS grid, every cell reading the warm cache in --models
+            for name, extra in (("local", ["--workers", "2"]), ("ray", ray_args)):
+                shutil.rmtree(out / f"fullgrid-{name}", ignore_errors=True)
+                rc, secs = fk([*full, str(out / f"fullgrid-{name}"), *extra], env_cache, out / f"fullgrid-{name}.log")
+                res[f"fullgrid_{name}"] = {"rc": rc, "seconds": secs, "load_avg": os.getloadavg()}
+                save(res, out)
+            res["fullgrid_agreement"] = grid_rows(out / "fullgrid-local") == grid_rows(out / "fullgrid-ray")
+            save(res, out)
+        if "ctrlc" in steps:  # Ctrl-C (SIGINT) to `fusionkit bench --engine ray` on the committed grid, mid-run
+            res["ctrlc_grid"] = interrupt(full, out, env_cache, ray_args)
             save(res, out)
         if "kill" in steps:
             kill: dict = {}
