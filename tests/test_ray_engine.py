@@ -253,3 +253,35 @@ def test_leaving_the_encoding_early_stops_its_actors(tmp_path):
     while _encoder_actor_processes() - before and time.monotonic() < deadline:
         time.sleep(0.2)
     assert not _encoder_actor_processes() - before
+
+
+def _pid_then_sleep(raw: dict, cell_dir: str, threads: int) -> dict:
+    """A long cell that says which process runs it."""
+    import time
+
+    Path(cell_dir).mkdir(parents=True, exist_ok=True)
+    (Path(cell_dir) / "pid").write_text(str(os.getpid()))
+    time.sleep(raw["sleep"])
+    return {"status": "done"}
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="reads /proc")
+def test_leaving_a_grid_early_stops_its_running_cells(tmp_path):
+    import time
+
+    from fusionkit.engine.ray_engine import run_tasks
+
+    jobs = [("quick", {"sleep": 0}, str(tmp_path / "quick")), ("slow", {"sleep": 120}, str(tmp_path / "slow"))]
+    results = run_tasks(_pid_then_sleep, jobs, RAY)
+    assert next(results) == ("quick", {"status": "done"})
+    pid_file = tmp_path / "slow" / "pid"
+    deadline = time.monotonic() + 30
+    while not pid_file.exists() and time.monotonic() < deadline:
+        time.sleep(0.1)
+    pid = int(pid_file.read_text())
+    assert Path(f"/proc/{pid}").exists()  # the slow cell is running
+    results.close()  # what Ctrl-C in `fusionkit bench --engine ray` does to the results
+    deadline = time.monotonic() + 20
+    while Path(f"/proc/{pid}").exists() and time.monotonic() < deadline:
+        time.sleep(0.2)
+    assert not Path(f"/proc/{pid}").exists(), "the cancelled cell's worker process is still running"

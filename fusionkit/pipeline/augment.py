@@ -23,7 +23,7 @@ import numpy as np
 from fusionkit.audio import AudioError, load_audio
 from fusionkit.pipeline.cache import EmbeddingCache
 from fusionkit.pipeline.data import Prepared
-from fusionkit.pipeline.encode import build_encoders, cached_view, load_encoder
+from fusionkit.pipeline.encode import build_encoders, load_encoder, split_cached
 from fusionkit.pipeline.featurize import DEFAULT_SAMPLING_RATE, featurize, native_rate
 from fusionkit.progress import bar
 from fusionkit.recipe import AugmentSpec, Recipe
@@ -114,16 +114,10 @@ def _encode_copies(encoder: Encoder, name: str, wanted: Sequence[tuple[Clip, int
                    spec: AugmentSpec, cache_root, out: dict, failed: dict[str, str]) -> dict[str, int]:
     """Each copy's features from the cache, or made and encoded (CHUNK at a time) and cached; into ``out``."""
     cache = EmbeddingCache(cache_root, encoder.cache_key(), encoder.identity())
-    required = encoder.required_keys()
-    misses = []
-    for c, k in wanted:
-        key = copy_digest(digests[c.id], spec, k)
-        arrays = cache.get(key, required)
-        selected = cached_view(encoder, arrays) if arrays is not None else None
-        if selected is None:
-            misses.append((c, k, key))
-        else:
-            out[copy_id(c.id, k)] = selected
+    hits, pending = split_cached(encoder, cache, [((c, k), copy_digest(digests[c.id], spec, k)) for c, k in wanted])
+    for (c, k), selected in hits:
+        out[copy_id(c.id, k)] = selected
+    misses = [(c, k, key) for (c, k), key in pending]
     if misses:
         load_encoder(encoder, name)
         rate = getattr(encoder, "sample_rate", None)

@@ -8,7 +8,7 @@ import time
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, TypeVar
 
 import numpy as np
 
@@ -24,6 +24,8 @@ from fusionkit.pipeline.featurize import (  # noqa: F401 - featurize and its out
 )
 from fusionkit.progress import bar
 from fusionkit.sdk.base import Clip, Encoder
+
+T = TypeVar("T")
 
 log = logging.getLogger("fusionkit")
 
@@ -75,20 +77,17 @@ def encode_clips(
     start = time.perf_counter()
     result = EncodeResult()
     cache = EmbeddingCache(cache_root, encoder.cache_key(), encoder.identity())
-    required = encoder.required_keys()
-    misses: list[tuple[Clip, str]] = []
+    keyed: list[tuple[Clip, str]] = []
     for clip in clips:
         key = _key(encoder, clip, audio_digests)
         if key is None:
             result.skipped[clip.id] = "no transcript" if encoder.modality == "text" else "no readable audio file"
-            continue
-        arrays = cache.get(key, required)
-        selected = cached_view(encoder, arrays) if arrays is not None else None
-        if selected is None:  # not cached, or an entry this version of the encoder cannot use
-            misses.append((clip, key))
         else:
-            result.features[clip.id] = selected
-            result.cached += 1
+            keyed.append((clip, key))
+    hits, misses = split_cached(encoder, cache, keyed)
+    for clip, selected in hits:
+        result.features[clip.id] = selected
+    result.cached = len(hits)
     if misses:
         misses = _by_length(encoder, misses)
         inputs = [clip.text if encoder.modality == "text" else clip.path for clip, _ in misses]
@@ -105,6 +104,22 @@ def encode_clips(
                 progress.update(1)
     result.seconds = time.perf_counter() - start
     return result
+
+
+def split_cached(encoder: Encoder, cache: EmbeddingCache, keyed: Sequence[tuple[T, str]]
+                 ) -> tuple[list[tuple[T, np.ndarray]], list[tuple[T, str]]]:
+    """(item, features) of the items whose cache entry the encoder can use, and the (item, key) to encode: not
+    cached, or an entry this version of the encoder cannot use."""
+    required = encoder.required_keys()
+    hits, misses = [], []
+    for item, key in keyed:
+        arrays = cache.get(key, required)
+        selected = cached_view(encoder, arrays) if arrays is not None else None
+        if selected is None:
+            misses.append((item, key))
+        else:
+            hits.append((item, selected))
+    return hits, misses
 
 
 def _featurize(encoder: Encoder, inputs: list, keys: list[str], cache: EmbeddingCache, label: str | None,
