@@ -36,6 +36,18 @@ def cpu_model() -> str:
     return f"{name} ({'native' if native_cpu_bf16() else 'no native'} bf16)"
 
 
+def variant(name: str) -> dict:
+    """Head options of a variant: ``PRESET`` or ``PRESET:OPTION=VALUE,...`` (values read as YAML)."""
+    import yaml
+
+    preset, _, rest = name.partition(":")
+    options = {"preset": preset}
+    for item in filter(None, rest.split(",")):
+        key, _, value = item.partition("=")
+        options[key] = yaml.safe_load(value)
+    return options
+
+
 def main(argv: list[str] | None = None) -> dict:
     from fusionkit.metrics import classification_metrics
     from fusionkit.pipeline.data import normalize
@@ -47,7 +59,8 @@ def main(argv: list[str] | None = None) -> dict:
     ap.add_argument("recipe")
     ap.add_argument("--set", dest="sets", action="append", default=[], help="recipe override (repeatable)")
     ap.add_argument("--folds", type=int, default=0, help="time only the first N folds (0: all)")
-    ap.add_argument("--presets", nargs="+", default=["legacy", "fast"])
+    ap.add_argument("--presets", nargs="+", default=["legacy", "fast"],
+                    help="presets or variants, e.g. fast:refit=false (options after the colon)")
     ap.add_argument("--out", type=Path, help="append one JSON line here")
     args = ap.parse_args(argv)
 
@@ -61,7 +74,7 @@ def main(argv: list[str] | None = None) -> dict:
     for n, (seed, fold) in enumerate(folds):
         order = args.presets if n % 2 == 0 else args.presets[::-1]
         for preset in order:
-            cls, options = plugin_options("fusion", recipe.fusion.plugin, {**recipe.fusion.options, "preset": preset})
+            cls, options = plugin_options("fusion", recipe.fusion.plugin, {**recipe.fusion.options, **variant(preset)})
             head = cls(options, seed=seed)
             wall, cpu = time.perf_counter(), time.process_time()
             head.fit(fold_inputs(prep, fold.train), y[fold.train], prep.classes, speakers[fold.train])
