@@ -190,13 +190,12 @@ def interrupt(full: list[str], out: Path, cache_env: Path, ray_args: list[str], 
             rc = None  # did not exit within 120 s of the SIGINT
     to_exit = time.perf_counter() - t
     time.sleep(5)
-    done = [json.loads(p.read_text()) for p in target.glob("cells/*/cell.json")]
     local = out / "fullgrid-local"
     kept = {p.parent.name: grid_cell(p) for p in target.glob("cells/*/cell.json")}
     same = (all(grid_cell(local / "cells" / k / "cell.json") == v for k, v in kept.items())
             if (local / "cells").is_dir() else None)
     return {"rc": rc, "sigint_at_s": after, "cell_workers_at_sigint": len(running), "seconds_to_exit": to_exit,
-            "cell_workers_left_5s_after": len(cell_workers()), "cells_kept": len(done),
+            "cell_workers_left_5s_after": len(cell_workers()), "cells_kept": len(kept),
             "kept_equal_local": same, "stray_tmp": len(list(target.rglob(".*.tmp")))}
 
 
