@@ -62,14 +62,15 @@ def top_spec(model, start: int, count: int | None, plugin: str, families: tuple[
 
 
 def build_top(spec: dict[str, Any], plugin: str, families: tuple[str, ...]) -> LayerStack:
-    """A :class:`LayerStack` with fresh weights from a :func:`top_spec` spec."""
+    """A :class:`LayerStack` with fresh weights from a :func:`top_spec` spec, in float32 (whatever dtype the
+    checkpoint was saved in: its blocks are trained)."""
     from transformers import AutoConfig, AutoModel
 
     values = dict(spec["config"])
     kind = values.pop("model_type", "")
     _supported(kind, families, plugin)
     config = AutoConfig.for_model(kind, **{**values, "num_hidden_layers": int(spec["count"])})
-    return LayerStack(nn.ModuleList(_blocks(AutoModel.from_config(config), kind)))
+    return LayerStack(nn.ModuleList(_blocks(AutoModel.from_config(config), kind))).float()
 
 
 def trainable_top(model, start: int, count: int | None, plugin: str,
@@ -80,4 +81,4 @@ def trainable_top(model, start: int, count: int | None, plugin: str,
     theirs = _blocks(model, spec["config"]["model_type"])[start : start + spec["count"]]
     for mine, source in zip(top.layers, theirs):
         mine.load_state_dict(source.state_dict())
-    return top.float().train(), spec
+    return top.train(), spec

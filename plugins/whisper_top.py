@@ -43,8 +43,9 @@ def top_spec(encoder, start: int, count: int | None) -> dict[str, Any]:
 
 
 def build_top(spec: dict[str, Any]) -> WhisperTop:
-    """A :class:`WhisperTop` with fresh weights from a :func:`top_spec` spec."""
-    return WhisperTop(WhisperConfig(**spec["config"]), int(spec["count"]), bool(spec["final_norm"]))
+    """A :class:`WhisperTop` with fresh weights from a :func:`top_spec` spec, in float32 (whatever dtype the
+    checkpoint was saved in: its blocks are trained)."""
+    return WhisperTop(WhisperConfig(**spec["config"]), int(spec["count"]), bool(spec["final_norm"])).float()
 
 
 def trainable_top(encoder, start: int, count: int | None) -> tuple[WhisperTop, dict[str, Any]]:
@@ -55,4 +56,4 @@ def trainable_top(encoder, start: int, count: int | None) -> tuple[WhisperTop, d
         mine.load_state_dict(theirs.state_dict())
     if top.layer_norm is not None:
         top.layer_norm.load_state_dict(encoder.layer_norm.state_dict())
-    return top.float().train(), spec
+    return top.train(), spec

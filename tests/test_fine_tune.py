@@ -230,6 +230,24 @@ def test_text_fine_tune_fits_saves_and_reloads(bert, tmp_path):
     assert saved["tops"]["t"]["plugin"] == "hf-text"
 
 
+def test_a_checkpoint_saved_in_float16_is_fine_tuned_in_float32(tmp_path):
+    import torch
+    from text_fixtures import tiny_bert
+    from transformers import AutoModel
+
+    folder = tiny_bert(tmp_path / "bert16")
+    AutoModel.from_pretrained(folder).half().save_pretrained(folder)
+    texts = [f"{w} words here {i}" for i in range(8) for w in ("happy", "sad")]
+    enc = hf_text(folder, layers=0, pooling="none")
+    enc.load()
+    X = {"t": [enc.select(a) for a in enc.encode_batch(texts)]}
+    top, spec = enc.trainable_top(None)
+    rebuilt = registry().get("encoder", "hf-text").build_top(json.loads(json.dumps(spec)))
+    assert {p.dtype for p in [*top.parameters(), *rebuilt.parameters()]} == {torch.float32}
+    fit_save_reload(enc, X, np.array([0, 1] * 8), np.repeat([f"s{i}" for i in range(4)], 4), tmp_path,
+                    {"epochs": 2, "mask_time": 0.0})
+
+
 def fit_save_reload(enc, X: dict, y, groups, tmp_path: Path, options: dict) -> dict:
     """Fit a fine-tune head on ``X`` (one encoder, ``enc``), save it, reload it and check the reloaded head's
     probabilities; the saved head.json."""
