@@ -229,3 +229,18 @@ def test_loading_a_bundle_needs_no_click(tmp_path, monkeypatch, fk_env):
     assert "fusionkit.bundle" in modules and "fk_arch_numpy" in modules  # the bundle was really loaded
     clicks = sorted(m for m in modules if m.split(".")[0] == "click")
     assert not clicks, f"fusionkit.load imported {clicks[:3]}; click belongs to fusionkit.cli only"
+
+
+def test_every_package_folder_is_in_the_wheel():
+    """pyproject's package list names every folder with an ``__init__.py`` (an installed, non-editable copy
+    lacked ``fusionkit.engine``: ``fusionkit run`` failed with ModuleNotFoundError)."""
+    import tomllib
+
+    listed = set(tomllib.loads((ROOT / "pyproject.toml").read_text())["tool"]["setuptools"]["packages"])
+    found = set()
+    for top, name in ((CORE, "fusionkit"), (PLUGINS, "fusionkit_plugins")):
+        for init in top.rglob("__init__.py"):
+            parts = init.parent.relative_to(top).parts
+            if not SKIP_DIRS & set(parts) and "fusionkit-example" not in parts:
+                found.add(".".join((name, *parts)))
+    assert found - listed == set()
