@@ -24,7 +24,7 @@ RECIPE = """
 name: tiny-onnx
 data: {{dataset: synthetic, options: {{speakers: 4, clips_per_class: 2}}}}
 encoders:
-  - {{plugin: whisper, name: tw, options: {{model: {model}, layers: [1, 3], pooling: mean+std}}}}
+  - {{plugin: whisper, name: tw, options: {{model: {model}, layers: [1, 2], pooling: mean+std}}}}
   - {{plugin: lld}}
 fusion: {{plugin: linear}}
 split: {{kind: speaker-kfold, folds: 2}}
@@ -79,6 +79,26 @@ def test_onnx_probabilities_match_torch(onnx_bundle, tmp_path):
     assert [s.start for s in ta] == [s.start for s in tb]
     assert np.allclose([list(s.probabilities.values()) for s in ta],
                        [list(s.probabilities.values()) for s in tb], atol=1e-3)
+
+
+def test_the_graph_runs_only_up_to_the_deepest_selected_layer(onnx_bundle):
+    import onnx
+    import onnxruntime as ort
+
+    from fusionkit.onnx.whisper import log_mel
+
+    entry = json.loads((onnx_bundle / "onnx" / "onnx.json").read_text())["encoders"]["tw"]
+    assert entry["layers_out"] == [1, 2] and entry["layers"] == 4  # the tiny model: layers 0-3 (3 blocks)
+    graph = onnx_bundle / "onnx" / entry["graph"]
+    ops = [n.op_type for n in onnx.load(str(graph)).graph.node]
+    assert ops.count("Softmax") == 2  # one attention per block run: 2 of the tiny model's 3
+    from safetensors.numpy import load_file
+
+    mel, frames = log_mel(voice(1.0, seed=0), load_file(str(graph.with_suffix(".mel.safetensors")))["filters"])
+    mel = mel[:, : frames - frames % 2]
+    out = ort.InferenceSession(str(graph)).run(None, {"mel": mel[None], "attend": np.array(mel.shape[1]),
+                                                      "pool": np.array(mel.shape[1] // 2)})
+    assert [o.shape[0] for o in out] == [2, 2, 2]
 
 
 def test_onnx_runtime_loads_no_torch(onnx_bundle, tmp_path):

@@ -47,8 +47,22 @@ def load_onnx(path: str | Path, verify: bool = True, trust_remote_code: bool = F
         if name not in encoders:
             raise BundleError(f"{root / ONNX_INDEX}: encoder {name} is not one of the bundle's")
         encoders[name] = OnnxWhisperEncoder(encoders[name], _graph(root, entry["graph"]),
-                                            _graph(root, entry["mel_filters"]), threads)
+                                            _graph(root, entry["mel_filters"]), threads, *_layers_out(root, entry))
     return Bundle.assemble(root, recipe, encoders, head, outputs)
+
+
+def _layers_out(root: Path, entry: dict) -> tuple[list[int] | None, int | None]:
+    """(the layers an encoder graph pools, the encoder's layer count) from its index entry; (None, None) for graphs
+    that pool every layer (written before ``layers_out`` existed)."""
+    from fusionkit.bundle import BundleError
+
+    if "layers_out" not in entry:
+        return None, None
+    rows, total = entry.get("layers_out"), entry.get("layers")
+    if (not isinstance(total, int) or not isinstance(rows, list) or not rows
+            or not all(isinstance(k, int) and 0 <= k < total for k in rows)):
+        raise BundleError(f"{root / ONNX_INDEX}: layers_out {rows!r} is not a list of layer indices below {total!r}")
+    return rows, total
 
 
 def _graph(root: Path, name: str) -> Path:

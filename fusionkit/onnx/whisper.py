@@ -2,10 +2,11 @@
 
 The graph takes the log-mel of one clip (``mel``: (1, n_mels, frames), frames even, dynamic), ``attend`` (the mel
 frames the model sees; the first convolution's outputs past them are zero, as in ``WhisperStates``) and ``pool``
-(how many encoder frames are pooled), and returns every layer's ``mean``, ``std`` and ``max`` over those frames:
-(L+1, D) each, the arrays the plugin caches. The log-mel is computed with numpy (no torch at run time), equal to
-``fusionkit_plugins.whisper_mel.LogMel``; clips over 30 s are cut into 30 s windows and their statistics merged,
-as the plugin does.
+(how many encoder frames are pooled), and returns the ``mean``, ``std`` and ``max`` over those frames of the layers
+the bundle selects: (len(layers), D) each. Like the plugin's ``for_prediction``, the graph runs the blocks up to the
+deepest selected layer only (layer 4 of Whisper base: 4 of its 6 blocks). The log-mel is computed with numpy (no
+torch at run time), equal to ``fusionkit_plugins.whisper_mel.LogMel``; clips over 30 s are cut into 30 s windows and
+their statistics merged, as the plugin does.
 """
 
 from __future__ import annotations
@@ -24,8 +25,9 @@ WINDOW_SAMPLES = 30 * 16000
 # ---------------------------------------------------------------- export (needs torch)
 
 
-def _graph_module(encoder):
-    """A torch module running one clip through ``encoder`` and pooling every layer (see the module docstring)."""
+def _graph_module(encoder, layers: list[int]):
+    """A torch module running one clip through ``encoder``'s blocks up to the deepest of ``layers`` and pooling
+    those layers, in that order (see the module docstring)."""
     import torch
     import torch.nn.functional as F
 
@@ -42,12 +44,12 @@ def _graph_module(encoder):
             x = F.gelu(enc.conv2(x)).permute(0, 2, 1)
             x = x + enc.embed_positions.weight[: x.shape[1]]
             states = [x]
-            for i, layer in enumerate(enc.layers):
+            for i, layer in enumerate(enc.layers[: max(layers)]):
                 x = layer(x, None)
                 if isinstance(x, tuple):
                     x = x[0]
                 states.append(enc.layer_norm(x) if i == len(enc.layers) - 1 else x)
-            h = torch.cat(states, dim=0)  # (L+1, T, D)
+            h = torch.cat([states[k] for k in layers], dim=0)  # (len(layers), T, D)
             valid = (torch.arange(h.shape[1]) < pool).to(h.dtype)[None, :, None]
             n = pool.to(h.dtype)
             mean = (h * valid).sum(dim=1) / n
@@ -71,7 +73,8 @@ def export_whisper(plugin, target: Path, opset: int = 17) -> dict:
     if runner is None or mel is None or runner.dtype != torch.float32:
         raise ValueError(f"{plugin.name}: the ONNX export needs the plugin's float32 CPU encoder (device: cpu)")
     encoder = runner.encoder.float().eval()
-    module = _graph_module(encoder)
+    layers = plugin.layer_indices(len(encoder.layers))
+    module = _graph_module(encoder, layers)
     n_mels = int(mel.n_mels)
     dummy = torch.zeros(1, n_mels, 200)
     args = (dummy, torch.tensor(200, dtype=torch.int64), torch.tensor(100, dtype=torch.int64))
@@ -81,7 +84,8 @@ def export_whisper(plugin, target: Path, opset: int = 17) -> dict:
                           dynamic_axes={"mel": {2: "frames"}})
     filters = target.with_suffix(".mel.safetensors")
     save_file({"filters": np.ascontiguousarray(mel.filters.numpy(), dtype=np.float32)}, str(filters))
-    return {"graph": target.name, "mel_filters": filters.name, "n_mels": n_mels, "layers": len(encoder.layers) + 1}
+    return {"graph": target.name, "mel_filters": filters.name, "n_mels": n_mels, "layers": len(encoder.layers) + 1,
+            "layers_out": layers}
 
 
 # ---------------------------------------------------------------- run time (numpy + onnxruntime)
@@ -107,8 +111,12 @@ class OnnxWhisperEncoder:
     """The ``whisper`` plugin's encoder interface (what ``featurize`` and ``Bundle`` use) on onnxruntime: encoding
     runs the graph; layer selection, pooling and batch size are the plugin's own."""
 
-    def __init__(self, plugin, graph: Path, filters: Path, threads: int | None = None):
+    def __init__(self, plugin, graph: Path, filters: Path, threads: int | None = None,
+                 layers_out: list[int] | None = None, n_layers: int | None = None):
+        """``layers_out``: the layers the graph pools, in order, of ``n_layers`` (None: every layer, the graphs of
+        earlier releases)."""
         self.plugin = plugin
+        self._layers_out, self._n_layers = layers_out, n_layers
         self.name, self.modality, self.sample_rate = plugin.name, plugin.modality, plugin.sample_rate
         self._graph, self._filters_path, self._threads = graph, filters, threads
         self._session = None
@@ -149,13 +157,33 @@ class OnnxWhisperEncoder:
         return {"mean": mean, "std": std, "max": mx, "frames": np.array([float(pool)], dtype=np.float32)}
 
     def encode_batch(self, inputs: Sequence[np.ndarray]) -> list[dict[str, np.ndarray]]:
+        """Each input's pooled statistics. numpy's BLAS (the log-mel's filter bank product) runs on one thread
+        here: its idle threads spin on the cores onnxruntime's threads need, which halved the graph's throughput
+        on a 2-core machine."""
+        from threadpoolctl import threadpool_limits
+
         from fusionkit.sdk.layers import finish_stats, merge_stats
 
         self.load()
         o = self.plugin.options
         pad = None if o.pad_to == "own" else int(round(float(o.pad_to) * 100)) * SAMPLES_PER_FRAME
         out = []
-        for x in inputs:
-            parts = [self._window(x[s:s + WINDOW_SAMPLES], pad) for s in range(0, max(len(x), 1), WINDOW_SAMPLES)]
-            out.append(finish_stats(merge_stats(parts)))
+        with threadpool_limits(limits=1, user_api="blas"):
+            for x in inputs:
+                parts = [self._window(x[s:s + WINDOW_SAMPLES], pad) for s in range(0, max(len(x), 1), WINDOW_SAMPLES)]
+                out.append(self._all_layers(finish_stats(merge_stats(parts))))
         return out
+
+    def _all_layers(self, arrays: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        """The graph's rows (the selected layers) put back at their layer indices of a zero (L+1, D) array, the
+        shape the plugin's ``select`` reads; the layers left out were never computed and are never selected."""
+        if self._layers_out is None:
+            return arrays
+        full = {}
+        for key, rows in arrays.items():
+            if key == "frames":
+                full[key] = rows
+                continue
+            full[key] = np.zeros((self._n_layers, rows.shape[-1]), dtype=rows.dtype)
+            full[key][self._layers_out] = rows
+        return full
