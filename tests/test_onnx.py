@@ -84,6 +84,7 @@ def test_onnx_probabilities_match_torch(onnx_bundle, tmp_path):
 def test_the_graph_runs_only_up_to_the_deepest_selected_layer(onnx_bundle):
     import onnx
     import onnxruntime as ort
+    from safetensors.numpy import load_file
 
     from fusionkit.onnx.whisper import log_mel
 
@@ -92,8 +93,6 @@ def test_the_graph_runs_only_up_to_the_deepest_selected_layer(onnx_bundle):
     graph = onnx_bundle / "onnx" / entry["graph"]
     ops = [n.op_type for n in onnx.load(str(graph)).graph.node]
     assert ops.count("Softmax") == 2  # one attention per block run: 2 of the tiny model's 3
-    from safetensors.numpy import load_file
-
     mel, frames = log_mel(voice(1.0, seed=0), load_file(str(graph.with_suffix(".mel.safetensors")))["filters"])
     mel = mel[:, : frames - frames % 2]
     out = ort.InferenceSession(str(graph)).run(None, {"mel": mel[None], "attend": np.array(mel.shape[1]),

@@ -21,6 +21,7 @@ from pathlib import Path
 import numpy as np
 from onnxruntime.quantization import QuantType, quantize_dynamic
 
+from fusionkit.metrics import classification_metrics
 from fusionkit.onnx import load_onnx
 
 RUN, DATA, WORK = (Path(a) for a in sys.argv[1:4])
@@ -29,9 +30,11 @@ rows = list(csv.DictReader(open(RUN / "predictions.csv")))
 out = sys.stdout
 
 
-def uar(t, p):
-    classes = sorted(set(t))
-    return float(np.mean([np.mean([pp == c for tt, pp in zip(t, p) if tt == c]) for c in classes]))
+def uar(truth: list[str], labels: list[str], classes: list[str]) -> float:
+    """The project's UAR (fusionkit.metrics) of label names."""
+    index = {c: i for i, c in enumerate(classes)}
+    codes = [np.array([index[c] for c in names]) for names in (truth, labels)]
+    return classification_metrics(*codes, len(classes))["uar"]
 
 
 for fold in range(6):
@@ -54,10 +57,10 @@ for fold in range(6):
         t = time.time()
         preds = [m.predict(p) for p in paths]
         res[f"{name}_s"] = round(time.time() - t, 1)
-        res[f"{name}_uar"] = round(uar(truth, [p["label"] for p in preds]), 4)
+        res[f"{name}_uar"] = round(uar(truth, [p["label"] for p in preds], m.classes), 4)
         probs[name] = np.array([[p["probabilities"][c] for c in m.classes] for p in preds])
         res[f"{name}_labels"] = [p["label"] for p in preds]
-    res["run_uar"] = round(uar(truth, [r["predicted"] for r in test]), 4)
+    res["run_uar"] = round(uar(truth, [r["predicted"] for r in test], m.classes), 4)
     res["agree"] = sum(a == b for a, b in zip(res["fp32_labels"], res["int8_labels"]))
     res["max_prob_diff"] = float(np.abs(probs["fp32"] - probs["int8"]).max())
     res["fp32_vs_run_labels"] = sum(a == r["predicted"] for a, r in zip(res["fp32_labels"], test))
