@@ -35,7 +35,7 @@ class FineTuneOptions(NeuralOptions):
     mask_channels: float = Field(0.0, ge=0, lt=1, description="augmentation: share of feature channels masked per "
                                                               "clip in training")
     epochs: int = Field(30, ge=1, description="maximum training epochs")
-    patience: int = Field(5, ge=1, description="stop after this many epochs without a better validation UAR")
+    patience: int = Field(5, ge=1, description="stop after this many epochs without a better validation score")
     batch_size: int = Field(16, ge=2)
     max_frames: int = Field(1500, ge=1, description="longer sequences are average-pooled in time to this length "
                                                     "(1500 = Whisper's 30 s)")

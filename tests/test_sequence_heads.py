@@ -258,6 +258,31 @@ def test_each_epoch_is_reported_and_slow_ones_at_info(data, monkeypatch, caplog)
     assert sum("validation UAR" in r.getMessage() for r in caplog.records if r.levelno == logging.INFO) == 3
 
 
+def test_select_on_weighted_f1_picks_epochs_by_that_score(data, caplog):
+    """``select_on: weighted_f1`` (MELD's headline figure) scores each epoch by weighted F1, not UAR, and says so in
+    the log and in the protocol's selection record."""
+    import logging
+
+    import numpy as np
+
+    from fusionkit.sdk import training
+
+    y = np.array([0] * 8 + [1, 2])
+    majority = np.tile([1.0, 0.0, 0.0], (10, 1))
+    assert training.validation_score("uar", y, majority) == pytest.approx(1 / 3)
+    assert training.validation_score("weighted_f1", y, majority) == pytest.approx(0.8 * 2 * 0.8 / 1.8)
+    Xtr, ytr, gtr, _, _ = data
+    head = make("weighted-layers", n_layers=L, epochs=3, patience=3, refit=False, select_on="weighted_f1")
+    with caplog.at_level(logging.DEBUG, logger=training.__name__):
+        head.fit({"frames": Xtr["frames"]}, ytr, CLASSES, gtr)
+    epochs = [r.getMessage() for r in caplog.records if r.name == training.__name__]
+    assert len([m for m in epochs if "validation weighted F1" in m]) == 3
+    assert not any("validation UAR" in m for m in epochs)
+    chosen = head.selection()
+    assert "best validation weighted_f1" in chosen["how"] and 0 <= chosen["val_weighted_f1"] <= 1
+    assert "val_uar" not in chosen
+
+
 def test_group_by_length_covers_every_clip_once_with_less_padding(data):
     from types import SimpleNamespace
 

@@ -40,7 +40,10 @@ class NeuralOptions(Options):
     lr: float = Field(1e-3, gt=0, description="AdamW learning rate")
     weight_decay: float = Field(1e-2, ge=0, description="AdamW weight decay")
     epochs: int = Field(150, ge=1, description="maximum training epochs")
-    patience: int = Field(15, ge=1, description="stop after this many epochs without a better validation UAR")
+    patience: int = Field(15, ge=1, description="stop after this many epochs without a better validation score")
+    select_on: Literal["uar", "weighted_f1"] = Field(
+        "uar", description="the validation score that picks the epoch: uar, or weighted_f1 for corpora whose headline "
+                           "figure it is (MELD)")
     batch_size: int = Field(64, ge=2)
     val_fraction: float = Field(0.2, gt=0, lt=1,
                                 description="share of the training speakers held out for early stopping")
@@ -182,10 +185,11 @@ class NeuralHead(FusionHead):
         if not h:
             return None
         o = self.options
-        how = (f"epochs chosen by early stopping (best validation UAR, patience {o.patience}, at most {o.epochs}) on "
-               f"{o.val_fraction:.0%} of the training fold's speakers held out; "
+        metric = h.get("val_metric", "uar")
+        how = (f"epochs chosen by early stopping (best validation {metric}, patience {o.patience}, "
+               f"at most {o.epochs}) on {o.val_fraction:.0%} of the training fold's speakers held out; "
                + ("then refit on the whole training fold for that many epochs" if o.refit else "no refit"))
-        return {"how": how, "best_epoch": h.get("best_epoch"), "val_uar": h.get("val_uar"),
+        return {"how": how, "best_epoch": h.get("best_epoch"), f"val_{metric}": h.get("val_score", h.get("val_uar")),
                 "train_size": h.get("train_size"), "val_size": h.get("val_size")}
 
     # -- FusionHead hooks

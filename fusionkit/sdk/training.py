@@ -207,7 +207,7 @@ def _batches(train_idx: torch.Tensor, data: Tensors, o, gen: torch.Generator) ->
 
 
 def _run_epochs(model, data: Tensors, y: torch.Tensor, train_idx, val_idx, o, seed: int, epochs: int, weight):
-    """Train; with ``val_idx``, keep the weights of the epoch with the best validation UAR."""
+    """Train; with ``val_idx``, keep the weights of the epoch with the best validation score (``o.select_on``)."""
     device = next(model.parameters()).device
     opt = torch.optim.AdamW(_parameters(model, o), lr=o.lr, weight_decay=o.weight_decay)
     loss_fn = nn.CrossEntropyLoss(weight=None if weight is None else weight.to(device))
@@ -215,7 +215,8 @@ def _run_epochs(model, data: Tensors, y: torch.Tensor, train_idx, val_idx, o, se
     predict_batch = getattr(o, "predict_batch", PREDICT_BATCH)
     gen = torch.Generator().manual_seed(seed)
     train_idx = torch.from_numpy(train_idx)
-    best = {"epoch": 0, "uar": -math.inf, "loss": math.inf, "state": None}
+    metric = getattr(o, "select_on", "uar")
+    best = {"epoch": 0, "score": -math.inf, "loss": math.inf, "state": None}
     y_val = None if val_idx is None else y[torch.from_numpy(val_idx)].numpy()
     since = 0
     for epoch in range(1, epochs + 1):
@@ -238,20 +239,35 @@ def _run_epochs(model, data: Tensors, y: torch.Tensor, train_idx, val_idx, o, se
             _report_epoch(line + " (refit)", started)
             continue
         logits = _logits(model, data, val_idx, predict_batch, device)
-        uar = macro_recall(y_val, torch.softmax(logits, dim=1).numpy())
+        score = validation_score(metric, y_val, torch.softmax(logits, dim=1).numpy())
         vloss = float(cpu_loss(logits, torch.from_numpy(y_val)))
-        if uar > best["uar"] + 1e-9 or (abs(uar - best["uar"]) <= 1e-9 and vloss < best["loss"]):
-            best = {"epoch": epoch, "uar": uar, "loss": vloss, "state": copy.deepcopy(model.state_dict())}
+        if score > best["score"] + 1e-9 or (abs(score - best["score"]) <= 1e-9 and vloss < best["loss"]):
+            best = {"epoch": epoch, "score": score, "loss": vloss, "state": copy.deepcopy(model.state_dict())}
             since = 0
         else:
             since += 1
-        _report_epoch(f"{line}, validation UAR {uar:.4f} (best {best['uar']:.4f} at epoch {best['epoch']})", started)
+        name = VALIDATION_NAMES[metric]
+        _report_epoch(f"{line}, validation {name} {score:.4f} (best {best['score']:.4f} at epoch {best['epoch']})",
+                      started)
         if since >= o.patience:
             break
     if val_idx is not None and best["state"] is not None:
         model.load_state_dict(best["state"])
-    return {"best_epoch": best["epoch"] if val_idx is not None else epochs,
-            "val_uar": None if val_idx is None else round(float(best["uar"]), 6)}
+    return {"best_epoch": best["epoch"] if val_idx is not None else epochs, "val_metric": metric,
+            "val_score": None if val_idx is None else round(float(best["score"]), 6)}
+
+
+VALIDATION_NAMES = {"uar": "UAR", "weighted_f1": "weighted F1"}
+
+
+def validation_score(metric: str, y: np.ndarray, proba: np.ndarray) -> float:
+    """The score early stopping maximises: ``uar`` (unweighted average recall) or ``weighted_f1`` (F1 per class
+    weighted by its support, scikit-learn's)."""
+    if metric == "weighted_f1":
+        from sklearn.metrics import f1_score
+
+        return float(f1_score(y, proba.argmax(axis=1), average="weighted", zero_division=0))
+    return macro_recall(y, proba)
 
 
 def _report_epoch(line: str, started: float) -> None:
