@@ -100,6 +100,21 @@ def test_the_graph_runs_only_up_to_the_deepest_selected_layer(onnx_bundle):
     assert [o.shape[0] for o in out] == [2, 2, 2]
 
 
+def test_windows_run_side_by_side_and_come_back_in_order(onnx_bundle):
+    from fusionkit.onnx import load_onnx
+
+    inputs = [voice(31.0, seed=1), voice(0.7, seed=2), voice(2.0, seed=3)]  # the first is two 30 s windows
+    serial = load_onnx(onnx_bundle, threads=1).encoders["tw"]
+    one_by_one = [serial.encode_batch([x])[0] for x in inputs]
+    together = load_onnx(onnx_bundle, threads=3).encoders["tw"].encode_batch(inputs)
+    assert len(together) == 3
+    for a, b in zip(one_by_one, together):
+        assert a.keys() == b.keys()
+        for key in a:
+            np.testing.assert_allclose(a[key], b[key], rtol=1e-5, atol=1e-6)
+    assert not np.allclose(together[0]["mean"], together[2]["mean"])
+
+
 def test_onnx_runtime_loads_no_torch(onnx_bundle, tmp_path):
     clip = _clips(tmp_path)[0]
     code = ("import sys, json; from fusionkit.onnx import load_onnx; "
