@@ -1,4 +1,5 @@
-"""The tree heads' presets: ``legacy`` gives earlier releases' predictions, ``fast`` stops early on speakers."""
+"""The tree heads' presets: ``legacy`` gives earlier releases' predictions, ``fast`` and ``narrow`` stop early on
+speakers, XGBoost's ``narrow`` (its default) samples fewer features and bins."""
 
 from __future__ import annotations
 
@@ -57,10 +58,10 @@ def test_xgboost_legacy_gives_earlier_predictions(data):
 
 def test_xgboost_fast_defaults(data):
     X, y, speakers, train = data
-    head = XGBoostHead(XGBoostOptions(n_estimators=300, learning_rate=0.3), seed=0)
+    head = XGBoostHead(XGBoostOptions(preset="fast", n_estimators=300, learning_rate=0.3), seed=0)
     head.fit(split(X, train), y[train], CLASSES, speakers[train])
     params = head.model.get_params()
-    assert (params["max_bin"], params["n_jobs"]) == (64, 1)
+    assert (params["max_bin"], params["n_jobs"], params["colsample_bytree"]) == (64, 1, 0.5)
     assert 1 <= head.best_iteration < 300  # stopped early, refitted for the best number of rounds
     assert head.model.get_booster().num_boosted_rounds() == head.best_iteration
     assert XGBoostHead(XGBoostOptions(max_bin=16, n_jobs=2), 0)._model().get_params()["max_bin"] == 16
@@ -96,7 +97,7 @@ def test_xgboost_fast_head_round_trips(data, tmp_path):
     head.fit(split(X, train), y[train], CLASSES, speakers[train])
     head.save(tmp_path / "h")
     back = XGBoostHead.load(tmp_path / "h")
-    assert back.best_iteration == head.best_iteration and back.options.preset == "fast"
+    assert back.best_iteration == head.best_iteration and back.options.preset == "narrow"
     np.testing.assert_allclose(back.predict_proba(split(X, ~train)), head.predict_proba(split(X, ~train)), atol=1e-7)
 
 
@@ -128,3 +129,17 @@ def test_catboost_legacy_gives_earlier_predictions_and_fast_skips_the_refit(data
     assert fast.model.get_all_params()["border_count"] == 32 and fast.model.get_params()["thread_count"] == 1
     # no refit: the kept model was trained on the inner training speakers only, shrunk to its best iteration
     assert fast.model.tree_count_ == fast.best_iteration
+
+
+def test_xgboost_narrow_is_the_default_and_explicit_options_win(data):
+    """XGBoost's ``narrow``: trees see 20% of the features with 32 bins, early stopping as ``fast``; an option set
+    in the recipe overrides its preset's value."""
+    X, y, speakers, train = data
+    xg = XGBoostHead(XGBoostOptions(n_estimators=300, learning_rate=0.3), seed=0)
+    xg.fit(split(X, train), y[train], CLASSES, speakers[train])
+    params = xg.model.get_params()
+    assert xg.options.preset == "narrow"
+    assert (params["colsample_bytree"], params["max_bin"], params["n_jobs"]) == (0.2, 32, 1)
+    assert 1 <= xg.best_iteration < 300
+    assert XGBoostHead(XGBoostOptions(colsample_bytree=0.7), 0)._model().get_params()["colsample_bytree"] == 0.7
+    assert XGBoostHead(XGBoostOptions(preset="legacy"), 0)._model().get_params()["colsample_bytree"] == 0.5
