@@ -279,7 +279,7 @@ def test_select_on_weighted_f1_picks_epochs_by_that_score(data, caplog):
     assert len([m for m in epochs if "validation weighted F1" in m]) == 3
     assert not any("validation UAR" in m for m in epochs)
     chosen = head.selection()
-    assert "best validation weighted_f1" in chosen["how"] and 0 <= chosen["val_weighted_f1"] <= 1
+    assert "best validation weighted F1" in chosen["how"] and 0 <= chosen["val_weighted_f1"] <= 1
     assert "val_uar" not in chosen
 
 

@@ -31,8 +31,8 @@ def onnx_index(root: Path) -> dict:
 def load_onnx(path: str | Path, verify: bool = True, trust_remote_code: bool = False, threads: int | None = None):
     """Load a bundle with its ONNX graphs (same checks as :meth:`Bundle.load`: manifest, hashes, model folders
     inside the bundle, remote code only when allowed); encoders without a graph are loaded with their plugin.
-    ``threads``: how many windows a Whisper graph runs at once, one thread each (None: every CPU the process may
-    use), and the head graph's threads."""
+    ``threads``: how many windows a Whisper graph runs at once, one thread each (None: FUSIONKIT_THREADS or
+    every CPU), and the head graph's threads."""
     from fusionkit.bundle import Bundle, BundleError
     from fusionkit.bundle.files import check_identities
     from fusionkit.onnx.linear import OnnxLinearHead

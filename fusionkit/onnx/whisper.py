@@ -11,7 +11,6 @@ their statistics merged, as the plugin does.
 
 from __future__ import annotations
 
-import os
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -114,7 +113,7 @@ class OnnxWhisperEncoder:
 
     def __init__(self, plugin, graph: Path, filters: Path, threads: int | None = None,
                  layers_out: list[int] | None = None, n_layers: int | None = None):
-        """``threads``: windows run at once, one onnxruntime thread each (None: every CPU this process may use).
+        """``threads``: windows run at once, one onnxruntime thread each (None: FUSIONKIT_THREADS or every CPU).
         ``layers_out``: the layers the graph pools, in order, of ``n_layers`` (None: every layer, the graphs of
         earlier releases)."""
         self.plugin = plugin
@@ -181,13 +180,10 @@ class OnnxWhisperEncoder:
         return [self._all_layers(finish_stats(merge_stats(p))) for p in parts]
 
     def _workers(self) -> int:
-        """Windows run at once: ``threads``, else the CPUs this process may run on."""
-        if self._threads:
-            return self._threads
-        try:
-            return max(1, len(os.sched_getaffinity(0)))
-        except AttributeError:  # not on Linux
-            return os.cpu_count() or 1
+        """Windows run at once: ``threads``, else the project's thread count (FUSIONKIT_THREADS or every CPU)."""
+        from fusionkit.resources import threads
+
+        return self._threads or threads()
 
     def _all_layers(self, arrays: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
         """The graph's rows (the selected layers) put back at their layer indices of a zero (L+1, D) array, the

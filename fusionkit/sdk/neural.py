@@ -185,8 +185,10 @@ class NeuralHead(FusionHead):
         if not h:
             return None
         o = self.options
+        from fusionkit.sdk.training import VALIDATION_NAMES
+
         metric = h.get("val_metric", "uar")
-        how = (f"epochs chosen by early stopping (best validation {metric}, patience {o.patience}, "
+        how = (f"epochs chosen by early stopping (best validation {VALIDATION_NAMES[metric]}, patience {o.patience}, "
                f"at most {o.epochs}) on {o.val_fraction:.0%} of the training fold's speakers held out; "
                + ("then refit on the whole training fold for that many epochs" if o.refit else "no refit"))
         return {"how": how, "best_epoch": h.get("best_epoch"), f"val_{metric}": h.get("val_score", h.get("val_uar")),

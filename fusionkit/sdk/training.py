@@ -261,12 +261,12 @@ VALIDATION_NAMES = {"uar": "UAR", "weighted_f1": "weighted F1"}
 
 
 def validation_score(metric: str, y: np.ndarray, proba: np.ndarray) -> float:
-    """The score early stopping maximises: ``uar`` (unweighted average recall) or ``weighted_f1`` (F1 per class
-    weighted by its support, scikit-learn's)."""
+    """The score early stopping maximises: ``uar`` (unweighted average recall) or ``weighted_f1``, as a run reports
+    it for its test folds (:func:`fusionkit.metrics.classification_metrics`)."""
     if metric == "weighted_f1":
-        from sklearn.metrics import f1_score
+        from fusionkit.metrics import classification_metrics
 
-        return float(f1_score(y, proba.argmax(axis=1), average="weighted", zero_division=0))
+        return classification_metrics(y, proba.argmax(axis=1), proba.shape[1])["weighted_f1"]
     return macro_recall(y, proba)
 
 
