@@ -159,6 +159,16 @@ class EngineSpec(Strict):
                                                   "is on a path every node shares); else the driver writes them")
     cpus_per_task: int = Field(1, ge=1, description="ray: CPUs (and threads) each encoder actor and grid cell "
                                                     "declares")
+    fold_workers: int | Literal["auto"] = Field(
+        "auto", description="folds fitted at once, each in its own process on this machine (auto: as many as the "
+                            "CPUs allow when the head fits on a fixed number of threads, e.g. XGBoost; else 1)")
+
+    @field_validator("fold_workers")
+    @classmethod
+    def _workers_positive(cls, value: int | str) -> int | str:
+        if isinstance(value, int) and value < 1:
+            raise ValueError("fold_workers must be 'auto' or at least 1")
+        return value
 
 
 class Recipe(Strict):

@@ -93,6 +93,9 @@ class XGBoostHead(FusionHead):
             tree_method="hist", **kwargs, **extra,
         )
 
+    def fit_threads(self) -> int | None:
+        return self.options.setting("n_jobs")
+
     def _weights(self, y: np.ndarray) -> np.ndarray | None:
         return balanced_weights(y) if self.options.class_weight else None
 

@@ -66,6 +66,7 @@ def summarize_run(recipe: Recipe, prep: Prepared, fitted: Fitted, total_seconds:
     out["n_clips"] = len(prep.clips)
     out["protocol"] = protocol(recipe, prep, folds)
     out["timing"] = {"encode_seconds": round(prep.encode_seconds, 2), "fit_seconds": round(fitted.fit_seconds, 2),
+                     "fold_workers": fitted.workers,
                      "total_seconds": round(total_seconds, 2)}
     return out
 

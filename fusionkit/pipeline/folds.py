@@ -126,56 +126,155 @@ class Predictions:
 
 @dataclass
 class Fitted:
-    """What the fold loop gives: one row of scores per fold, every prediction, the seconds spent fitting."""
+    """What the fold loop gives: one row of scores per fold, every prediction, the seconds spent fitting (summed
+    over folds) and how many folds were fitted at once."""
 
     fold_rows: list[dict]
     predictions: Predictions
     fit_seconds: float
+    workers: int = 1
 
 
 def fit_folds(recipe: Recipe, prep: Prepared, run_dir: Path) -> Fitted:
-    """Fit, score and save a fresh head per (seed, fold); folds with an empty side are skipped."""
+    """Fit, score and save a fresh head per (seed, fold); folds with an empty side are skipped.
+
+    With more than one fold worker (``engine.fold_workers``, see :func:`fold_workers`) the folds are fitted
+    side by side, each in its own process with its share of the threads; the figures are those of one by one.
+    """
     regression = recipe.task.kind == "regression"
     outputs = list(recipe.task.targets) if regression else list(prep.classes)
     y = prep.targets if regression else np.array([prep.classes.index(c.label) for c in prep.clips])
     speakers = np.array([c.speaker for c in prep.clips])
     labels = np.array([str(c.label) for c in prep.clips])
-    head_cls, head_options = plugin_options("fusion", recipe.fusion.plugin, recipe.fusion.options)
     seeds = recipe.run_seeds()
-    fold_rows: list[dict] = []
-    parts: list[tuple[int, Fold, np.ndarray, np.ndarray | None]] = []
-    fit_seconds = 0.0
-    sources: dict = {}
-    for seed, fold in bar(plan_folds(recipe, prep), desc=f"fitting {recipe.fusion.plugin}", unit="fold"):
+    planned = []
+    for seed, fold in plan_folds(recipe, prep):
         if len(fold.test) == 0 or len(fold.train) == 0:
             log.warning("fold %d has an empty side; skipped", fold.index)
             continue
         thin = {} if regression else warn_thin(fold, labels, outputs, fold_tag(seed, fold.index, seeds))
-        head = head_cls(head_options, seed=seed)
-        if getattr(head_cls, "wants_encoders", False):
-            sources = sources or build_encoders(recipe)
-            head.attach(sources)
-        t = time.perf_counter()
-        X, rows = training_side(prep, fold.train)
-        head.fit(X, y[rows], outputs, speakers[rows])
-        fit_seconds += time.perf_counter() - t
-        X = fold_inputs(prep, fold.test)
-        if regression:
-            predicted = np.asarray(head.predict(X), dtype=np.float64).reshape(len(fold.test), len(outputs))
-            proba = None
-            scores = regression_metrics(y[fold.test], predicted, outputs)
-        else:
-            proba = np.asarray(head.predict_proba(X), dtype=np.float64)
-            predicted = proba.argmax(axis=1)
-            scores = classification_metrics(y[fold.test], predicted, len(outputs))
-        head.save(run_dir / "models" / fold_tag(seed, fold.index, seeds))
-        chosen = head.selection() if hasattr(head, "selection") else None
-        fold_rows.append({**_fold_base(seed, fold, speakers), "thin_train_classes": thin, **scores,
-                          **({"selection": chosen} if chosen else {})})
-        parts.append((seed, fold, predicted, proba))
-    if not fold_rows:
+        planned.append((seed, fold, thin))
+    if not planned:
         raise ValueError("no fold could be evaluated")
-    return Fitted(fold_rows, _predictions(recipe.task.kind, outputs, prep, y, parts), fit_seconds)
+    workers = fold_workers(recipe, prep, len(planned))
+    sources = build_encoders(recipe) if workers == 1 and _head_class(recipe).wants_encoders else {}
+
+    def jobs():
+        for seed, fold, _ in planned:
+            X, rows = training_side(prep, fold.train)
+            yield FoldJob(recipe.fusion.plugin, recipe.fusion.options, seed, X, y[rows], outputs, speakers[rows],
+                          fold_inputs(prep, fold.test), run_dir / "models" / fold_tag(seed, fold.index, seeds),
+                          regression)
+
+    fold_rows: list[dict] = []
+    parts: list[tuple[int, Fold, np.ndarray, np.ndarray | None]] = []
+    fit_seconds = 0.0
+    results = _run_jobs(jobs(), workers, sources)
+    for (seed, fold, thin), done in zip(planned, bar(results, total=len(planned), unit="fold",
+                                                      desc=f"fitting {recipe.fusion.plugin}")):
+        fit_seconds += done.fit_seconds
+        if regression:
+            scores = regression_metrics(y[fold.test], done.predicted, outputs)
+        else:
+            scores = classification_metrics(y[fold.test], done.predicted, len(outputs))
+        fold_rows.append({**_fold_base(seed, fold, speakers), "thin_train_classes": thin, **scores,
+                          **({"selection": done.chosen} if done.chosen else {})})
+        parts.append((seed, fold, done.predicted, done.proba))
+    return Fitted(fold_rows, _predictions(recipe.task.kind, outputs, prep, y, parts), fit_seconds, workers)
+
+
+@dataclass
+class FoldJob:
+    """What fitting one fold needs: the head (plugin name, recipe options, seed), both sides' inputs, where the
+    fitted head is saved. Plain data, so that it can be handed to another process."""
+
+    plugin: str
+    options: dict
+    seed: int
+    X_train: dict
+    y_train: np.ndarray
+    outputs: list[str]
+    groups: np.ndarray
+    X_test: dict
+    model_dir: Path
+    regression: bool
+
+
+@dataclass
+class FoldDone:
+    """One fitted fold: its test predictions (class indices or values), probabilities, what the head chose."""
+
+    predicted: np.ndarray
+    proba: np.ndarray | None
+    chosen: dict | None
+    fit_seconds: float
+
+
+def fit_one(job: FoldJob, sources: dict | None = None, threads: int | None = None) -> FoldDone:
+    """Fit a fresh head on one fold's training side, predict its test side, save the head.
+
+    ``threads``: this process's share (a fold worker's); None keeps the caller's.
+    """
+    if threads is not None:
+        from fusionkit.resources import limit_threads
+
+        limit_threads(threads)
+    head_cls, head_options = plugin_options("fusion", job.plugin, job.options)
+    head = head_cls(head_options, seed=job.seed)
+    if head_cls.wants_encoders:
+        head.attach(sources or {})
+    t = time.perf_counter()
+    head.fit(job.X_train, job.y_train, job.outputs, job.groups)
+    seconds = time.perf_counter() - t
+    n = len(next(iter(job.X_test.values())))
+    if job.regression:
+        predicted = np.asarray(head.predict(job.X_test), dtype=np.float64).reshape(n, len(job.outputs))
+        proba = None
+    else:
+        proba = np.asarray(head.predict_proba(job.X_test), dtype=np.float64)
+        predicted = proba.argmax(axis=1)
+    head.save(job.model_dir)
+    chosen = head.selection() if hasattr(head, "selection") else None
+    return FoldDone(predicted, proba, chosen, seconds)
+
+
+def _head_class(recipe: Recipe) -> type:
+    return plugin_options("fusion", recipe.fusion.plugin, recipe.fusion.options)[0]
+
+
+def fold_workers(recipe: Recipe, prep: Prepared, n_folds: int) -> int:
+    """How many folds are fitted at once: ``engine.fold_workers``, or with ``auto`` (the default) the CPUs
+    (FUSIONKIT_THREADS, else every CPU) divided by the threads one fit takes when the head fixes that number
+    (:meth:`~fusionkit.sdk.heads.Head.fit_threads`) and the features are pooled vectors; else 1. Never more
+    than the folds, and always 1 for a head that fine-tunes the recipe's encoders."""
+    from fusionkit.resources import threads
+
+    setting = recipe.engine.fold_workers if recipe.engine is not None else "auto"
+    head_cls, head_options = plugin_options("fusion", recipe.fusion.plugin, recipe.fusion.options)
+    if head_cls.wants_encoders or n_folds < 2 or setting == 1:
+        return 1
+    if setting == "auto":
+        per_fit = head_cls(head_options).fit_threads()
+        if per_fit is None or any(prep.sequences.values()):
+            return 1
+        setting = threads() // per_fit
+    return max(1, min(int(setting), n_folds))
+
+
+def _run_jobs(jobs, workers: int, sources: dict):
+    """The :class:`FoldDone` of each job, in order: here one after the other, or in ``workers`` processes
+    (joblib's loky backend) each with its share of the threads."""
+    if workers == 1:
+        for job in jobs:
+            yield fit_one(job, sources)
+        return
+    from joblib import Parallel, delayed, parallel_config
+
+    from fusionkit.resources import threads
+
+    share = max(1, threads() // workers)
+    with parallel_config(backend="loky", inner_max_num_threads=share):
+        yield from Parallel(n_jobs=workers, return_as="generator")(delayed(fit_one)(job, None, share) for job in jobs)
 
 
 def warn_thin(fold: Fold, labels: np.ndarray, classes: list[str], tag: str) -> dict[str, int]:

@@ -278,6 +278,11 @@ class Head(ABC):
         figures, e.g. the epoch early stopping picked); recorded per fold in metrics.json. None: nothing chosen."""
         return None
 
+    def fit_threads(self) -> int | None:
+        """The threads one fit uses when the options fix that number (a run may then fit several folds at once,
+        each in its own process); None: as many as it is given (FUSIONKIT_THREADS, else every CPU)."""
+        return None
+
     def attach(self, encoders: dict[str, Any]) -> None:
         """The recipe's encoder objects by name (called before :meth:`fit` when :attr:`wants_encoders` is set)."""
         self.sources = dict(encoders)
