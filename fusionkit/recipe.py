@@ -163,12 +163,14 @@ class EngineSpec(Strict):
         "auto", description="folds fitted at once, each in its own process on this machine (auto: as many as the "
                             "CPUs allow when the head fits on a fixed number of threads, e.g. XGBoost; else 1)")
 
-    @field_validator("fold_workers")
+    @field_validator("fold_workers", mode="before")
     @classmethod
-    def _workers_positive(cls, value: int | str) -> int | str:
-        if isinstance(value, int) and value < 1:
-            raise ValueError("fold_workers must be 'auto' or at least 1")
-        return value
+    def _auto_or_count(cls, value: Any) -> int | str:
+        if value == "auto":
+            return value
+        if isinstance(value, bool) or not str(value).strip().isdigit() or int(value) < 1:
+            raise ValueError(f"fold_workers must be 'auto' or a whole number >= 1, not {value!r}")
+        return int(value)
 
 
 class Recipe(Strict):

@@ -73,6 +73,9 @@ class CatBoostHead(FusionHead):
             thread_count=o.setting("threads") or threads(), verbose=False, allow_writing_files=False,
         )
 
+    def fit_threads(self) -> int | None:
+        return self.options.setting("threads")
+
     def _matrix(self, X) -> np.ndarray:
         return np.concatenate(pooled_blocks(X, self.encoders), axis=1).astype(np.float32)
 

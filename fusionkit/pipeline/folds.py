@@ -273,8 +273,14 @@ def _run_jobs(jobs, workers: int, sources: dict):
     from fusionkit.resources import threads
 
     share = max(1, threads() // workers)
-    with parallel_config(backend="loky", inner_max_num_threads=share):
-        yield from Parallel(n_jobs=workers, return_as="generator")(delayed(fit_one)(job, None, share) for job in jobs)
+    try:
+        with parallel_config(backend="loky", inner_max_num_threads=share):
+            yield from Parallel(n_jobs=workers, return_as="generator")(
+                delayed(fit_one)(job, None, share) for job in jobs)
+    finally:  # no worker outlives the run (loky keeps them for reuse otherwise)
+        from joblib.externals.loky import get_reusable_executor
+
+        get_reusable_executor().shutdown(wait=True)
 
 
 def warn_thin(fold: Fold, labels: np.ndarray, classes: list[str], tag: str) -> dict[str, int]:
