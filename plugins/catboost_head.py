@@ -1,10 +1,8 @@
 """``catboost``: CatBoost on the concatenated pooled embeddings; saved in CatBoost's native .cbm
 format, with early stopping on a validation set of whole training speakers.
 
-Three presets. ``fast`` (the default): 32 histogram bins, one thread (grid cells run side by side without
+Two presets. ``fast`` (the default): 32 histogram bins, one thread (grid cells run side by side without
 oversubscribing the cores), patience 30, and the early-stopped model kept (no refit on the whole fold).
-``narrow``: the same, with each split considering at most about 100 features (the cost of a split search then
-stays flat as fused inputs grow wider; inputs of up to 1,000 features are fitted as with ``fast``).
 ``legacy``: the settings of earlier releases (64 bins, patience 50, refit, every CPU), which give their
 predictions exactly, for reproducing old tables. An option set explicitly wins over its preset.
 """
@@ -22,27 +20,21 @@ from fusionkit.sdk.heads import FusionHead, HeadFileError, pooled_blocks, valida
 from fusionkit.sdk.options import Options
 
 PRESETS: dict[str, dict[str, Any]] = {
-    "narrow": {"border_count": 32, "patience": 30, "refit": False, "threads": 1, "split_features": 100},
-    "fast": {"border_count": 32, "patience": 30, "refit": False, "threads": 1, "split_features": None},
-    "legacy": {"border_count": 64, "patience": 50, "refit": True, "threads": None, "split_features": None},
+    "fast": {"border_count": 32, "patience": 30, "refit": False, "threads": 1},
+    "legacy": {"border_count": 64, "patience": 50, "refit": True, "threads": None},
 }
-"""What each preset gives the options left unset (``threads`` None: FUSIONKIT_THREADS or every CPU;
-``split_features``: with ``rsm`` unset, each split considers at most about this many features)."""
-RSM = 0.1
-"""Share of the features each split considers, unless ``rsm`` or the preset's ``split_features`` says fewer."""
+"""What each preset gives the options left unset (``threads`` None: FUSIONKIT_THREADS or every CPU)."""
 
 
 class CatBoostOptions(Options):
-    preset: Literal["narrow", "fast", "legacy"] = Field(
-        "fast", description="fast: 32 bins, 1 thread, patience 30, no refit; narrow: the same with each split "
-                            "considering at most about 100 features; legacy: earlier releases' settings (64 bins, "
-                            "patience 50, refit, every CPU) for reproducing old tables")
+    preset: Literal["fast", "legacy"] = Field("fast", description="fast: 32 bins, 1 thread, patience 30, no refit; "
+                                          "legacy: earlier releases' settings (64 bins, patience 50, refit, every "
+                                          "CPU) for reproducing old tables")
     iterations: int = Field(600, ge=1, description="maximum boosting rounds")
     depth: int = Field(6, ge=1, le=16, description="tree depth")
     learning_rate: float = Field(0.08, gt=0)
     l2_leaf_reg: float = Field(3.0, ge=0)
-    rsm: float | None = Field(None, gt=0, le=1, description="share of features considered per split (default 0.1; "
-                              "narrow: 0.1 or about 100 features, whichever is fewer)")
+    rsm: float = Field(0.1, gt=0, le=1, description="share of features considered per split (speeds up wide inputs)")
     border_count: int | None = Field(None, ge=2, le=255, description="histogram bins per feature (default: the "
                                      "preset's)")
     class_weight: bool = Field(True, description="auto_class_weights=Balanced")
@@ -60,13 +52,6 @@ class CatBoostOptions(Options):
         value = getattr(self, name)
         return PRESETS[self.preset][name] if value is None else value
 
-    def share_per_split(self, width: int) -> float:
-        """``rsm`` for ``width`` input features."""
-        if self.rsm is not None:
-            return self.rsm
-        most = PRESETS[self.preset]["split_features"]
-        return RSM if most is None else min(RSM, most / width)
-
 
 class CatBoostHead(FusionHead):
     """Early fusion for trees: every encoder's pooled vector concatenated, CatBoost MultiClass."""
@@ -83,7 +68,7 @@ class CatBoostHead(FusionHead):
         o = self.options
         return CatBoostClassifier(
             iterations=iterations, depth=o.depth, learning_rate=o.learning_rate, l2_leaf_reg=o.l2_leaf_reg,
-            rsm=o.share_per_split(self.width), border_count=o.setting("border_count"), loss_function="MultiClass",
+            rsm=o.rsm, border_count=o.setting("border_count"), loss_function="MultiClass",
             auto_class_weights="Balanced" if o.class_weight else None, random_seed=self.seed,
             thread_count=o.setting("threads") or threads(), verbose=False, allow_writing_files=False,
         )

@@ -143,20 +143,3 @@ def test_xgboost_narrow_is_the_default_and_explicit_options_win(data):
     assert 1 <= xg.best_iteration < 300
     assert XGBoostHead(XGBoostOptions(colsample_bytree=0.7), 0)._model().get_params()["colsample_bytree"] == 0.7
     assert XGBoostHead(XGBoostOptions(preset="legacy"), 0)._model().get_params()["colsample_bytree"] == 0.5
-
-
-def test_catboost_narrow_considers_about_100_features_per_split(data):
-    """CatBoost's ``narrow``: 0.1 of the features per split, or about 100 when that is fewer; ``fast`` and ``legacy``
-    keep 0.1; an ``rsm`` set in the recipe wins."""
-    narrow = CatBoostOptions(preset="narrow")
-    assert narrow.share_per_split(88) == 0.1 and narrow.share_per_split(1000) == 0.1
-    assert narrow.share_per_split(2048) == pytest.approx(100 / 2048)
-    assert CatBoostOptions(preset="fast").share_per_split(2048) == 0.1
-    assert CatBoostOptions(preset="legacy").share_per_split(2048) == 0.1
-    assert CatBoostOptions(preset="narrow", rsm=0.5).share_per_split(2048) == 0.5
-    X, y, speakers, train = data
-    wide = {"a": np.repeat(X["a"], 100, axis=1)}  # 1,600 features: 100 / 1,600 per split
-    head = CatBoostHead(CatBoostOptions(preset="narrow", iterations=20), seed=0)
-    head.fit(split(wide, train), y[train], CLASSES, speakers[train])
-    assert head.model.get_all_params()["rsm"] == pytest.approx(100 / 1600)
-    assert head.fit_threads() == 1 and CatBoostHead(CatBoostOptions(preset="legacy")).fit_threads() is None

@@ -254,7 +254,7 @@ def fold_workers(recipe: Recipe, prep: Prepared, n_folds: int) -> int:
     if head_cls.wants_encoders or n_folds < 2 or setting == 1:
         return 1
     if setting == "auto":
-        per_fit = getattr(head_cls(head_options, seed=0), "fit_threads", lambda: None)()
+        per_fit = head_cls(head_options).fit_threads()
         if per_fit is None or any(prep.sequences.values()):
             return 1
         setting = threads() // per_fit
