@@ -47,6 +47,8 @@ def test_folds_side_by_side_match_one_by_one(tmp_path):
     ({"plugin": "xgboost"}, "1", False, 1),  # a grid cell's share of one CPU
     ({"plugin": "xgboost", "options": {"n_jobs": 2}}, "2", False, 1),
     ({"plugin": "xgboost", "options": {"preset": "legacy"}}, "4", False, 1),  # every CPU a fit
+    ({"plugin": "catboost"}, "2", False, 2),  # fast: one thread a fit
+    ({"plugin": "catboost", "options": {"preset": "legacy"}}, "2", False, 1),
     ({"plugin": "linear"}, "4", False, 1),  # takes what it is given
     ({"plugin": "xgboost"}, "4", True, 1),  # frame sequences: one copy of the features only
 ])
