@@ -71,3 +71,21 @@ def test_fold_workers_set_in_the_recipe_win_and_are_checked(tmp_path, monkeypatc
     assert fold_workers(_recipe(tmp_path, tmp_path, {"plugin": "linear"}, 5), prep, 3) == 3
     with pytest.raises(ValidationError, match="fold_workers"):
         _recipe(tmp_path, tmp_path, {"plugin": "linear"}, 0)
+
+
+def _die(job, sources=None, threads=None):
+    import os
+
+    os._exit(3)  # a worker killed mid-fit (e.g. out of memory)
+
+
+def test_a_fold_worker_that_dies_is_one_clear_error(tmp_path, monkeypatch):
+    from fusionkit.pipeline import folds
+    from fusionkit.pipeline.run import run
+
+    root = _corpus(tmp_path / "c", ["s1", "s2", "s3"], ["ang", "neu"], {"ang": 520.0, "neu": 200.0}, 1).parent
+    monkeypatch.setattr(folds, "fit_one", _die)
+    with pytest.raises(folds.FoldWorkerError, match=r"fold worker process ended unexpectedly .*fold_workers=1"):
+        run(_recipe(root, tmp_path / "cache", {"plugin": "xgboost", "options": {"n_estimators": 5}}, 2),
+            tmp_path / "run")
+    assert not (tmp_path / "run" / "metrics.json").exists()

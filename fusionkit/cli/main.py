@@ -131,6 +131,7 @@ def run(recipe: str, overrides, out: Path | None, mlflow: str | None, **engine) 
     r = _load(recipe, overrides)
     r.engine = resolve_engine(r.engine, **engine)
     tracked = tracking_target(mlflow, r.tracking.mlflow if r.tracking else None, r.name)
+    from fusionkit.pipeline.folds import FoldWorkerError
     from fusionkit.pipeline.run import default_run_dir
     from fusionkit.pipeline.run import run as do_run
     from fusionkit.registry import PluginError
@@ -141,7 +142,7 @@ def run(recipe: str, overrides, out: Path | None, mlflow: str | None, **engine) 
     except KeyboardInterrupt:
         _fail([f"{recipe}: interrupted; every embedding written so far is in the cache, "
                "so running the same command again resumes where this one stopped"], EXIT_INTERRUPTED)
-    except (ValueError, OSError, PluginError) as exc:
+    except (ValueError, OSError, PluginError, FoldWorkerError) as exc:
         _fail([f"{recipe}: {exc}"], EXIT_FAILED)
     except Exception as exc:  # noqa: BLE001 - one line unless -v asks for the traceback
         if (click.get_current_context().find_root().obj or {}).get("verbose"):

@@ -11,6 +11,7 @@ from __future__ import annotations
 import csv
 import io
 import logging
+import re
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -33,6 +34,10 @@ from fusionkit.progress import bar
 from fusionkit.recipe import Recipe, plugin_options
 
 log = logging.getLogger("fusionkit")
+
+
+class FoldWorkerError(RuntimeError):
+    """A process fitting folds side by side ended without a result (killed, out of memory, crashed)."""
 
 
 def fold_tag(seed: int, fold_index: int, seeds: list[int]) -> str:
@@ -269,6 +274,8 @@ def _run_jobs(jobs, workers: int, sources: dict):
             yield fit_one(job, sources)
         return
     from joblib import Parallel, delayed, parallel_config
+    from joblib.externals.loky import get_reusable_executor
+    from joblib.externals.loky.process_executor import TerminatedWorkerError
 
     from fusionkit.resources import threads
 
@@ -277,9 +284,12 @@ def _run_jobs(jobs, workers: int, sources: dict):
         with parallel_config(backend="loky", inner_max_num_threads=share):
             yield from Parallel(n_jobs=workers, return_as="generator")(
                 delayed(fit_one)(job, None, share) for job in jobs)
+    except TerminatedWorkerError as exc:
+        codes = re.search(r"exit codes of the workers are (\{.*?\})", str(exc))
+        raise FoldWorkerError(
+            f"a fold worker process ended unexpectedly (exit codes {codes.group(1) if codes else 'unknown'}: killed, "
+            f"out of memory or crashed); --set engine.fold_workers=1 fits one fold at a time") from None
     finally:  # no worker outlives the run (loky keeps them for reuse otherwise)
-        from joblib.externals.loky import get_reusable_executor
-
         get_reusable_executor().shutdown(wait=True)
 
 
