@@ -42,6 +42,7 @@ def test_folds_side_by_side_match_one_by_one(tmp_path):
 
 
 @pytest.mark.parametrize(("fusion", "env", "sequences", "expected"), [
+    ({"plugin": "xgboost"}, "2", None, 1),  # 150 clips: fits of seconds, workers would start for longer
     ({"plugin": "xgboost"}, "2", False, 2),  # narrow: one thread a fit, two CPUs
     ({"plugin": "xgboost"}, "8", False, 3),  # never more than the folds
     ({"plugin": "xgboost"}, "1", False, 1),  # a grid cell's share of one CPU
@@ -56,7 +57,8 @@ def test_auto_fold_workers(tmp_path, monkeypatch, fusion, env, sequences, expect
     from types import SimpleNamespace
 
     monkeypatch.setenv("FUSIONKIT_THREADS", env)
-    prep = SimpleNamespace(sequences={"lld": sequences})
+    clips = [None] * (150 if sequences is None else 1440)
+    prep = SimpleNamespace(sequences={"lld": bool(sequences)}, clips=clips)
     assert fold_workers(_recipe(tmp_path, tmp_path, fusion), prep, 3) == expected
 
 
@@ -66,7 +68,7 @@ def test_fold_workers_set_in_the_recipe_win_and_are_checked(tmp_path, monkeypatc
     from pydantic import ValidationError
 
     monkeypatch.setenv("FUSIONKIT_THREADS", "1")
-    prep = SimpleNamespace(sequences={"lld": np.False_})
+    prep = SimpleNamespace(sequences={"lld": np.False_}, clips=[None] * 30)
     assert fold_workers(_recipe(tmp_path, tmp_path, {"plugin": "linear"}, 2), prep, 3) == 2
     assert fold_workers(_recipe(tmp_path, tmp_path, {"plugin": "linear"}, 5), prep, 3) == 3
     with pytest.raises(ValidationError, match="fold_workers"):

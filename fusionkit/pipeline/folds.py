@@ -247,11 +247,17 @@ def _head_class(recipe: Recipe) -> type:
     return plugin_options("fusion", recipe.fusion.plugin, recipe.fusion.options)[0]
 
 
+SIDE_BY_SIDE_MIN_CLIPS = 200
+"""``auto`` fits folds side by side from this many clips: below it the fits take seconds, and starting the worker
+processes (about 3 s on 2 cores) would cost more than it saves."""
+
+
 def fold_workers(recipe: Recipe, prep: Prepared, n_folds: int) -> int:
     """How many folds are fitted at once: ``engine.fold_workers``, or with ``auto`` (the default) the CPUs
     (FUSIONKIT_THREADS, else every CPU) divided by the threads one fit takes when the head fixes that number
-    (:meth:`~fusionkit.sdk.heads.Head.fit_threads`) and the features are pooled vectors; else 1. Never more
-    than the folds, and always 1 for a head that fine-tunes the recipe's encoders."""
+    (:meth:`~fusionkit.sdk.heads.Head.fit_threads`), the features are pooled vectors and the run has at least
+    :data:`SIDE_BY_SIDE_MIN_CLIPS` clips; else 1. Never more than the folds, and always 1 for a head that
+    fine-tunes the recipe's encoders."""
     from fusionkit.resources import threads
 
     setting = recipe.engine.fold_workers if recipe.engine is not None else "auto"
@@ -260,7 +266,7 @@ def fold_workers(recipe: Recipe, prep: Prepared, n_folds: int) -> int:
         return 1
     if setting == "auto":
         per_fit = head_cls(head_options).fit_threads()
-        if per_fit is None or any(prep.sequences.values()):
+        if per_fit is None or any(prep.sequences.values()) or len(prep.clips) < SIDE_BY_SIDE_MIN_CLIPS:
             return 1
         setting = threads() // per_fit
     return max(1, min(int(setting), n_folds))
