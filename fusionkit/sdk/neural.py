@@ -122,6 +122,11 @@ class NeuralHead(FusionHead):
     requires: ClassVar[tuple[str, ...]] = ("torch", "sklearn")
     accepts_sequences = True
 
+    def fit_threads(self) -> int | None:
+        if getattr(self.options, "device", "cpu") != "cpu":
+            return None  # one accelerator: one fit at a time
+        return self.options.threads
+
     @abstractmethod
     def network(self, specs: list[dict[str, Any]], n_classes: int) -> nn.Module:
         """A fresh, untrained network (import torch and the module that defines it here)."""
