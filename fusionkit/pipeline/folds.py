@@ -162,7 +162,7 @@ def fit_folds(recipe: Recipe, prep: Prepared, run_dir: Path) -> Fitted:
     if not planned:
         raise ValueError("no fold could be evaluated")
     workers = fold_workers(recipe, prep, len(planned))
-    sources = build_encoders(recipe) if workers == 1 and _head_class(recipe).wants_encoders else {}
+    sources = build_encoders(recipe) if workers == 1 and _wants_encoders(_head_class(recipe)) else {}
 
     def jobs():
         for seed, fold, _ in planned:
@@ -226,7 +226,7 @@ def fit_one(job: FoldJob, sources: dict | None = None, threads: int | None = Non
         limit_threads(threads)
     head_cls, head_options = plugin_options("fusion", job.plugin, job.options)
     head = head_cls(head_options, seed=job.seed)
-    if head_cls.wants_encoders:
+    if _wants_encoders(head_cls):
         head.attach(sources or {})
     t = time.perf_counter()
     head.fit(job.X_train, job.y_train, job.outputs, job.groups)
@@ -247,6 +247,11 @@ def _head_class(recipe: Recipe) -> type:
     return plugin_options("fusion", recipe.fusion.plugin, recipe.fusion.options)[0]
 
 
+def _wants_encoders(head_cls: type) -> bool:
+    """Whether the head fine-tunes the recipe's encoders (a head need not subclass the SDK's Head)."""
+    return bool(getattr(head_cls, "wants_encoders", False))
+
+
 SIDE_BY_SIDE_MIN_CLIPS = 200
 """``auto`` fits folds side by side from this many clips: below it the fits take seconds, and starting the worker
 processes (about 3 s on 2 cores) would cost more than it saves."""
@@ -262,10 +267,10 @@ def fold_workers(recipe: Recipe, prep: Prepared, n_folds: int) -> int:
 
     setting = recipe.engine.fold_workers if recipe.engine is not None else "auto"
     head_cls, head_options = plugin_options("fusion", recipe.fusion.plugin, recipe.fusion.options)
-    if head_cls.wants_encoders or n_folds < 2 or setting == 1:
+    if _wants_encoders(head_cls) or n_folds < 2 or setting == 1:
         return 1
     if setting == "auto":
-        per_fit = head_cls(head_options).fit_threads()
+        per_fit = getattr(head_cls(head_options, seed=0), "fit_threads", lambda: None)()
         if per_fit is None or any(prep.sequences.values()) or len(prep.clips) < SIDE_BY_SIDE_MIN_CLIPS:
             return 1
         setting = threads() // per_fit
