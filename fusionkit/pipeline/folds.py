@@ -161,8 +161,9 @@ def fit_folds(recipe: Recipe, prep: Prepared, run_dir: Path) -> Fitted:
         planned.append((seed, fold, thin))
     if not planned:
         raise ValueError("no fold could be evaluated")
-    workers = fold_workers(recipe, prep, len(planned))
-    sources = build_encoders(recipe) if workers == 1 and _wants_encoders(_head_class(recipe)) else {}
+    workers = fold_workers(recipe, prep, len(planned))  # always 1 for a head that wants the encoders
+    head_cls = plugin_options("fusion", recipe.fusion.plugin, recipe.fusion.options)[0]
+    sources = build_encoders(recipe) if _wants_encoders(head_cls) else {}
 
     def jobs():
         for seed, fold, _ in planned:
@@ -241,10 +242,6 @@ def fit_one(job: FoldJob, sources: dict | None = None, threads: int | None = Non
     head.save(job.model_dir)
     chosen = head.selection() if hasattr(head, "selection") else None
     return FoldDone(predicted, proba, chosen, seconds)
-
-
-def _head_class(recipe: Recipe) -> type:
-    return plugin_options("fusion", recipe.fusion.plugin, recipe.fusion.options)[0]
 
 
 def _wants_encoders(head_cls: type) -> bool:
