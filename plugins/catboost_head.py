@@ -1,10 +1,11 @@
 """``catboost``: CatBoost on the concatenated pooled embeddings; saved in CatBoost's native .cbm
 format, with early stopping on a validation set of whole training speakers.
 
-Two presets. ``fast`` (the default): 32 histogram bins, one thread (grid cells run side by side without
-oversubscribing the cores), patience 30, and the early-stopped model kept (no refit on the whole fold).
-``legacy``: the settings of earlier releases (64 bins, patience 50, refit, every CPU), which give their
-predictions exactly, for reproducing old tables. An option set explicitly wins over its preset.
+Three presets. ``shallow`` (the default): trees of depth 5, otherwise as ``fast``. ``fast`` (the default until
+2026-11-27): depth 6, 32 histogram bins, one thread (grid cells run side by side without oversubscribing the
+cores), patience 30, and the early-stopped model kept (no refit on the whole fold). ``legacy``: the settings of
+earlier releases (depth 6, 64 bins, patience 50, refit, every CPU), which give their predictions exactly, for
+reproducing old tables. An option set explicitly wins over its preset.
 """
 
 from __future__ import annotations
@@ -20,18 +21,21 @@ from fusionkit.sdk.heads import FusionHead, HeadFileError, pooled_blocks, valida
 from fusionkit.sdk.options import Options
 
 PRESETS: dict[str, dict[str, Any]] = {
-    "fast": {"border_count": 32, "patience": 30, "refit": False, "threads": 1},
-    "legacy": {"border_count": 64, "patience": 50, "refit": True, "threads": None},
+    "shallow": {"depth": 5, "border_count": 32, "patience": 30, "refit": False, "threads": 1},
+    "fast": {"depth": 6, "border_count": 32, "patience": 30, "refit": False, "threads": 1},
+    "legacy": {"depth": 6, "border_count": 64, "patience": 50, "refit": True, "threads": None},
 }
 """What each preset gives the options left unset (``threads`` None: FUSIONKIT_THREADS or every CPU)."""
 
 
 class CatBoostOptions(Options):
-    preset: Literal["fast", "legacy"] = Field("fast", description="fast: 32 bins, 1 thread, patience 30, no refit; "
-                                          "legacy: earlier releases' settings (64 bins, patience 50, refit, every "
-                                          "CPU) for reproducing old tables")
+    preset: Literal["shallow", "fast", "legacy"] = Field(
+        "shallow", description="shallow: depth 5, 32 bins, 1 thread, patience 30, no refit; fast: as shallow at depth "
+        "6; legacy: earlier releases' settings (depth 6, 64 bins, patience 50, refit, every CPU) for reproducing old "
+        "tables")
     iterations: int = Field(600, ge=1, description="maximum boosting rounds")
-    depth: int = Field(6, ge=1, le=16, description="tree depth")
+    depth: int | None = Field(None, ge=1, le=16, description="tree depth (default: the preset's: shallow 5, fast and "
+                              "legacy 6)")
     learning_rate: float = Field(0.08, gt=0)
     l2_leaf_reg: float = Field(3.0, ge=0)
     rsm: float = Field(0.1, gt=0, le=1, description="share of features considered per split (speeds up wide inputs)")
@@ -67,7 +71,7 @@ class CatBoostHead(FusionHead):
 
         o = self.options
         return CatBoostClassifier(
-            iterations=iterations, depth=o.depth, learning_rate=o.learning_rate, l2_leaf_reg=o.l2_leaf_reg,
+            iterations=iterations, depth=o.setting("depth"), learning_rate=o.learning_rate, l2_leaf_reg=o.l2_leaf_reg,
             rsm=o.rsm, border_count=o.setting("border_count"), loss_function="MultiClass",
             auto_class_weights="Balanced" if o.class_weight else None, random_seed=self.seed,
             thread_count=o.setting("threads") or threads(), verbose=False, allow_writing_files=False,

@@ -48,7 +48,7 @@ def test_folds_side_by_side_match_one_by_one(tmp_path):
     ({"plugin": "xgboost"}, "1", False, 1),  # a grid cell's share of one CPU
     ({"plugin": "xgboost", "options": {"n_jobs": 2}}, "2", False, 1),
     ({"plugin": "xgboost", "options": {"preset": "legacy"}}, "4", False, 1),  # every CPU a fit
-    ({"plugin": "catboost"}, "2", False, 2),  # fast: one thread a fit
+    ({"plugin": "catboost"}, "2", False, 2),  # shallow: one thread a fit
     ({"plugin": "catboost", "options": {"preset": "legacy"}}, "2", False, 1),
     ({"plugin": "concat-ffn"}, "2", False, 2),  # the torch heads train on one thread by default
     ({"plugin": "concat-ffn", "options": {"threads": None}}, "2", False, 1),  # torch's own thread count

@@ -124,11 +124,30 @@ def test_catboost_legacy_gives_earlier_predictions_and_fast_skips_the_refit(data
     np.testing.assert_allclose(legacy.predict_proba(split(X, ~train)), old.predict_proba(M[~train]), atol=1e-9)
     assert legacy.model.get_all_params()["border_count"] == 64
 
-    fast = CatBoostHead(CatBoostOptions(iterations=80), seed=2)
+    fast = CatBoostHead(CatBoostOptions(preset="fast", iterations=80), seed=2)
     fast.fit(split(X, train), y[train], CLASSES, speakers[train])
     assert fast.model.get_all_params()["border_count"] == 32 and fast.model.get_params()["thread_count"] == 1
+    assert fast.model.get_all_params()["depth"] == 6
     # no refit: the kept model was trained on the inner training speakers only, shrunk to its best iteration
     assert fast.model.tree_count_ == fast.best_iteration
+
+
+def test_catboost_shallow_is_the_default_and_explicit_depth_wins(data, tmp_path):
+    """CatBoost's ``shallow``: ``fast`` with trees of depth 5; ``depth`` set in the recipe overrides it; the saved
+    head reloads with the same probabilities."""
+    X, y, speakers, train = data
+    head = CatBoostHead(CatBoostOptions(iterations=80), seed=2)
+    head.fit(split(X, train), y[train], CLASSES, speakers[train])
+    params = head.model.get_all_params()
+    assert head.options.preset == "shallow" and params["depth"] == 5 and params["border_count"] == 32
+    assert head.model.get_params()["thread_count"] == 1 and head.model.tree_count_ == head.best_iteration
+    other = CatBoostHead(CatBoostOptions(iterations=20, depth=4), seed=2)
+    other.fit(split(X, train), y[train], CLASSES, speakers[train])
+    assert other.model.get_all_params()["depth"] == 4
+    head.save(tmp_path / "head")
+    back = CatBoostHead.load(tmp_path / "head")
+    assert back.options.preset == "shallow" and back.model.get_all_params()["depth"] == 5
+    np.testing.assert_allclose(back.predict_proba(split(X, ~train)), head.predict_proba(split(X, ~train)), atol=1e-7)
 
 
 def test_xgboost_narrow_is_the_default_and_explicit_options_win(data):
