@@ -66,8 +66,12 @@ def _functionals(frames: np.ndarray, names: Sequence[str]) -> np.ndarray:
             from scipy import stats
 
             fn = stats.skew if name == "skew" else stats.kurtosis
-            with warnings.catch_warnings():  # constant rows (e.g. fully voiced): undefined, reported as 0
-                warnings.simplefilter("ignore", RuntimeWarning)
+            # Constant rows (e.g. fully voiced): undefined, reported as 0. The encoder computes clips in threads,
+            # and catch_warnings is not thread-safe, so the one warning scipy gives for them is silenced by its
+            # message for good rather than inside a context.
+            warnings.filterwarnings("ignore", message="Precision loss occurred in moment calculation",
+                                    category=RuntimeWarning)
+            with np.errstate(divide="ignore", invalid="ignore"):
                 out.append(np.nan_to_num(fn(frames, axis=1)))
     return np.concatenate(out)
 

@@ -81,3 +81,21 @@ def test_blas_thread_limit_is_restored():
     before = [p["num_threads"] for p in threadpool_info() if p["user_api"] == "blas"]
     LLDEncoder(LLDOptions(descriptors=["mel"])).encode_batch([voiced(0.5), voiced(0.6)])
     assert [p["num_threads"] for p in threadpool_info() if p["user_api"] == "blas"] == before
+
+
+def test_constant_rows_give_zero_skew_and_kurtosis_without_a_warning_from_any_thread():
+    """Constant descriptor rows have no skew or kurtosis: 0, and scipy's warning about them stays quiet even when
+    clips are computed in threads (warnings.catch_warnings is not thread-safe)."""
+    import warnings
+    from concurrent.futures import ThreadPoolExecutor
+
+    from fusionkit_plugins.lld import _functionals
+
+    frames = np.vstack([np.full(50, 3.0), np.linspace(0, 1, 50) ** 2])
+    with warnings.catch_warnings(record=True) as seen:
+        warnings.simplefilter("always")
+        with ThreadPoolExecutor(4) as pool:
+            outs = list(pool.map(lambda _: _functionals(frames, ["skew", "kurtosis"]), range(32)))
+    assert not [w for w in seen if issubclass(w.category, RuntimeWarning)]
+    for out in outs:
+        assert out[0] == 0 and out[2] == 0 and np.isfinite(out).all() and out[1] != 0
