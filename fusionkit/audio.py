@@ -63,6 +63,23 @@ def load_audio(path: str | Path, target_sr: int = 16000) -> np.ndarray:
     """Mono float32 at ``target_sr``; raise :class:`AudioError` with the reason otherwise."""
     import soundfile as sf
 
+    path = check_file(path)
+    try:
+        info = sf.info(str(path))
+        data, sr = sf.read(str(path), dtype="float32", always_2d=True)
+    except Exception as exc:  # libsndfile's errors carry the reason
+        raise AudioError(f"not readable as audio ({decoder_reason(exc)})") from None
+    if data.shape[0] == 0:
+        raise AudioError("no audio samples (truncated or empty)")
+    promised = info.frames * (ESTIMATE_TOLERANCE if info.format in ESTIMATED_LENGTH_FORMATS else 1)
+    if 0 < data.shape[0] < promised:
+        raise AudioError(f"truncated: header promises {info.frames} frames, {data.shape[0]} could be decoded")
+    # (frames, channels) -> mono here, where the layout is known, before resampling
+    return to_mono_resampled(data.mean(axis=1), sr, target_sr)
+
+
+def check_file(path: str | Path) -> Path:
+    """``path`` as a Path if it exists, is not empty and is not a WAV/AIFF cut short; else :class:`AudioError`."""
     path = Path(path)
     if not path.exists():
         raise AudioError("file not found")
@@ -71,18 +88,7 @@ def load_audio(path: str | Path, target_sr: int = 16000) -> np.ndarray:
     truncated = container_truncation(path)
     if truncated:
         raise AudioError(truncated)
-    try:
-        info = sf.info(str(path))
-        data, sr = sf.read(str(path), dtype="float32", always_2d=True)
-    except Exception as exc:  # libsndfile's errors carry the reason
-        raise AudioError(f"not readable as audio ({_short(exc)})") from None
-    if data.shape[0] == 0:
-        raise AudioError("no audio samples (truncated or empty)")
-    promised = info.frames * (ESTIMATE_TOLERANCE if info.format in ESTIMATED_LENGTH_FORMATS else 1)
-    if 0 < data.shape[0] < promised:
-        raise AudioError(f"truncated: header promises {info.frames} frames, {data.shape[0]} could be decoded")
-    # (frames, channels) -> mono here, where the layout is known, before resampling
-    return to_mono_resampled(data.mean(axis=1), sr, target_sr)
+    return path
 
 
 def container_truncation(path: str | Path) -> str | None:
@@ -190,6 +196,7 @@ def text_digest(text: str) -> str:
     return hashlib.blake2b(text.encode("utf-8"), digest_size=16).hexdigest()
 
 
-def _short(exc: Exception) -> str:
+def decoder_reason(exc: Exception) -> str:
+    """The first line of a decoder error, without libsndfile's "Error opening <path>: " prefix."""
     msg = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
     return msg.split(": ", 1)[-1] if msg.startswith("Error opening") else msg

@@ -12,7 +12,8 @@ from fusionkit.audio import (
     ESTIMATED_LENGTH_FORMATS,
     AudioError,
     as_float_signal,
-    container_truncation,
+    check_file,
+    decoder_reason,
     signal_rate,
     to_mono_resampled,
 )
@@ -47,17 +48,11 @@ def window_starts(total: float, window: float, hop: float) -> list[tuple[float, 
 def _open(path: Path):
     import soundfile as sf
 
-    if not path.exists():
-        raise AudioError("file not found")
-    if path.stat().st_size == 0:
-        raise AudioError("empty file (0 bytes)")
-    truncated = container_truncation(path)
-    if truncated:
-        raise AudioError(truncated)
+    path = check_file(path)
     try:
         return sf.SoundFile(str(path))
     except Exception as exc:  # noqa: BLE001
-        raise AudioError(f"not readable as audio ({str(exc).splitlines()[0]})") from None
+        raise AudioError(f"not readable as audio ({decoder_reason(exc)})") from None
 
 
 def iter_windows(source, sampling_rate: int | None, window: float, hop: float,
