@@ -162,3 +162,27 @@ def test_xgboost_narrow_is_the_default_and_explicit_options_win(data):
     assert 1 <= xg.best_iteration < 300
     assert XGBoostHead(XGBoostOptions(colsample_bytree=0.7), 0)._model().get_params()["colsample_bytree"] == 0.7
     assert XGBoostHead(XGBoostOptions(preset="legacy"), 0)._model().get_params()["colsample_bytree"] == 0.5
+
+
+def _allocator_options(env: dict) -> str:
+    """What the allocators of a fresh process report when the catboost head first imports CatBoost."""
+    import os
+    import subprocess
+    import sys
+
+    code = "from fusionkit_plugins.catboost_head import catboost_module; catboost_module()"
+    env = {k: v for k, v in os.environ.items() if not k.startswith("MIMALLOC_")} | env | {"MIMALLOC_VERBOSE": "1"}
+    done = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr
+    return done.stderr
+
+
+def test_catboost_allocator_keeps_its_buffers_and_a_user_setting_wins():
+    # CatBoost's own mimalloc reads these when its library loads: the head must set them before that import
+    report = _allocator_options({})
+    if "option 'purge_delay'" not in report:
+        pytest.skip("this CatBoost build does not report its allocator's options")
+    assert "option 'purge_delay': 1000" in report and "option 'purge_delay': 10 " not in report + " "
+    assert "option 'arena_reserve': 4194304 KiB" in report
+    mine = _allocator_options({"MIMALLOC_PURGE_DELAY": "50"})
+    assert "option 'purge_delay': 50" in mine and "option 'purge_delay': 1000" not in mine
