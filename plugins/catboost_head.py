@@ -31,8 +31,8 @@ PRESETS: dict[str, dict[str, Any]] = {
 ALLOCATOR = {"MIMALLOC_ARENA_RESERVE": "4GiB", "MIMALLOC_PURGE_DELAY": "1000"}
 """Settings for the mimalloc inside CatBoost's library, read when it loads (values a user set win). With its defaults
 (1 GiB arenas, freed memory returned after 10 ms) the large buffers CatBoost allocates and frees on every round with
-``rsm`` < 1 come from the OS each time: a third of a fit's CPU time went on page faults. A 4 GiB arena (address
-space, not memory) and a 1-second delay keep them; predictions are the same."""
+``rsm`` < 1 come from the OS each time: a third to three fifths of a RAVDESS fit's CPU time went on page faults.
+A 4 GiB arena (address space, not memory) and a 1-second delay keep them; predictions are the same."""
 
 
 def catboost_module():
