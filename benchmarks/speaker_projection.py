@@ -25,7 +25,7 @@ from fusionkit.pipeline.data import normalize
 from fusionkit.pipeline.folds import fold_inputs, plan_folds
 from fusionkit.pipeline.run import prepare
 from fusionkit.recipe import load_recipe
-from fusionkit.sdk.heads import macro_recall
+from fusionkit.sdk.heads import Standardizer, macro_recall
 
 KS = (0, 4, 8, 12, 16, 19)
 
@@ -37,8 +37,8 @@ def speaker_directions(z: np.ndarray, speakers: np.ndarray) -> np.ndarray:
 
 
 def fit_predict(x_tr, y_tr, s_tr, x_te, k: int) -> np.ndarray:
-    mu, sd = x_tr.mean(axis=0), x_tr.std(axis=0) + 1e-8
-    z_tr, z_te = (x_tr - mu) / sd, (x_te - mu) / sd
+    scaler = Standardizer().fit(x_tr)  # the linear head's z-scores
+    z_tr, z_te = scaler.transform(x_tr), scaler.transform(x_te)
     if k:
         u = speaker_directions(z_tr, s_tr)[:k]
         z_tr, z_te = z_tr - z_tr @ u.T @ u, z_te - z_te @ u.T @ u
