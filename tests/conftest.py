@@ -2,9 +2,14 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import pytest
+
+# precision: auto stays fp32 whichever CPU runs the suite (its tolerances are fp32's), set before any fixture of any
+# scope loads a model and inherited by the commands the tests start
+os.environ["FUSIONKIT_CPU_BF16"] = "0"
 
 REPO = Path(__file__).resolve().parents[1]
 SHARED_DATA = (REPO / ".." / "shared" / "data").resolve()
@@ -14,7 +19,6 @@ SHARED_DATA = (REPO / ".." / "shared" / "data").resolve()
 def _isolated_cache(tmp_path_factory, monkeypatch):
     monkeypatch.setenv("FUSIONKIT_CACHE_DIR", str(tmp_path_factory.getbasetemp() / "fk-cache"))
     monkeypatch.setenv("FUSIONKIT_PROGRESS", "0")
-    monkeypatch.setenv("FUSIONKIT_CPU_BF16", "0")  # precision: auto stays fp32, whichever CPU runs the suite
     from fusionkit import registry as plugins
 
     plugins.reset()
