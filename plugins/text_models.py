@@ -6,8 +6,10 @@ import logging
 from typing import Any
 
 import numpy as np
+from pydantic import Field
 
 from fusionkit.sdk.base import Encoder, Options
+from fusionkit.sdk.torch_models import DeviceName, Precision
 
 log = logging.getLogger("fusionkit")
 
@@ -26,10 +28,22 @@ def identity(ref: str) -> str:
     return model_digest(resolve(ref))
 
 
+class TextModelOptions(Options):
+    """The options every text model encoder has besides its ``model``: where and in what precision it runs, and
+    what it may load."""
+
+    device: DeviceName = Field("cpu", description="cpu, cuda, cuda:N, mps or auto")
+    precision: Precision = Field("auto", description="auto = bf16 on a CPU with native bf16 (AMX/AVX512-BF16), "
+                                 "fp16 on an accelerator, else fp32; or fp32, bf16, fp16 (pooling stays fp32)")
+    trust_remote_code: bool = Field(False, description="allow code shipped with the model to run")
+    allow_download: bool = Field(False, description="let a hub id be downloaded; otherwise only the local Hugging "
+                                                    "Face cache is used")
+
+
 class TextModelEncoder(Encoder):
     """Base of the text encoders that load a model folder or hub id (``hf-text``, ``sentence-transformers``).
 
-    Its options have ``model``, ``device``, ``trust_remote_code`` and ``allow_download``; it keeps the
+    Its options are :class:`TextModelOptions` with a ``model``; it keeps the
     loaded ``model`` and the model's content identity (computed once).
     """
 
