@@ -102,7 +102,7 @@ def run_cli(
 ) -> subprocess.CompletedProcess:
     """``fusionkit ARGS`` in a fresh interpreter (so entry points and sys.modules start clean)."""
     clean = {k: v for k, v in os.environ.items() if not k.startswith("FUSIONKIT_")}  # the user's switches stay out
-    full_env = {**clean, "FUSIONKIT_PROGRESS": "0", **(env or {})}
+    full_env = {**clean, "FUSIONKIT_PROGRESS": "0", "FUSIONKIT_CPU_BF16": "0", **(env or {})}  # fp32 tolerances
     code = "import sys; from fusionkit.cli import main; sys.argv[0] = 'fusionkit'; main()"
     return subprocess.run([sys.executable, "-c", code, *args], env=full_env, cwd=cwd, capture_output=True,
                           text=True, timeout=timeout)

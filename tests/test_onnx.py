@@ -153,3 +153,28 @@ def test_runtime_onnx_without_graphs_is_one_line(tmp_path):
 
     with pytest.raises(BundleError, match="holds no ONNX graphs"):
         onnx_index(tmp_path)
+
+
+def test_an_encoder_running_in_bf16_exports_a_float32_graph(tmp_path):
+    """On a CPU with native bf16, ``precision: auto`` loads Whisper in bf16; the export loads it anew in float32, so
+    the graph gives the float32 plugin's features, not those of weights cast to bf16 and back."""
+    from fusionkit.onnx.whisper import OnnxWhisperEncoder, export_whisper
+    from fusionkit.recipe import plugin_options
+
+    model = tiny_whisper(tmp_path / "tiny-whisper")
+
+    def plugin(precision: str):
+        cls, options = plugin_options("encoder", "whisper", {"model": str(model), "layers": [1, 2],
+                                                              "pooling": "mean+std", "precision": precision})
+        return cls(options)
+
+    bf16 = plugin("bf16")
+    entry = export_whisper(bf16, tmp_path / "tw.onnx")
+    assert bf16._runner is None  # the bf16 plugin itself was never loaded for the export
+    graph = OnnxWhisperEncoder(plugin("fp32"), tmp_path / entry["graph"], tmp_path / entry["mel_filters"], threads=1,
+                               layers_out=entry["layers_out"], n_layers=entry["layers"])
+    fp32 = plugin("fp32")
+    x = voice(1.3, seed=3)
+    want = fp32.select(fp32.encode_batch([x])[0])
+    got = graph.select(graph.encode_batch([x])[0])
+    np.testing.assert_allclose(got, want, rtol=1e-4, atol=1e-4)

@@ -60,6 +60,17 @@ def _graph_module(encoder, layers: list[int]):
     return PooledStates().eval()
 
 
+def float32_cpu(plugin):
+    """``plugin`` where it computes in float32 on the CPU, else a new instance of it with the same options that does.
+
+    The graph is float32 whatever the machine that exports it: a bundle whose ``precision: auto`` ran in bf16 here
+    (a CPU with native bf16) or whose ``device`` is an accelerator is exported from weights loaded anew in float32,
+    not from weights cast to bf16 or fp16 and back."""
+    if plugin.options.device == "cpu" and plugin.precision() == "fp32":
+        return plugin
+    return type(plugin)(plugin.options.model_copy(update={"device": "cpu", "precision": "fp32"}))
+
+
 def export_whisper(plugin, target: Path, opset: int = 17) -> dict:
     """Write a ``whisper`` encoder plugin's encoder (loaded here, on the CPU) to ``target`` (.onnx) and its mel
     filter bank beside it; the entry for ``onnx.json``."""
@@ -68,6 +79,7 @@ def export_whisper(plugin, target: Path, opset: int = 17) -> dict:
 
     if plugin.options.pooling == "none":
         raise ValueError("pooling none (frame sequences) has no ONNX export; pooled statistics only")
+    plugin = float32_cpu(plugin)
     plugin.load()
     runner, mel = getattr(plugin, "_runner", None), getattr(plugin, "_mel", None)
     if runner is None or mel is None or runner.dtype != torch.float32:
