@@ -137,7 +137,10 @@ class LayeredEncoder(Encoder):
                              f"pooling: none")
         (start,) = self.sequence_layers()
         self.load()
-        return trainable_top(self.model, start, blocks, self.name, self.fine_tunable)
+        model = self.model
+        if self.precision() != "fp32":  # its weights were cast to bf16 / fp16 for encoding: train from the stored ones
+            _, model = self.load_model(self.model_path)
+        return trainable_top(model, start, blocks, self.name, self.fine_tunable)
 
     @classmethod
     def build_top(cls, spec):

@@ -335,3 +335,17 @@ def test_an_encoder_without_trainable_blocks_is_named_in_one_line():
                                          r"trainable_top") as err:
         head.fit({"d": np.zeros((8, 4), dtype=np.float32)}, np.array([0, 1] * 4), ["a", "b"])
     assert "\n" not in str(err.value)
+
+
+def test_ssl_top_starts_from_the_stored_weights_when_the_encoder_runs_in_bf16(ssl_models):
+    """On a CPU with native bf16 (or on an accelerator in fp16) the encoding copy of the model is cast down; the
+    trainable blocks are the stored float32 weights, not those rounded to bf16 and back."""
+    import torch
+
+    fp32, _ = ssl_encoder(ssl_models["hubert"], layers=0, pooling="none", precision="fp32").trainable_top()
+    bf16_enc = ssl_encoder(ssl_models["hubert"], layers=0, pooling="none", precision="bf16")
+    bf16, _ = bf16_enc.trainable_top()
+    assert next(bf16_enc.model.parameters()).dtype == torch.bfloat16  # the encoding copy is bf16
+    want, got = fp32.state_dict(), bf16.state_dict()
+    assert want.keys() == got.keys()
+    assert all(torch.equal(want[k], got[k]) for k in want)
