@@ -52,7 +52,8 @@ def test_folds_side_by_side_match_one_by_one(tmp_path):
     ({"plugin": "catboost", "options": {"preset": "legacy"}}, "2", False, 1),
     ({"plugin": "concat-ffn"}, "2", False, 2),  # the torch heads train on one thread by default
     ({"plugin": "concat-ffn", "options": {"threads": None}}, "2", False, 1),  # torch's own thread count
-    ({"plugin": "linear"}, "4", False, 1),  # takes what it is given
+    ({"plugin": "linear"}, "2", False, 2),  # one BLAS thread a fit by default
+    ({"plugin": "linear", "options": {"threads": None}}, "4", False, 1),  # takes what it is given
     ({"plugin": "xgboost"}, "4", True, 1),  # frame sequences: one copy of the features only
 ])
 def test_auto_fold_workers(tmp_path, monkeypatch, fusion, env, sequences, expected):
