@@ -54,6 +54,8 @@ def test_folds_side_by_side_match_one_by_one(tmp_path):
     ({"plugin": "concat-ffn", "options": {"threads": None}}, "2", False, 1),  # torch's own thread count
     ({"plugin": "linear"}, "2", False, 2),  # one BLAS thread a fit by default
     ({"plugin": "linear", "options": {"threads": None}}, "4", False, 1),  # takes what it is given
+    ({"plugin": "late-average"}, "2", False, 2),  # its base heads' threads: linear's one
+    ({"plugin": "stacking", "options": {"base_options": {"threads": None}}}, "2", False, 1),
     ({"plugin": "xgboost"}, "4", True, 1),  # frame sequences: one copy of the features only
 ])
 def test_auto_fold_workers(tmp_path, monkeypatch, fusion, env, sequences, expected):

@@ -104,6 +104,10 @@ class PerEncoderHead(FusionHead):
     accepts_sequences = True
     arrays_file = None  # the base heads are saved in their own folders
 
+    def fit_threads(self) -> int | None:
+        """The base head's: the base heads are fitted one after another."""
+        return make_base(self.options.base, self.options.base_options, self.seed).fit_threads()
+
     def _state(self, directory: Path):
         save_bases(directory, self.bases)
         return {"oof_uar": self.scores}, {}
