@@ -17,15 +17,18 @@ def export_onnx(bundle_dir: str | Path, trust_remote_code: bool = False) -> dict
     and one for a ``linear`` head; what has none is listed under ``skipped`` with the reason. Returns the index
     written to ``onnx/onnx.json``; :class:`~fusionkit.bundle.ExportError` when nothing could be exported."""
     from fusionkit.bundle import Bundle, ExportError
+    from fusionkit.bundle.files import check_identities
     from fusionkit.recipe import safe_name
 
     root = Path(bundle_dir)
-    bundle = Bundle.load(root, trust_remote_code=trust_remote_code)
+    # the checks of Bundle.load without loading the encoders: each graph loads the model it exports, in float32
+    recipe, head, _, encoders = Bundle.read_parts(root, trust_remote_code=trust_remote_code)
+    check_identities(root, encoders)
     _remove_listed(root)
     out = root / ONNX_DIR
     out.mkdir(exist_ok=True)
     index: dict = {"format": ONNX_FORMAT, "encoders": {}, "head": None, "skipped": {}}
-    for name, enc in bundle.encoders.items():
+    for name, enc in encoders.items():
         why = _encoder_problem(enc)
         if why:
             index["skipped"][f"encoder {name}"] = why
@@ -34,12 +37,12 @@ def export_onnx(bundle_dir: str | Path, trust_remote_code: bool = False) -> dict
 
         entry = export_whisper(enc, out / f"encoder-{safe_name(name)}.onnx")
         index["encoders"][name] = {"plugin": enc.name, **entry}
-    if bundle.recipe.fusion.plugin == "linear" and not bundle.regression:
+    if recipe.fusion.plugin == "linear" and recipe.task.kind != "regression":
         from fusionkit.onnx.linear import export_linear
 
-        index["head"] = {"plugin": "linear", **export_linear(bundle.head, out / "head-linear.onnx")}
+        index["head"] = {"plugin": "linear", **export_linear(head, out / "head-linear.onnx")}
     else:
-        index["skipped"]["head"] = f"fusion head {bundle.recipe.fusion.plugin}: no ONNX export (linear only)"
+        index["skipped"]["head"] = f"fusion head {recipe.fusion.plugin}: no ONNX export (linear only)"
     if not index["encoders"] and index["head"] is None:
         out.rmdir()
         raise ExportError(f"{root}: nothing to export to ONNX ({'; '.join(index['skipped'].values())})")
