@@ -64,6 +64,16 @@ def test_export_lists_graphs_in_manifest(onnx_bundle):
     assert {"onnx/onnx.json", "onnx/head-linear.onnx"} <= set(graphs) and len(graphs) == 4
 
 
+def test_graphs_carry_the_oldest_ir_version_their_opset_allows(onnx_bundle):
+    """A deployment machine's onnxruntime may be older than the onnx package that wrote the graphs: it refuses an
+    IR version newer than it knows, even when it runs every operator (onnxruntime 1.30 and onnx 1.23 did)."""
+    import onnx
+
+    for graph in (onnx_bundle / "onnx").glob("*.onnx"):
+        model = onnx.load(str(graph), load_external_data=False)
+        assert model.ir_version <= 8, (graph.name, model.ir_version)
+
+
 def test_onnx_probabilities_match_torch(onnx_bundle, tmp_path):
     import fusionkit
     from fusionkit.onnx import load_onnx

@@ -35,7 +35,11 @@ def linear_graph(head):
     graph = helper.make_graph(nodes, "fusionkit-linear-head",
                               [helper.make_tensor_value_info("features", TensorProto.FLOAT, ["N", width])],
                               [helper.make_tensor_value_info("probabilities", TensorProto.FLOAT, ["N", k])], inits)
-    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)], producer_name="fusionkit")
+    opsets = [helper.make_opsetid("", 17)]
+    # the oldest IR version that holds opset 17 (8), not the installed onnx's newest: an onnxruntime older than
+    # that onnx package (a deployment machine's) refuses a newer IR version even when it runs every operator
+    model = helper.make_model(graph, opset_imports=opsets, producer_name="fusionkit",
+                              ir_version=helper.find_min_ir_version_for(opsets))
     onnx.checker.check_model(model)
     return model
 
