@@ -9,14 +9,16 @@ __version__ = "0.1.0"
 __all__ = ["load", "__version__"]
 
 
-def load(bundle: str, trust_remote_code: bool = False):
+def load(bundle: str, trust_remote_code: bool = False, device: str | None = None):
     """Load an exported model bundle for prediction (see ``fusionkit export``).
 
     A bundle whose recipe asks for ``trust_remote_code`` is refused unless ``trust_remote_code=True`` is passed.
+    ``device`` (cpu, cuda, cuda:N, mps, auto) moves every part that has a device option there; by default each
+    runs where it was trained when this machine has that device, else on the CPU.
     """
     from fusionkit.bundle import Bundle
 
-    return Bundle.load(bundle, trust_remote_code=trust_remote_code)
+    return Bundle.load(bundle, trust_remote_code=trust_remote_code, device=device)
 
 
 def __getattr__(name: str):

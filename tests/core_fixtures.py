@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import hashlib
+import json
 import os
 import subprocess
 import sys
@@ -111,3 +113,13 @@ def run_cli(
 def with_pythonpath(site: Path, env: dict | None = None) -> dict:
     old = os.environ.get("PYTHONPATH", "")
     return {**(env or {}), "PYTHONPATH": os.pathsep.join(p for p in (str(site), old) if p)}
+
+
+def rehash_bundle(bundle: Path) -> None:
+    """Recompute a bundle's manifest after editing its files, as whoever changes a bundle can (hashes are not
+    signed)."""
+    m = json.loads((bundle / "manifest.json").read_text())
+    files = [p for p in sorted(bundle.rglob("*")) if p.is_file() and p != bundle / "manifest.json"]
+    m["files"] = {p.relative_to(bundle).as_posix(): hashlib.sha256(p.read_bytes()).hexdigest() for p in files}
+    m["content_hash"] = hashlib.sha256(json.dumps(m["files"], sort_keys=True).encode()).hexdigest()
+    (bundle / "manifest.json").write_text(json.dumps(m, indent=2))

@@ -162,6 +162,39 @@ def test_the_bundle_predicts_what_the_run_did(run):
             assert out["probabilities"][c] == pytest.approx(float(row[f"p_{c}"]), abs=2e-6)
 
 
+def test_a_bundle_fine_tuned_on_a_gpu_predicts_on_the_cpu(run, tmp_path, monkeypatch):
+    """The head's saved options name the device it trained on; without that device here it runs on the CPU,
+    with the same weights (so the same probabilities as a CPU-trained head)."""
+    import shutil
+
+    import torch
+
+    import fusionkit
+    from core_fixtures import rehash_bundle
+
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    clip = _a_clip(run)
+    want = fusionkit.load(run / "fold0").predict(clip)
+    moved = tmp_path / "gpu-bundle"
+    shutil.copytree(run / "fold0", moved)
+    saved = json.loads((moved / "head" / "head.json").read_text())
+    saved["options"]["device"] = "cuda"
+    (moved / "head" / "head.json").write_text(json.dumps(saved))
+    rehash_bundle(moved)
+    model = fusionkit.load(moved)
+    assert model.head.options.device == "cpu"
+    got = model.predict(clip)
+    for c in model.classes:
+        assert got["probabilities"][c] == pytest.approx(want["probabilities"][c], abs=1e-6)
+
+
+def _a_clip(run: Path) -> str:
+    from fusionkit.pipeline.data import load_dataset
+    from fusionkit.recipe import load_recipe
+
+    return load_dataset(load_recipe(run / "run" / "recipe.yaml")).clips()[0].path
+
+
 def test_bench_runs_fine_tune_cells_on_the_cached_frames(run, tmp_path):
     from click.testing import CliRunner
 

@@ -4,7 +4,6 @@
 from __future__ import annotations
 
 import csv
-import hashlib
 import json
 import os
 import shutil
@@ -20,6 +19,7 @@ import fusionkit
 from fusionkit.cli import main
 
 pytest.importorskip("transformers")
+from core_fixtures import rehash_bundle  # noqa: E402
 from ssl_fixtures import tiny_ssl  # noqa: E402
 
 SR = 16000
@@ -84,20 +84,11 @@ def bundle(made, tmp_path):
     return copy
 
 
-def _rehash(bundle: Path) -> None:
-    """Recompute the manifest as whoever tampers with a bundle can (its hashes are not signed)."""
-    m = json.loads((bundle / "manifest.json").read_text())
-    files = [p for p in sorted(bundle.rglob("*")) if p.is_file() and p != bundle / "manifest.json"]
-    m["files"] = {p.relative_to(bundle).as_posix(): hashlib.sha256(p.read_bytes()).hexdigest() for p in files}
-    m["content_hash"] = hashlib.sha256(json.dumps(m["files"], sort_keys=True).encode()).hexdigest()
-    (bundle / "manifest.json").write_text(json.dumps(m, indent=2))
-
-
 def _edit_recipe(bundle: Path, change) -> None:
     raw = yaml.safe_load((bundle / "recipe.yaml").read_text())
     change(raw)
     (bundle / "recipe.yaml").write_text(yaml.safe_dump(raw, sort_keys=False))
-    _rehash(bundle)
+    rehash_bundle(bundle)
 
 
 def _one_error_line(result) -> str:
@@ -126,6 +117,32 @@ def test_bundle_predicts_after_the_corpus_the_run_and_the_model_folder_are_gone(
     raw = yaml.safe_load((moved / "recipe.yaml").read_text())
     ref = raw["encoders"][1]["options"]["model"]
     assert not Path(ref).is_absolute() and (moved / ref / "config.json").is_file()
+
+
+def test_a_bundle_trained_on_a_gpu_runs_on_the_cpu_of_a_machine_without_one(bundle, made, monkeypatch, caplog):
+    """A bundle whose encoder ran on CUDA at training loads here and labels as the CPU bundle does; asking for a
+    device this machine lacks is one line, exit 2."""
+    import torch
+
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    want = fusionkit.load(made / "bundle").predict(made / "new.wav")
+    _edit_recipe(bundle, lambda r: r["encoders"][1]["options"].update(device="cuda"))
+    with caplog.at_level("WARNING", logger="fusionkit"):
+        model = fusionkit.load(bundle)
+    assert "encoder w2v: trained on cuda, which this machine does not have: running on cpu" in caplog.text
+    assert model.encoders["w2v"].options.device == "cpu"
+    got = model.predict(made / "new.wav")
+    for c in model.classes:
+        assert got["probabilities"][c] == pytest.approx(want["probabilities"][c], abs=1e-6)
+    assert fusionkit.load(bundle, device="auto").encoders["w2v"].options.device == "cpu"
+    with pytest.raises(ValueError, match="encoder w2v: device 'cuda' requested but torch sees no CUDA device"):
+        fusionkit.load(made / "bundle", device="cuda")
+    r = CliRunner().invoke(main, ["predict", str(made / "bundle"), str(made / "new.wav"), "--device", "cuda"])
+    assert r.exit_code == 2 and "requested but torch sees no CUDA device" in _one_error_line(r)
+    r = CliRunner().invoke(main, ["predict", str(made / "bundle"), str(made / "new.wav"), "--device", "gpu"])
+    assert r.exit_code == 2 and "'gpu' is not a device" in r.output
+    r = CliRunner().invoke(main, ["predict", str(bundle), str(made / "new.wav"), "--device", "cpu"])
+    assert r.exit_code == 0, r.output
 
 
 # ------------------------------------------------------------------ item 2: remote code, model paths
@@ -218,7 +235,7 @@ def test_encoder_weights_changed_since_export_are_one_clear_error(bundle, made):
     enc = json.loads((bundle / "encoders.json").read_text())
     enc[1]["identity"]["model"] = "0" * 32
     (bundle / "encoders.json").write_text(json.dumps(enc))
-    _rehash(bundle)
+    rehash_bundle(bundle)
     with pytest.raises(ValueError, match="w2v.*weights"):
         fusionkit.load(bundle)
     r = CliRunner().invoke(main, ["predict", str(bundle), str(made / "new.wav")])

@@ -119,22 +119,28 @@ class Bundle:
         self._memo_bytes = 0
 
     @classmethod
-    def load(cls, path: str | Path, verify: bool = True, trust_remote_code: bool = False) -> Bundle:
+    def load(cls, path: str | Path, verify: bool = True, trust_remote_code: bool = False,
+             device: str | None = None) -> Bundle:
         """Check the bundle (see :func:`check_files`), then load its head and encoders.
 
         Nothing about the training data is looked at. A recipe asking for ``trust_remote_code`` is refused
         unless ``trust_remote_code`` is passed here; model folders must lie inside the bundle; each encoder's
-        model identity (weights digest) must be the one recorded at export.
+        model identity (weights digest) must be the one recorded at export. ``device`` (cpu, cuda, cuda:N, mps,
+        auto): where every part with a device option runs; by default where it was trained if this machine has
+        that device, else the CPU (see :mod:`fusionkit.bundle.placement`).
         """
         root = Path(path)
-        recipe, head, outputs, encoders = cls.read_parts(root, verify, trust_remote_code)
+        recipe, head, outputs, encoders = cls.read_parts(root, verify, trust_remote_code, device)
         check_identities(root, encoders)
         return cls.assemble(root, recipe, encoders, head, outputs)
 
     @staticmethod
-    def read_parts(root: Path, verify: bool = True, trust_remote_code: bool = False) -> tuple:
+    def read_parts(root: Path, verify: bool = True, trust_remote_code: bool = False,
+                   device: str | None = None) -> tuple:
         """(recipe, head, outputs, encoders not yet loaded) of a checked bundle folder: the steps every runtime
-        shares (file checks, the remote-code rule, models inside the bundle, the head, the output names)."""
+        shares (file checks, the remote-code rule, models inside the bundle, the head, the output names, the
+        device each part runs on)."""
+        from fusionkit.bundle.placement import place_head, place_recipe
         from fusionkit.pipeline.encode import build_encoders
         from fusionkit.recipe import plugin_options
         from fusionkit.sdk.heads import load_head
@@ -147,8 +153,10 @@ class Bundle:
                               "shipped with a model; if you trust where the bundle came from, pass "
                               "--trust-remote-code (fusionkit.load(path, trust_remote_code=True))")
         recipe = typed_recipe(root, localized_models(root, raw))
+        place_recipe(recipe, device)
         fusion_cls, fusion_options = plugin_options("fusion", recipe.fusion.plugin, recipe.fusion.options)
         head = load_head(fusion_cls, root / "head", fusion_options, recipe.run_seeds()[0])
+        place_head(head, device)
         labels = json.loads((root / "labels.json").read_text())
         outputs = labels["targets"] if recipe.task.kind == "regression" else labels["classes"]
         return recipe, head, outputs, build_encoders(recipe)

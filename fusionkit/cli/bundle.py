@@ -12,6 +12,8 @@ from pathlib import Path
 
 import click
 
+from fusionkit.cli.serve import device_option
+
 EXIT_INVALID = 2
 
 
@@ -129,8 +131,9 @@ def _scan_folder(folder: Path) -> tuple[list[Path], list[tuple[Path, str]], list
                    "training corpus's own source).")
 @click.option("--runtime", type=click.Choice(["torch", "onnx"]), default="torch", show_default=True,
               help="onnx: run the graphs written by export --onnx with onnxruntime.")
+@device_option
 def predict_command(bundle: Path, audio, window, hop, vad, smooth, fmt, show, trust_remote_code, enrol, enrol_self,
-                    group_by, enrol_training, runtime) -> None:
+                    group_by, enrol_training, runtime, device) -> None:
     """Label AUDIO files (or folders) with BUNDLE; with --window, a timeline per file."""
     from fusionkit.audio import AudioError
     from fusionkit.cli.serve import load_for_runtime
@@ -147,7 +150,7 @@ def predict_command(bundle: Path, audio, window, hop, vad, smooth, fmt, show, tr
         _refuse("no AUDIO given: name the files or folders to label (or use --show)")
     group_re = _enrol_options_problem(enrol, enrol_self, group_by, enrol_training)
     try:
-        model = load_for_runtime(bundle, runtime, trust_remote_code)
+        model = load_for_runtime(bundle, runtime, trust_remote_code, device)
     except RecipeError as exc:
         _fail([f"{bundle}: cannot load bundle: {line}" for line in exc.lines], EXIT_INVALID)
     except Exception as exc:  # noqa: BLE001

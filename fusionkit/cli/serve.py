@@ -13,6 +13,21 @@ EXIT_INVALID = 2
 CONFIG_ENV = "FUSIONKIT_SERVE_CONFIG"
 
 
+def _device_name(ctx, param, value: str | None) -> str | None:
+    from fusionkit.sdk.torch_models import check_device_name
+
+    try:
+        return None if value is None else check_device_name(value)
+    except ValueError as exc:
+        raise click.BadParameter(str(exc)) from None
+
+
+device_option = click.option(
+    "--device", metavar="DEVICE", callback=_device_name,
+    help="Where the bundle's torch parts run: cpu, cuda, cuda:N, mps or auto (default: where each was trained "
+         "when this machine has that device, else the CPU).")
+
+
 def _refuse(line: str) -> None:
     click.echo(f"error: {line}", err=True)
     sys.exit(EXIT_INVALID)
@@ -44,15 +59,18 @@ def export_onnx_lines(bundle_dir: Path) -> list[str]:
     return lines
 
 
-def load_for_runtime(bundle: Path, runtime: str, trust_remote_code: bool):
-    """The bundle loaded for ``--runtime torch`` (:meth:`Bundle.load`) or ``onnx`` (its exported graphs)."""
+def load_for_runtime(bundle: Path, runtime: str, trust_remote_code: bool, device: str | None = None):
+    """The bundle loaded for ``--runtime torch`` (:meth:`Bundle.load`, its parts on ``device``) or ``onnx`` (its
+    exported graphs, on the CPU)."""
     if runtime == "onnx":
+        if device not in (None, "cpu"):
+            raise ValueError(f"--device {device}: the onnx runtime runs on the CPU; use --runtime torch")
         from fusionkit.onnx import load_onnx
 
         return load_onnx(bundle, trust_remote_code=trust_remote_code)
     from fusionkit.bundle import Bundle
 
-    return Bundle.load(bundle, trust_remote_code=trust_remote_code)
+    return Bundle.load(bundle, trust_remote_code=trust_remote_code, device=device)
 
 
 def _audio_files(paths) -> list[str]:
@@ -73,7 +91,7 @@ def load_app(config: dict):
 
     bundle = Path(config["bundle"])
     try:
-        model = load_for_runtime(bundle, config["runtime"], config["trust_remote_code"])
+        model = load_for_runtime(bundle, config["runtime"], config["trust_remote_code"], config.get("device"))
     except RecipeError as exc:
         _refuse(f"{bundle}: cannot load bundle: {exc.lines[0]}")
     except ImportError as exc:
@@ -119,8 +137,9 @@ def app_from_env():
 @click.option("--enrol", multiple=True, help="Enrolment audio (files or folders) for a normalised bundle.")
 @click.option("--trust-remote-code", is_flag=True,
               help="Allow a bundle whose recipe asks for trust_remote_code to run code shipped with its models.")
+@device_option
 def serve_command(bundle: Path, host, port, workers, runtime, max_mb, max_seconds, max_batch, batch_wait_ms, enrol,
-                  trust_remote_code) -> None:
+                  trust_remote_code, device) -> None:
     """Serve BUNDLE over HTTP: POST /predict, GET /health, OpenAPI at /docs."""
     try:
         import uvicorn
@@ -128,7 +147,7 @@ def serve_command(bundle: Path, host, port, workers, runtime, max_mb, max_second
         _refuse("serve needs the serve extra: pip install 'fusionkit[serve]'")
     files = _audio_files(enrol)
     config = {"bundle": str(bundle.resolve()), "runtime": runtime, "trust_remote_code": trust_remote_code,
-              "enrol": files, "max_mb": max_mb, "max_seconds": max_seconds, "max_batch": max_batch,
+              "device": device, "enrol": files, "max_mb": max_mb, "max_seconds": max_seconds, "max_batch": max_batch,
               "batch_wait_ms": batch_wait_ms}
     if workers == 1:
         app = load_app(config)
