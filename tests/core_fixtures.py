@@ -123,3 +123,20 @@ def rehash_bundle(bundle: Path) -> None:
     m["files"] = {p.relative_to(bundle).as_posix(): hashlib.sha256(p.read_bytes()).hexdigest() for p in files}
     m["content_hash"] = hashlib.sha256(json.dumps(m["files"], sort_keys=True).encode()).hexdigest()
     (bundle / "manifest.json").write_text(json.dumps(m, indent=2))
+
+
+def run_and_export(root: Path, recipe_text: str, fold: str = "0") -> Path:
+    """In ``root``: write ``recipe.yaml``, ``fusionkit run`` it into ``run/`` and export fold ``fold`` into
+    ``fold<fold>/`` (in this process, through the CLI); ``root``."""
+    from click.testing import CliRunner
+
+    from fusionkit.cli import main
+
+    (root / "recipe.yaml").write_text(recipe_text)
+    runner = CliRunner()
+    r = runner.invoke(main, ["run", str(root / "recipe.yaml"), "--out", str(root / "run")], catch_exceptions=False)
+    assert r.exit_code == 0, r.output
+    r = runner.invoke(main, ["export", str(root / "run"), str(root / f"fold{fold}"), "--fold", fold],
+                      catch_exceptions=False)
+    assert r.exit_code == 0, r.output
+    return root

@@ -87,18 +87,9 @@ split: {{kind: speaker-kfold, folds: 2}}
 
 @pytest.fixture(scope="module")
 def gpu_run(whisper_model, tmp_path_factory) -> Path:
-    from click.testing import CliRunner
+    from core_fixtures import run_and_export
 
-    from fusionkit.cli import main
-
-    root = tmp_path_factory.mktemp("cudarun")
-    (root / "recipe.yaml").write_text(RECIPE.format(model=whisper_model))
-    runner = CliRunner()
-    r = runner.invoke(main, ["run", str(root / "recipe.yaml"), "--out", str(root / "run")], catch_exceptions=False)
-    assert r.exit_code == 0, r.output
-    r = runner.invoke(main, ["export", str(root / "run"), str(root / "fold0"), "--fold", "0"], catch_exceptions=False)
-    assert r.exit_code == 0, r.output
-    return root
+    return run_and_export(tmp_path_factory.mktemp("cudarun"), RECIPE.format(model=whisper_model))
 
 
 def test_a_run_fine_tunes_on_cuda_and_says_so(gpu_run):

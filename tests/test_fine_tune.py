@@ -110,18 +110,9 @@ axes:
 
 @pytest.fixture(scope="module")
 def run(model, tmp_path_factory):
-    from click.testing import CliRunner
+    from core_fixtures import run_and_export
 
-    from fusionkit.cli import main
-
-    root = tmp_path_factory.mktemp("ftrun")
-    (root / "recipe.yaml").write_text(RECIPE.format(model=model))
-    runner = CliRunner()
-    r = runner.invoke(main, ["run", str(root / "recipe.yaml"), "--out", str(root / "run")], catch_exceptions=False)
-    assert r.exit_code == 0, r.output
-    r = runner.invoke(main, ["export", str(root / "run"), str(root / "fold0"), "--fold", "0"], catch_exceptions=False)
-    assert r.exit_code == 0, r.output
-    return root
+    return run_and_export(tmp_path_factory.mktemp("ftrun"), RECIPE.format(model=model))
 
 
 def test_the_fold_saves_trained_blocks_that_differ_from_the_pretrained_ones(run, model):
@@ -168,9 +159,9 @@ def test_a_bundle_fine_tuned_on_a_gpu_predicts_on_the_cpu(run, tmp_path, monkeyp
     import shutil
 
     import torch
+    from core_fixtures import rehash_bundle
 
     import fusionkit
-    from core_fixtures import rehash_bundle
 
     monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
     clip = _a_clip(run)

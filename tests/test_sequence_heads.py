@@ -159,20 +159,12 @@ axes:
 def whisper_run(tmp_path_factory):
     """A tiny random Whisper (3 blocks: 4 layers of 32) through ``fusionkit run`` and ``export``."""
     pytest.importorskip("transformers")
-    from click.testing import CliRunner
+    from core_fixtures import run_and_export
     from whisper_fixtures import tiny_whisper
-
-    from fusionkit.cli import main
 
     root = tmp_path_factory.mktemp("frames")
     model = tiny_whisper(root / "tiny-whisper")
-    (root / "recipe.yaml").write_text(RECIPE.format(model=model, options=HEAD_OPTIONS))
-    runner = CliRunner()
-    r = runner.invoke(main, ["run", str(root / "recipe.yaml"), "--out", str(root / "run")], catch_exceptions=False)
-    assert r.exit_code == 0, r.output
-    r = runner.invoke(main, ["export", str(root / "run"), str(root / "fold0"), "--fold", "0"], catch_exceptions=False)
-    assert r.exit_code == 0, r.output
-    return root
+    return run_and_export(root, RECIPE.format(model=model, options=HEAD_OPTIONS))
 
 
 def test_run_records_layer_weights_and_the_bundle_predicts_the_same(whisper_run):
