@@ -135,7 +135,7 @@ def test_a_bundle_trained_on_a_gpu_runs_on_the_cpu_of_a_machine_without_one(bund
     for c in model.classes:
         assert got["probabilities"][c] == pytest.approx(want["probabilities"][c], abs=1e-6)
     assert fusionkit.load(bundle, device="auto").encoders["w2v"].options.device == "cpu"
-    with pytest.raises(ValueError, match="encoder w2v: device 'cuda' requested but torch sees no CUDA device"):
+    with pytest.raises(ValueError, match="bundle: device .cuda. requested but torch sees no CUDA device"):
         fusionkit.load(made / "bundle", device="cuda")
     r = CliRunner().invoke(main, ["predict", str(made / "bundle"), str(made / "new.wav"), "--device", "cuda"])
     assert r.exit_code == 2 and "requested but torch sees no CUDA device" in _one_error_line(r)

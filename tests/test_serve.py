@@ -167,3 +167,14 @@ def test_serve_cli_refuses_a_missing_onnx_export(served):
     _, _, path = served
     r = CliRunner().invoke(main, ["serve", str(path), "--runtime", "onnx", "--port", "0"])
     assert r.exit_code == 2 and "holds no ONNX graphs" in r.output
+
+
+@pytest.mark.parametrize("args, words", [
+    (["--device", "cuda:7"], "requested but torch sees"),
+    (["--device", "tpu"], "'tpu' is not a device"),
+    (["--runtime", "onnx", "--device", "cuda"], "the onnx runtime runs on the CPU"),
+])
+def test_serve_cli_refuses_a_device_it_cannot_use(served, args, words):
+    _, _, path = served
+    r = CliRunner().invoke(main, ["serve", str(path), "--port", "0", *args])
+    assert r.exit_code == 2 and words in r.output, r.output

@@ -38,6 +38,8 @@ def place_recipe(recipe: Any, asked: str | None) -> None:
     """Set, in place, the ``device`` option of the recipe's encoders (and fusion head) that have one."""
     from fusionkit.registry import registry
 
+    if asked is not None:  # the machine must have the device asked for, whatever parts the bundle holds
+        placed("cpu", asked, "bundle")
     parts = [("encoder", spec, f"encoder {spec.key}") for spec in recipe.encoders]
     for kind, spec, part in parts + [("fusion", recipe.fusion, f"head {recipe.fusion.plugin}")]:
         field = registry().get(kind, spec.plugin).Options.model_fields.get("device")
