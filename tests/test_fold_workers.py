@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import importlib.util
 import json
 
 import numpy as np
@@ -41,6 +42,9 @@ def test_folds_side_by_side_match_one_by_one(tmp_path):
     assert saved_run_difference(tmp_path / "two") <= 5e-7 + 1e-9
 
 
+NEEDS_CATBOOST = pytest.mark.skipif(importlib.util.find_spec("catboost") is None, reason="catboost not installed")
+
+
 @pytest.mark.parametrize(("fusion", "env", "sequences", "expected"), [
     ({"plugin": "xgboost"}, "2", None, 1),  # 150 clips: fits of seconds, workers would start for longer
     ({"plugin": "xgboost"}, "2", False, 2),  # narrow: one thread a fit, two CPUs
@@ -48,8 +52,8 @@ def test_folds_side_by_side_match_one_by_one(tmp_path):
     ({"plugin": "xgboost"}, "1", False, 1),  # a grid cell's share of one CPU
     ({"plugin": "xgboost", "options": {"n_jobs": 2}}, "2", False, 1),
     ({"plugin": "xgboost", "options": {"preset": "legacy"}}, "4", False, 1),  # every CPU a fit
-    ({"plugin": "catboost"}, "2", False, 2),  # shallow: one thread a fit
-    ({"plugin": "catboost", "options": {"preset": "legacy"}}, "2", False, 1),
+    pytest.param({"plugin": "catboost"}, "2", False, 2, marks=NEEDS_CATBOOST),  # shallow: one thread a fit
+    pytest.param({"plugin": "catboost", "options": {"preset": "legacy"}}, "2", False, 1, marks=NEEDS_CATBOOST),
     ({"plugin": "concat-ffn"}, "2", False, 2),  # the torch heads train on one thread by default
     ({"plugin": "concat-ffn", "options": {"threads": None}}, "2", False, 1),  # torch's own thread count
     ({"plugin": "linear"}, "2", False, 2),  # one BLAS thread a fit by default
