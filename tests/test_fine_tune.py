@@ -162,6 +162,7 @@ def test_a_bundle_fine_tuned_on_a_gpu_predicts_on_the_cpu(run, tmp_path, monkeyp
     from core_fixtures import rehash_bundle
 
     import fusionkit
+    from fusionkit.bundle import describe
 
     monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
     clip = _a_clip(run)
@@ -172,6 +173,7 @@ def test_a_bundle_fine_tuned_on_a_gpu_predicts_on_the_cpu(run, tmp_path, monkeyp
     saved["options"]["device"] = "cuda"
     (moved / "head" / "head.json").write_text(json.dumps(saved))
     rehash_bundle(moved)
+    assert describe(moved)["head_trained_on"] == "cuda"
     model = fusionkit.load(moved)
     assert model.head.options.device == "cpu"
     got = model.predict(clip)

@@ -143,6 +143,9 @@ def test_a_bundle_trained_on_a_gpu_runs_on_the_cpu_of_a_machine_without_one(bund
     assert r.exit_code == 2 and "'gpu' is not a device" in r.output
     r = CliRunner().invoke(main, ["predict", str(bundle), str(made / "new.wav"), "--device", "cpu"])
     assert r.exit_code == 0, r.output
+    shown = CliRunner().invoke(main, ["predict", str(bundle), "--show"]).output
+    assert "encoder w2v: plugin wav2vec2" in shown and "trained on cuda" in shown
+    assert "trained on" not in CliRunner().invoke(main, ["predict", str(made / "bundle"), "--show"]).output
 
 
 # ------------------------------------------------------------------ item 2: remote code, model paths

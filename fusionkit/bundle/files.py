@@ -313,7 +313,9 @@ def describe(path: str | Path) -> dict:
         options = enc.get("options") or {}
         encoders.append({"name": enc.get("name") or enc.get("plugin"), "plugin": enc.get("plugin"),
                          "model": options.get("model"), "weights_digest": (entry.get("identity") or {}).get("model"),
-                         "plugin_version": (entry.get("identity") or {}).get("version")})
+                         "plugin_version": (entry.get("identity") or {}).get("version"),
+                         "trained_on": options.get("device")})
+    head_file = _read_json(root, "head/head.json") if (root / "head" / "head.json").is_file() else {}
     text = raw.get("text") or {}
     return {
         "bundle": str(root),
@@ -321,6 +323,7 @@ def describe(path: str | Path) -> dict:
         "created": manifest.get("created"),
         "head": manifest.get("head"),
         "fusion": (raw.get("fusion") or {}).get("plugin"),
+        "head_trained_on": ((head_file.get("options") or {}) if isinstance(head_file, dict) else {}).get("device"),
         "task": (raw.get("task") or {}).get("kind", "classification"),
         **({"targets": labels.get("targets")} if "targets" in labels else {"classes": labels.get("classes")}),
         "encoders": encoders,

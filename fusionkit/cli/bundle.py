@@ -300,16 +300,20 @@ def _show(bundle: Path, fmt: str) -> None:
         click.echo(line)
 
 
+def _trained_on(device: str | None) -> str:
+    return "" if device in (None, "cpu") else f", trained on {device} (runs on the CPU where that is missing)"
+
+
 def show_lines(info: dict) -> list[str]:
     """A bundle's description (:func:`fusionkit.bundle.describe`) for the terminal."""
     outputs = ("targets: " + ", ".join(info["targets"])) if "targets" in info else \
         ("classes: " + ", ".join(info["classes"] or []))
     lines = [f"bundle: {info['bundle']}",
              f"content hash: {info['content_hash']} ({info['files']} files, created {info['created']})",
-             f"fusion head: {info['fusion']} ({info['head']})", outputs]
+             f"fusion head: {info['fusion']} ({info['head']}){_trained_on(info.get('head_trained_on'))}", outputs]
     for e in info["encoders"]:
         lines.append(f"encoder {e['name']}: plugin {e['plugin']}, model {e['model'] or '-'}, "
-                     f"weights digest {e['weights_digest'] or '-'}")
+                     f"weights digest {e['weights_digest'] or '-'}{_trained_on(e.get('trained_on'))}")
     text = info["text"]
     lines.append(f"text: {text['source']}" + (f" (ASR model {text['model']})" if "model" in text else ""))
     if info.get("normalize", "none") != "none":
