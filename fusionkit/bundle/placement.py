@@ -35,16 +35,17 @@ def placed(saved: str, asked: str | None, part: str) -> str:
 
 
 def place_recipe(recipe: Any, asked: str | None) -> None:
-    """Set, in place, the ``device`` option of the recipe's encoders (and fusion head) that have one."""
+    """Set, in place, the ``device`` option of the recipe's encoders that have one (the head is placed from its own
+    saved options, :func:`place_head`)."""
     from fusionkit.registry import registry
 
     if asked is not None:  # the machine must have the device asked for, whatever parts the bundle holds
         placed("cpu", asked, "bundle")
-    parts = [("encoder", spec, f"encoder {spec.key}") for spec in recipe.encoders]
-    for kind, spec, part in parts + [("fusion", recipe.fusion, f"head {recipe.fusion.plugin}")]:
-        field = registry().get(kind, spec.plugin).Options.model_fields.get("device")
+    for spec in recipe.encoders:
+        field = registry().get("encoder", spec.plugin).Options.model_fields.get("device")
         if field is not None:
-            spec.options["device"] = placed(str(spec.options.get("device", field.default)), asked, part)
+            spec.options["device"] = placed(str(spec.options.get("device", field.default)), asked,
+                                            f"encoder {spec.key}")
 
 
 def place_head(head: Any, asked: str | None) -> None:
