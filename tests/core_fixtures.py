@@ -140,3 +140,12 @@ def run_and_export(root: Path, recipe_text: str, fold: str = "0") -> Path:
                       catch_exceptions=False)
     assert r.exit_code == 0, r.output
     return root
+
+
+def fresh_process_difference(run_dir: Path) -> float:
+    """The largest probability difference when a new Python process reloads ``run_dir``'s saved heads and predicts
+    its folds again (:func:`fusionkit.pipeline.reload.saved_run_difference`)."""
+    code = ("import sys; from fusionkit.pipeline.reload import saved_run_difference; "
+            "print(saved_run_difference(sys.argv[1]))")
+    out = subprocess.run([sys.executable, "-c", code, str(run_dir)], capture_output=True, text=True, check=True)
+    return float(out.stdout.strip().splitlines()[-1])

@@ -5,8 +5,6 @@ predicting on the GPU and on the CPU. Skipped where torch sees no CUDA device (C
 from __future__ import annotations
 
 import json
-import subprocess
-import sys
 from pathlib import Path
 
 import numpy as np
@@ -100,11 +98,9 @@ def test_a_run_fine_tunes_on_cuda_and_says_so(gpu_run):
 
 
 def test_a_fresh_process_reloads_the_gpu_run_with_the_same_probabilities(gpu_run):
-    code = ("import sys; from fusionkit.pipeline.reload import saved_run_difference; "
-            "print(saved_run_difference(sys.argv[1]))")
-    out = subprocess.run([sys.executable, "-c", code, str(gpu_run / "run")], capture_output=True, text=True,
-                         check=True)
-    assert float(out.stdout.strip().splitlines()[-1]) <= 1e-3
+    from core_fixtures import fresh_process_difference
+
+    assert fresh_process_difference(gpu_run / "run") <= 1e-3
 
 
 def test_the_gpu_bundle_predicts_on_the_gpu_and_on_the_cpu(gpu_run):

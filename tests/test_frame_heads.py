@@ -8,8 +8,6 @@ statistic over time (mean, std, min, max of each band) has the same distribution
 from __future__ import annotations
 
 import csv
-import subprocess
-import sys
 from functools import lru_cache
 from pathlib import Path
 
@@ -230,11 +228,10 @@ def test_run_export_and_predict(encoder_name, options, head_name, tmp_path):
     r = runner.invoke(main, ["export", str(tmp_path / "run"), str(tmp_path / "bundle"), "--fold", "0"],
                       catch_exceptions=False)
     assert r.exit_code == 0, r.output
-    code = ("import sys; from fusionkit.pipeline.reload import saved_run_difference; "
-            "print(saved_run_difference(sys.argv[1]))")
-    fresh = subprocess.run([sys.executable, "-c", code, str(tmp_path / "run")], capture_output=True, text=True,
-                           check=True)  # a fresh process reloads every fold with the same probabilities
-    assert float(fresh.stdout.strip().splitlines()[-1]) <= 5e-6
+    from core_fixtures import fresh_process_difference
+
+    # a fresh process reloads every fold with the same probabilities
+    assert fresh_process_difference(tmp_path / "run") <= 5e-6
     rows = [row for row in csv.DictReader(open(tmp_path / "run" / "predictions.csv")) if row["fold"] == "0"]
     assert rows
     paths = {p.stem: p for p in (tmp_path / "corpus").rglob("*.wav")}

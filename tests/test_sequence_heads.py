@@ -187,14 +187,9 @@ def test_run_records_layer_weights_and_the_bundle_predicts_the_same(whisper_run)
 
 
 def test_a_fresh_process_reloads_the_same_probabilities(whisper_run):
-    import subprocess
-    import sys
+    from core_fixtures import fresh_process_difference
 
-    code = ("import sys; from fusionkit.pipeline.reload import saved_run_difference; "
-            "print(saved_run_difference(sys.argv[1]))")
-    out = subprocess.run([sys.executable, "-c", code, str(whisper_run / "run")], capture_output=True, text=True,
-                         check=True)
-    assert float(out.stdout.strip().splitlines()[-1]) <= 5e-7
+    assert fresh_process_difference(whisper_run / "run") <= 5e-7
 
 
 def test_bench_runs_both_heads(whisper_run, tmp_path):
