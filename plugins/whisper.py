@@ -87,18 +87,21 @@ class WhisperEncoderPlugin(Encoder):
 
     def identity(self) -> dict[str, Any]:
         """Options that change the states (not the model's spelling, batch size or threads) + the weights' digest."""
-        from fusionkit.sdk.torch_models import precision_identity
+        from fusionkit.sdk.torch_models import matmul_attention, precision_identity
 
         ident = super().identity()
         for k in ("model", "batch_size", "threads"):
             ident["options"].pop(k, None)
-        return precision_identity(ident, self.options.precision, self.options.device)
+        ident = precision_identity(ident, self.options.precision, self.options.device)
+        if matmul_attention(self.options.precision, self.options.device):
+            ident["attention"] = "matmul"
+        return ident
 
     # ---------------------------------------------------------- work
     def load(self) -> None:
         if self._runner is not None:
             return
-        from fusionkit.sdk.torch_models import precision_dtype, resolve_device
+        from fusionkit.sdk.torch_models import matmul_attention, precision_dtype, resolve_device
         from fusionkit_plugins.whisper_mel import LogMel
         from fusionkit_plugins.whisper_model import WhisperStates, load_whisper_encoder
 
@@ -106,8 +109,10 @@ class WhisperEncoderPlugin(Encoder):
         device = resolve_device(o.device, self.name)
         encoder, n_mels, _ = load_whisper_encoder(self.resolved(), o.trust_remote_code)
         precision = self.precision()
-        self._runner = WhisperStates(encoder, device, dtype=precision_dtype(precision))
-        log.info("%s: running in %s on %s", self.name, precision, device)
+        matmul = matmul_attention(o.precision, device)
+        self._runner = WhisperStates(encoder, device, dtype=precision_dtype(precision), matmul_attention=matmul)
+        log.info("%s: running in %s on %s%s", self.name, precision, device,
+                 " (attention as matrix products)" if matmul else "")
         self._n_layers = self._runner.n_layers
         self._mel = LogMel(n_mels)
 

@@ -77,16 +77,21 @@ class WhisperStates:
     in the states the decoder attends to.
     """
 
-    def __init__(self, encoder, device: Any = "cpu", half: bool = False, dtype: Any = None):
+    def __init__(self, encoder, device: Any = "cpu", half: bool = False, dtype: Any = None,
+                 matmul_attention: bool = False):
         """``device``: a torch device or its name; ``dtype``: the weights' and activations' torch dtype
         (default float16 where ``half``, else float32; see ``fusionkit.sdk.torch_models.resolve_precision``).
-        The states are returned in float32 whatever the dtype, so pooling accumulates in float32."""
+        The states are returned in float32 whatever the dtype, so pooling accumulates in float32.
+        ``matmul_attention``: attention as plain matrix products (transformers' ``eager`` implementation)
+        instead of the fused kernel (see ``fusionkit.sdk.torch_models.matmul_attention``)."""
         import torch
 
         from fusionkit.sdk.torch_models import for_inference
 
         self.dtype = dtype if dtype is not None else (torch.float16 if half else torch.float32)
         self.encoder = for_inference(encoder, device, self.dtype)
+        if matmul_attention:
+            self.encoder.set_attn_implementation("eager")
         self.device = device
         self.n_layers = len(encoder.layers)
         self.max_frames = int(encoder.config.max_source_positions) * 2

@@ -12,6 +12,7 @@ from fusionkit.sdk import torch_models
 from fusionkit.sdk.torch_models import (
     cpu_flags,
     legacy_precision,
+    matmul_attention,
     native_cpu_bf16,
     precision_identity,
     resolve_precision,
@@ -19,6 +20,8 @@ from fusionkit.sdk.torch_models import (
 
 AMD_FLAGS = frozenset("fpu sse sse2 avx avx2 fma f16c".split())
 AMX_FLAGS = AMD_FLAGS | {"avx512f", "avx512_bf16", "amx_bf16", "amx_tile"}
+AVX512_BF16_FLAGS = AMD_FLAGS | {"avx512f", "avx512_bf16"}
+"""Native bf16 without AMX (AMD Zen 4 and later)."""
 
 
 @pytest.fixture
@@ -43,6 +46,21 @@ def test_cpu_flags_are_read_from_cpuinfo(tmp_path):
     assert not native_cpu_bf16(frozenset({"avx512f", "avx2", "amx_tile"}))
     assert native_cpu_bf16(frozenset({"amx_bf16"}))
     assert cpu_flags(tmp_path / "absent") == frozenset()
+
+
+@pytest.fixture
+def avx512_bf16_cpu(monkeypatch):
+    """This process sees a CPU with AVX512-BF16 and no AMX."""
+    monkeypatch.setattr(torch_models, "cpu_flags", lambda path=torch_models.CPUINFO: AVX512_BF16_FLAGS)
+
+
+def test_attention_is_matrix_products_only_in_bf16_on_a_cpu_without_amx():
+    assert matmul_attention("auto", "cpu", AVX512_BF16_FLAGS)
+    assert matmul_attention("bf16", "cpu", AVX512_BF16_FLAGS)
+    assert not matmul_attention("fp32", "cpu", AVX512_BF16_FLAGS)
+    assert not matmul_attention("auto", "cuda", AVX512_BF16_FLAGS)
+    assert not matmul_attention("auto", "cpu", AMX_FLAGS)  # torch's fused kernel uses AMX there
+    assert not matmul_attention("bf16", "cpu", AMD_FLAGS)  # bf16 emulated: nothing measured, the fused kernel stays
 
 
 def test_auto_resolves_per_device_and_cpu():
@@ -100,6 +118,17 @@ def test_whisper_auto_is_bf16_on_a_native_bf16_cpu(monkeypatch, bf16_cpu):
     assert auto.cache_key() == bf16.cache_key() != whisper(monkeypatch, precision="fp32").cache_key()
 
 
+def test_whisper_bf16_with_matrix_product_attention_has_its_own_cache_key(monkeypatch, avx512_bf16_cpu):
+    auto = whisper(monkeypatch)
+    assert auto.identity()["attention"] == "matmul" and auto.identity()["precision"] == "bf16"
+    assert "attention" not in whisper(monkeypatch, precision="fp32").identity()
+    matmul_key = auto.cache_key()
+    monkeypatch.setattr(torch_models, "cpu_flags", lambda path=torch_models.CPUINFO: AMX_FLAGS)
+    amx = whisper(monkeypatch)
+    assert "attention" not in amx.identity()  # bf16 caches made with the fused kernel keep their key
+    assert amx.cache_key() != matmul_key
+
+
 @pytest.fixture(scope="module")
 def tiny_model(tmp_path_factory):
     pytest.importorskip("transformers")
@@ -125,6 +154,26 @@ def test_whisper_bf16_states_are_float32_and_close_to_fp32(tiny_model, monkeypat
             assert not np.array_equal(a, b)  # bf16 really ran
             cosine = float(a @ b / (np.linalg.norm(a) * np.linalg.norm(b)))
             assert cosine > 0.995, key
+
+
+def test_whisper_bf16_matrix_product_attention_is_close_to_the_fused_kernel(tiny_model, monkeypatch,
+                                                                            avx512_bf16_cpu):
+    from whisper_fixtures import voice
+
+    clips = [voice(1.3, seed=1), voice(0.7, seed=2)]  # of different lengths: the padded one needs the mask
+    matmul = whisper(monkeypatch, model=str(tiny_model), precision="bf16", layers="all", threads=1)
+    fused = whisper(monkeypatch, model=str(tiny_model), precision="bf16", layers="all", threads=1)
+    out_matmul = matmul.encode_batch(clips)
+    monkeypatch.setattr(torch_models, "cpu_flags", lambda path=torch_models.CPUINFO: AMX_FLAGS)
+    out_fused = fused.encode_batch(clips)
+    assert matmul._runner.encoder.config._attn_implementation == "eager"
+    assert fused._runner.encoder.config._attn_implementation != "eager"
+    alone = matmul.encode_batch(clips[1:])[0]  # batched with a longer clip or alone: the same states
+    for a, b in zip(out_matmul, out_fused):
+        for key in ("mean", "std"):
+            x, y = a[key].ravel(), b[key].ravel()
+            assert float(x @ y / (np.linalg.norm(x) * np.linalg.norm(y))) > 0.999, key
+    np.testing.assert_allclose(alone["mean"], out_matmul[1]["mean"], atol=0.05)
 
 
 def test_metrics_json_records_the_resolved_precision(tiny_model, tmp_path, monkeypatch, plain_cpu):

@@ -168,6 +168,18 @@ def resolve_precision(precision: str, device: Any, flags: frozenset[str] | None 
     return "bf16" if native_cpu_bf16(flags) else "fp32"
 
 
+def matmul_attention(precision: str, device: Any, flags: frozenset[str] | None = None) -> bool:
+    """Whether a Whisper encoder's attention runs as plain matrix products (transformers' ``eager`` path) rather
+    than torch's fused kernel: in bf16 on a CPU with AVX512-BF16 and no AMX (``flags``; default this machine's).
+
+    There torch's fused CPU attention is no faster in bf16 than in fp32, while bf16 matrix products run about
+    twice as fast (benchmarks/speed/RESULTS.md); with AMX, in fp32 and on accelerators the fused kernel stays.
+    """
+    flags = cpu_flags() if flags is None else flags
+    return (device_type(device) == "cpu" and resolve_precision(precision, device, flags) == "bf16"
+            and "avx512_bf16" in flags and "amx_bf16" not in flags)
+
+
 def precision_dtype(precision: str) -> torch.dtype:
     """The torch dtype of a resolved precision (``fp32``, ``bf16``, ``fp16``)."""
     import torch
