@@ -15,6 +15,16 @@ REPO = Path(__file__).resolve().parents[1]
 SHARED_DATA = (REPO / ".." / "shared" / "data").resolve()
 
 
+@pytest.fixture(scope="session", autouse=True)
+def _session_cache(tmp_path_factory):
+    """The session's cache folder, set before any fixture of narrower scope runs a recipe (a module's fixture
+    runs before a test's own fixtures): no test reads or writes the user's own cache."""
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("FUSIONKIT_CACHE_DIR", str(tmp_path_factory.getbasetemp() / "fk-cache"))
+        mp.setenv("FUSIONKIT_PROGRESS", "0")
+        yield
+
+
 @pytest.fixture(autouse=True)
 def _isolated_cache(tmp_path_factory, monkeypatch):
     monkeypatch.setenv("FUSIONKIT_CACHE_DIR", str(tmp_path_factory.getbasetemp() / "fk-cache"))
