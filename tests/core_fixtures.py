@@ -142,6 +142,24 @@ def run_and_export(root: Path, recipe_text: str, fold: str = "0") -> Path:
     return root
 
 
+def bench_rows(root: Path, base_recipe_text: str, grid_text: str) -> list[dict]:
+    """In ``root``: write ``base.yaml`` and ``grid.yaml``, ``fusionkit bench`` the grid into ``out/`` (one cell worker,
+    in this process, through the CLI); the rows of its results.csv."""
+    import csv
+
+    from click.testing import CliRunner
+
+    from fusionkit.cli import main
+
+    (root / "base.yaml").write_text(base_recipe_text)
+    (root / "grid.yaml").write_text(grid_text)
+    r = CliRunner().invoke(main, ["bench", str(root / "grid.yaml"), "--out", str(root / "out"), "--workers", "1"],
+                           catch_exceptions=False)
+    assert r.exit_code == 0, r.output
+    with open(root / "out" / "results.csv") as fh:
+        return list(csv.DictReader(fh))
+
+
 def fresh_process_difference(run_dir: Path) -> float:
     """The largest probability difference when a new Python process reloads ``run_dir``'s saved heads and predicts
     its folds again (:func:`fusionkit.pipeline.reload.saved_run_difference`)."""

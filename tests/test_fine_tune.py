@@ -188,17 +188,9 @@ def _a_clip(run: Path) -> str:
 
 
 def test_bench_runs_fine_tune_cells_on_the_cached_frames(run, tmp_path):
-    from click.testing import CliRunner
+    from core_fixtures import bench_rows
 
-    from fusionkit.cli import main
-
-    (tmp_path / "base.yaml").write_text((run / "recipe.yaml").read_text())
-    (tmp_path / "grid.yaml").write_text(GRID)
-    r = CliRunner().invoke(main, ["bench", str(tmp_path / "grid.yaml"), "--out", str(tmp_path / "out"),
-                                  "--workers", "1"], catch_exceptions=False)
-    assert r.exit_code == 0, r.output
-    with open(tmp_path / "out" / "results.csv") as fh:
-        rows = list(csv.DictReader(fh))
+    rows = bench_rows(tmp_path, (run / "recipe.yaml").read_text(), GRID)
     assert len(rows) == 2 and all(row["status"] == "done" for row in rows), rows
     assert all(row["computed"] == "0" for row in rows)
 

@@ -193,19 +193,9 @@ def test_a_fresh_process_reloads_the_same_probabilities(whisper_run):
 
 
 def test_bench_runs_both_heads(whisper_run, tmp_path):
-    import csv
+    from core_fixtures import bench_rows
 
-    from click.testing import CliRunner
-
-    from fusionkit.cli import main
-
-    (tmp_path / "base.yaml").write_text((whisper_run / "recipe.yaml").read_text())
-    (tmp_path / "grid.yaml").write_text(GRID)
-    r = CliRunner().invoke(main, ["bench", str(tmp_path / "grid.yaml"), "--out", str(tmp_path / "out"),
-                                  "--workers", "1"], catch_exceptions=False)
-    assert r.exit_code == 0, r.output
-    with open(tmp_path / "out" / "results.csv") as fh:
-        rows = list(csv.DictReader(fh))
+    rows = bench_rows(tmp_path, (whisper_run / "recipe.yaml").read_text(), GRID)
     assert len(rows) == 2 and all(row["status"] == "done" for row in rows), rows
     assert all(row["computed"] == "0" for row in rows)  # the frames cached by the run are reused
 
