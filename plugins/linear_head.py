@@ -36,6 +36,9 @@ class LinearHead(FusionHead):
     description = "standardised concatenation + L2 logistic regression (safetensors + JSON)"
     Options = LinearOptions
     requires: ClassVar[tuple[str, ...]] = ("sklearn",)
+    # RAVDESS, 1,440 clips x 3,584 values (5.2M): 0.6 s a fold on one thread; one by one beat two worker
+    # processes on 2 CPUs at every width measured (benchmarks/speed/RESULTS.md)
+    quick_fit_values: ClassVar[int] = 10_000_000
 
     def fit_threads(self) -> int | None:
         return self.options.threads

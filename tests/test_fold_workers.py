@@ -56,9 +56,11 @@ NEEDS_CATBOOST = pytest.mark.skipif(importlib.util.find_spec("catboost") is None
     pytest.param({"plugin": "catboost", "options": {"preset": "legacy"}}, "2", False, 1, marks=NEEDS_CATBOOST),
     ({"plugin": "concat-ffn"}, "2", False, 2),  # the torch heads train on one thread by default
     ({"plugin": "concat-ffn", "options": {"threads": None}}, "2", False, 1),  # torch's own thread count
-    ({"plugin": "linear"}, "2", False, 2),  # one BLAS thread a fit by default
+    ({"plugin": "linear"}, "2", False, 2),  # one BLAS thread a fit by default, and 1,440 x 8,000 values
+    ({"plugin": "linear"}, "2", "narrow", 1),  # 1,440 x 512 values: fits of a second, one by one is faster
     ({"plugin": "linear", "options": {"threads": None}}, "4", False, 1),  # takes what it is given
     ({"plugin": "late-average"}, "2", False, 2),  # its base heads' threads: linear's one
+    ({"plugin": "late-average"}, "2", "narrow", 2),  # inner folds: several fits per fold, no quick size known
     ({"plugin": "stacking", "options": {"base_options": {"threads": None}}}, "2", False, 1),
     ({"plugin": "xgboost"}, "4", True, 1),  # frame sequences: one copy of the features only
 ])
@@ -67,7 +69,9 @@ def test_auto_fold_workers(tmp_path, monkeypatch, fusion, env, sequences, expect
 
     monkeypatch.setenv("FUSIONKIT_THREADS", env)
     clips = [None] * (150 if sequences is None else 1440)
-    prep = SimpleNamespace(sequences={"lld": bool(sequences)}, clips=clips)
+    width = 512 if sequences == "narrow" else 8000
+    prep = SimpleNamespace(sequences={"lld": sequences is True}, clips=clips,
+                           features={"lld": {"clip-0": np.zeros(width, dtype=np.float32)}})
     assert fold_workers(_recipe(tmp_path, tmp_path, fusion), prep, 3) == expected
 
 

@@ -257,9 +257,9 @@ processes (about 3 s on 2 cores) would cost more than it saves."""
 def fold_workers(recipe: Recipe, prep: Prepared, n_folds: int) -> int:
     """How many folds are fitted at once: ``engine.fold_workers``, or with ``auto`` (the default) the CPUs
     (FUSIONKIT_THREADS, else every CPU) divided by the threads one fit takes when the head fixes that number
-    (:meth:`~fusionkit.sdk.heads.Head.fit_threads`), the features are pooled vectors and the run has at least
-    :data:`SIDE_BY_SIDE_MIN_CLIPS` clips; else 1. Never more than the folds, and always 1 for a head that
-    fine-tunes the recipe's encoders."""
+    (:meth:`~fusionkit.sdk.heads.Head.fit_threads`), the features are pooled vectors, the run has at least
+    :data:`SIDE_BY_SIDE_MIN_CLIPS` clips and at least the head's ``quick_fit_values`` feature values; else 1.
+    Never more than the folds, and always 1 for a head that fine-tunes the recipe's encoders."""
     from fusionkit.resources import threads
 
     setting = recipe.engine.fold_workers if recipe.engine is not None else "auto"
@@ -270,8 +270,16 @@ def fold_workers(recipe: Recipe, prep: Prepared, n_folds: int) -> int:
         per_fit = getattr(head_cls(head_options, seed=0), "fit_threads", lambda: None)()
         if per_fit is None or any(prep.sequences.values()) or len(prep.clips) < SIDE_BY_SIDE_MIN_CLIPS:
             return 1
+        if feature_values(prep) < getattr(head_cls, "quick_fit_values", 0):
+            return 1
         setting = threads() // per_fit
     return max(1, min(int(setting), n_folds))
+
+
+def feature_values(prep: Prepared) -> int:
+    """Clips x the width of their pooled features, all encoders together."""
+    width = sum(int(np.size(next(iter(per_clip.values())))) for per_clip in prep.features.values() if per_clip)
+    return len(prep.clips) * width
 
 
 def _run_jobs(jobs, workers: int, sources: dict):

@@ -267,6 +267,10 @@ class Head(ABC):
     #: recipe's encoder objects through :meth:`attach` before fitting
     wants_encoders: ClassVar[bool] = False
 
+    #: below this many feature values (clips x width) a fit takes about a second or less, so a run fits its
+    #: folds one by one rather than start worker processes for them (0: no such size is known)
+    quick_fit_values: ClassVar[int] = 0
+
     def __init__(self, options: Options, seed: int = 0):
         self.options = options
         self.seed = seed
