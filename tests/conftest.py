@@ -1,4 +1,5 @@
-"""Shared fixtures: every test gets its own cache folder and no progress bars."""
+"""Shared fixtures: the session's own cache folder (never the user's), no progress bars, a fresh plugin registry
+for every test."""
 
 from __future__ import annotations
 
@@ -26,9 +27,9 @@ def _session_cache(tmp_path_factory):
 
 
 @pytest.fixture(autouse=True)
-def _isolated_cache(tmp_path_factory, monkeypatch):
-    monkeypatch.setenv("FUSIONKIT_CACHE_DIR", str(tmp_path_factory.getbasetemp() / "fk-cache"))
-    monkeypatch.setenv("FUSIONKIT_PROGRESS", "0")
+def _fresh_registry():
+    """Plugins registered by one test (fake distributions, blocked plugins) are gone for the next; the cache folder
+    and progress setting come from :func:`_session_cache` (a test's own monkeypatch is undone after it)."""
     from fusionkit import registry as plugins
 
     plugins.reset()
