@@ -175,16 +175,14 @@ class LayeredEncoder(Encoder):
     def n_layers(self) -> int:
         """L+1: the number of hidden states the model returns (config.json is read directly when it
         can be, so that a run served from the cache never imports torch or transformers)."""
-        if self.model is None:
-            path = Path(self.model_path) / "config.json"
-            if path.is_file():
-                import json
+        if self.model is not None:
+            return int(self.model.config.num_hidden_layers) + 1
+        from fusionkit.sdk.torch_models import hidden_layers
 
-                try:
-                    return int(json.loads(path.read_text(encoding="utf-8"))["num_hidden_layers"]) + 1
-                except (ValueError, KeyError, TypeError):
-                    pass  # unusual config: let transformers read it
-        return int(self.config().num_hidden_layers) + 1
+        try:
+            return hidden_layers(self.model_path, self.options.trust_remote_code) + 1
+        except OSError as exc:
+            raise self._unreachable(exc) from None
 
     # ---------------------------------------------------------- work
     def min_samples(self) -> int:

@@ -160,11 +160,10 @@ class HFTextEncoder(TextModelEncoder):
     def n_layers(self) -> int:
         """Hidden states the model returns (embeddings + one per block), from its config alone."""
         if self._n_layers is None:
-            from fusionkit.sdk.torch_models import load_config
+            from fusionkit.sdk.torch_models import hidden_layers
 
             o = self.options
-            config = load_config(self.model_path(), o.trust_remote_code, o.allow_download)
-            self._n_layers = int(config.num_hidden_layers) + 1
+            self._n_layers = hidden_layers(self.model_path(), o.trust_remote_code, o.allow_download) + 1
         return self._n_layers
 
     def _seq_layers(self, n_layers: int | None = None) -> list[int]:
@@ -175,8 +174,10 @@ class HFTextEncoder(TextModelEncoder):
         return layer_indices(layers, n_layers or self.n_layers())
 
     def required_keys(self) -> set[str]:
+        """Also checks ``layers`` against the model (from its config) before anything is encoded."""
         if self.options.pooling == "none":
             return {sequence_key(j) for j in self._seq_layers()}
+        layer_indices(self.options.layers, self.n_layers())
         return {self.options.pooling}
 
     def is_sequence(self) -> bool:

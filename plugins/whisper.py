@@ -204,11 +204,11 @@ class WhisperEncoderPlugin(Encoder):
         return layer_indices(self.options.layers, n_blocks + 1)
 
     def required_keys(self) -> set[str]:
-        if self.options.pooling == "none":
-            from fusionkit.sdk.layers import sequence_key
+        """Also checks ``layers`` against the model (from its config) before anything is encoded."""
+        from fusionkit.sdk.layers import sequence_key
 
-            return {sequence_key(i) for i in self.layer_indices(self.n_layers())}
-        return {"mean", "std", "max"}
+        chosen = self.layer_indices(self.n_layers())
+        return {sequence_key(i) for i in chosen} if self.options.pooling == "none" else {"mean", "std", "max"}
 
     def is_sequence(self) -> bool:
         return self.options.pooling == "none"

@@ -115,6 +115,16 @@ def test_bad_layer_is_one_clear_error(tmp_path):
         enc.select(arrays)
 
 
+def test_bad_layer_fails_before_encoding(tmp_path):
+    from fusionkit.sdk.layers import LayerError
+
+    enc = HFTextEncoder(HFTextOptions(model=str(tiny_bert(tmp_path / "bert")), layers=[0, 9]))
+    clips = [Clip(id="c0", path=None, label="a", speaker="s", text="hello")]
+    with pytest.raises(LayerError, match="^bert: layers: 9 is out of range"):
+        encode_clips(enc, clips, tmp_path / "cache", {}, label="bert")
+    assert enc.model is None  # nothing loaded, nothing encoded
+
+
 def test_missing_model_folder_named(tmp_path):
     enc = HFTextEncoder(HFTextOptions(model=str(tmp_path / "nope")))
     with pytest.raises(Exception, match="nope"):

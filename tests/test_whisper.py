@@ -167,6 +167,17 @@ def test_cache_hits_across_layers_and_pooling(model_dir, tmp_path):
     assert padded.computed == 2  # padding changes the states: another cache entry
 
 
+def test_layers_out_of_range_fail_before_encoding(model_dir, tmp_path):
+    """A layer the model lacks ends the call with one line naming the encoder, before any clip is encoded
+    (it used to encode every clip and then skip each one)."""
+    clips = _wavs(tmp_path)
+    enc = make(model_dir, layers=[1, 7])
+    with pytest.raises(LayerError, match=r"^base: layers: 7 is out of range; this model has layers 0\.\.3"):
+        encode_clips(enc, clips, tmp_path / "cache", clip_digests(clips)[0], label="base")
+    assert enc._runner is None  # nothing loaded, nothing encoded
+    assert not list((tmp_path / "cache").rglob("*.safetensors"))
+
+
 def test_cache_key_follows_weights_not_spelling(model_dir, tmp_path):
     a = make(model_dir)
     assert a.cache_key() == make(model_dir, layers="all", pooling="max", batch_size=3, threads=1).cache_key()

@@ -24,6 +24,7 @@ from fusionkit.pipeline.featurize import (  # noqa: F401 - featurize and its out
 )
 from fusionkit.progress import bar
 from fusionkit.sdk.base import Clip, Encoder
+from fusionkit.sdk.layers import LayerError
 
 T = TypeVar("T")
 
@@ -84,7 +85,10 @@ def encode_clips(
             result.skipped[clip.id] = "no transcript" if encoder.modality == "text" else "no readable audio file"
         else:
             keyed.append((clip, key))
-    hits, misses = split_cached(encoder, cache, keyed)
+    try:
+        hits, misses = split_cached(encoder, cache, keyed)
+    except LayerError as exc:  # required_keys checks the recipe's layers against the model: before any encoding
+        raise LayerError(f"{label or encoder.name}: {exc}") from None
     for clip, selected in hits:
         result.features[clip.id] = selected
     result.cached = len(hits)

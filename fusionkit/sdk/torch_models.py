@@ -24,6 +24,7 @@ plugin module that imports it) loads neither.
 
 from __future__ import annotations
 
+import json
 import os
 import re
 from collections.abc import Iterator
@@ -244,6 +245,18 @@ def load_config(ref: str, trust_remote_code: bool = False, allow_download: bool 
     from transformers import AutoConfig
 
     return AutoConfig.from_pretrained(ref, **pretrained_kwargs(trust_remote_code, allow_download))
+
+
+def hidden_layers(ref: str, trust_remote_code: bool = False, allow_download: bool | None = None) -> int:
+    """``num_hidden_layers`` of a resolved model reference: read from its config.json where the model is a local
+    folder (a run served from the cache then never imports transformers), else through :func:`load_config`."""
+    path = Path(ref) / "config.json"
+    if path.is_file():
+        try:
+            return int(json.loads(path.read_text(encoding="utf-8"))["num_hidden_layers"])
+        except (ValueError, KeyError, TypeError):
+            pass  # an unusual config: let transformers read it
+    return int(load_config(ref, trust_remote_code, allow_download).num_hidden_layers)
 
 
 def load_pretrained(model_class: type | str, ref: str, trust_remote_code: bool = False,
