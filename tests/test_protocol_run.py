@@ -116,6 +116,25 @@ def test_run_records_labels_and_keeps_metrics_keys(corpora, tmp_path):
         assert (tmp_path / png).stat().st_size > 1000
 
 
+def test_one_class_left_is_an_error_before_encoding(corpora, tmp_path):
+    r = recipe(corpora, data={"dataset": "manifest", "root": str(corpora[0]), "labels": {"include": ["ang", "typo"]}},
+               cache={"dir": str(tmp_path / "cache")})
+    with pytest.raises(ValueError, match="data.labels .* leave only the class ang; a classifier needs two or more"):
+        run(r, tmp_path / "run")
+    assert not (tmp_path / "cache").exists()  # nothing was encoded
+
+
+def test_one_class_left_after_skipping_is_an_error(tmp_path):
+    manifest = make_corpus(tmp_path / "c", ["ang", "hap"], ["s1", "s2"], per=2)
+    for f in (tmp_path / "c").glob("*_hap_*.wav"):
+        f.write_bytes(b"")  # every happy clip unreadable
+    r = Recipe.model_validate({"name": "t", "data": {"dataset": "manifest", "root": str(manifest)}, "encoders": [LLD],
+                               "fusion": XGB, "cache": {"dir": str(tmp_path / "cache")}, "split": {"kind": "loso"}})
+    with pytest.raises(ValueError, match=r"usable clips \(4 skipped; most often: empty file .*\) hold only the class "
+                                         r"ang; a classifier needs two or more"):
+        run(r, tmp_path / "run")
+
+
 def test_seeds_give_mean_std_and_interval_over_folds_and_seeds(corpora, tmp_path):
     r = recipe(corpora, split={"kind": "speaker-kfold", "folds": 2, "shuffle": True}, seeds=[0, 1, 2])
     m = run(r, tmp_path)

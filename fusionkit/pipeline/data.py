@@ -168,6 +168,7 @@ def select(recipe: Recipe) -> Selection:
             test = [c for c in test if c.label in classes]
         _unique_ids(train, test, recipe.test_data.dataset)
     if recipe.task.kind == "classification":
+        need_two_classes(classes, "data.labels (include, map) leave")
         log.info("%d clips, %d classes: %s", len(train) + len(test), len(classes), ", ".join(classes))
     return Selection(train, test, classes, labels, dataset.partitions(), passed)
 
@@ -296,11 +297,20 @@ def keep_usable(recipe: Recipe, selection: Selection, encoded: Encoded) -> Prepa
     if not train + test:
         raise ValueError(f"no clip of '{recipe.data.dataset}' could be used (all {len(selection.clips)} skipped"
                          f"{_commonest(encoded.skipped)})")
+    if recipe.task.kind == "classification":
+        need_two_classes(classes, f"the usable clips ({len(all_skipped)} skipped{_commonest(encoded.skipped)}) hold")
     if cross and (not train or not test):
         raise ValueError("cross-corpus: one side has no usable clip after skipping")
     return Prepared(train + test, classes, features, encoded.sequences, all_skipped, encoded.embeddings,
                     selection.partitions, encoded.seconds, n_train=len(train) if cross else None,
                     targets=targets, labels=selection.labels, digests=encoded.digests)
+
+
+def need_two_classes(classes: list[str], where: str) -> None:
+    """A :class:`ValueError` when fewer than two classes are left: a classifier's scores would mean nothing."""
+    if len(classes) < 2:
+        held = f"only the class {classes[0]}" if classes else "no class"
+        raise ValueError(f"{where} {held}; a classifier needs two or more")
 
 
 def check_shapes(features: dict[str, dict[str, np.ndarray]], sequences: dict[str, bool], ids: list[str]) -> None:
