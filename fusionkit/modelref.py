@@ -39,7 +39,7 @@ _FRAGMENT = re.compile(r"^(?P<base>.+?)\.(?:part[-_]?(?P<idx1>\d+)|(?P<idx2>\d{3
 _SKIP_NAMES = {"__init__.py", "RECORD", "INSTALLER", "METADATA", "WHEEL", "REQUESTED", "direct_url.json"}
 
 
-class ModelRefError(Exception):
+class ModelRefError(ValueError):
     """A model reference that cannot be resolved; the message is one line naming it and the reason."""
 
 

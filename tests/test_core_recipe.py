@@ -202,3 +202,15 @@ def test_text_section_is_checked_against_the_encoders(tmp_path, fk_env):
     lines = error_lines(result)
     assert result.exit_code == 2 and len(lines) == 1, result.stderr
     assert "encoders.1: 'sentence-transformers' encodes text but text.source is none" in lines[0]
+
+
+def test_a_model_reference_that_does_not_resolve_is_one_plain_line(tmp_path, fk_env):
+    """Not reported as an unexpected error: the line names the reference and the reason, exit 1."""
+    from fusionkit.cli import main
+
+    recipe = small_recipe(encoders=[{"plugin": "hf-text", "options": {"model": "pkg:no-such-distribution"}}])
+    path = write_recipe(tmp_path / "r.yaml", recipe)
+    result = CliRunner().invoke(main, ["run", str(path), "--out", str(tmp_path / "run")])
+    assert result.exit_code == 1
+    assert error_lines(result) == [f"error: {path}: pkg:no-such-distribution: distribution not installed "
+                                   f"(pip install no-such-distribution)"], result.stderr
