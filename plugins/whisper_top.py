@@ -45,7 +45,9 @@ def top_spec(encoder, start: int, count: int | None) -> dict[str, Any]:
 def build_top(spec: dict[str, Any]) -> WhisperTop:
     """A :class:`WhisperTop` with fresh weights from a :func:`top_spec` spec, in float32 (whatever dtype the
     checkpoint was saved in: its blocks are trained)."""
-    return WhisperTop(WhisperConfig(**spec["config"]), int(spec["count"]), bool(spec["final_norm"])).float()
+    config = WhisperConfig(**spec["config"])
+    config._attn_implementation = "sdpa"  # as the encoder runs in fp32 (unset, transformers warns on each block)
+    return WhisperTop(config, int(spec["count"]), bool(spec["final_norm"])).float()
 
 
 def trainable_top(encoder, start: int, count: int | None) -> tuple[WhisperTop, dict[str, Any]]:
