@@ -27,6 +27,10 @@ class FineTuneOptions(NeuralOptions):
                                                        "all up to the model's last)")
     encoder_lr: float = Field(5e-5, gt=0, description="AdamW learning rate of the encoder's blocks (lr: the "
                                                       "classifier's)")
+    init: Literal["random", "probe"] = Field(
+        "random", description="the classifier's starting weights: random, or probe: a logistic regression on the "
+                              "pooled output of the pretrained blocks over the training clips (linear probing, then "
+                              "fine-tuning), and that starting point competes with every epoch on validation")
     pooling: Literal["mean", "attentive"] = Field("mean", description="pooling over frames: mean, or attentive "
                                                                       "statistics (weighted mean and std)")
     mask_time: float = Field(0.1, ge=0, lt=1, description="augmentation: share of frames masked in training, in "
@@ -118,10 +122,11 @@ class FineTuneHead(NeuralHead):
         return top
 
     def network(self, specs, n_classes):
-        from fusionkit_plugins.fine_tune_network import FineTuneNet
+        from fusionkit_plugins.fine_tune_network import FineTuneNet, ProbedFineTuneNet
 
         o = self.options
-        return FineTuneNet([self._top(s["name"]) for s in specs], [s["dim"] for s in specs], n_classes, o)
+        net = ProbedFineTuneNet if o.init == "probe" else FineTuneNet
+        return net([self._top(s["name"]) for s in specs], [s["dim"] for s in specs], n_classes, o)
 
     def _state(self, directory):
         config, arrays = super()._state(directory)

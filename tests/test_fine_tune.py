@@ -281,6 +281,82 @@ def fit_save_reload(enc, X: dict, y, groups, tmp_path: Path, options: dict) -> d
     return json.loads((tmp_path / "h" / "head.json").read_text())
 
 
+# ---------------------------------------------------------------- init: probe (linear probing, then fine-tuning)
+
+
+def _two_kinds(model: Path):
+    """Frames of layer 1 of 16 clips over 8 speakers: loud voiced clips (class 0) and quiet noisy ones (class 1)."""
+    rng = np.random.default_rng(0)
+    enc = whisper(model, layers=1, pooling="none")
+    enc.load()
+    clips = [voice(0.6 + 0.05 * i, seed=i) if i % 2 == 0 else
+             (0.02 * rng.standard_normal(int(16000 * (0.6 + 0.05 * i)))).astype(np.float32) for i in range(16)]
+    X = {"wh": [enc.select(a) for a in enc.encode_batch(clips)]}
+    return enc, X, np.array([0, 1] * 8), np.repeat([f"s{i}" for i in range(8)], 2)
+
+
+def _probe_by_hand(enc, frames: list, y) -> np.ndarray:
+    """Probabilities of scikit-learn's logistic regression on the standardised mean-pooled output of the
+    pretrained block above layer 1, with the loss's class weights: what ``init: probe`` starts from."""
+    import torch
+    from sklearn.linear_model import LogisticRegression
+
+    from fusionkit.sdk.heads import class_weights
+
+    top, _ = enc.trainable_top(1)
+    top.eval()
+    with torch.no_grad():
+        pooled = np.stack([top(torch.from_numpy(f)[None], torch.ones(1, len(f), dtype=torch.bool))[0].mean(0).numpy()
+                           for f in frames]).astype(np.float64)
+    z = (pooled - pooled.mean(0)) / pooled.std(0)
+    weights = dict(enumerate(class_weights(y, 2)))
+    return LogisticRegression(C=1.0, max_iter=2000, class_weight=weights).fit(z, y).predict_proba(z)
+
+
+def test_init_probe_starts_the_classifier_from_a_linear_probe(model, tmp_path):
+    """With learning rates too small to move anything, the head predicts what the probe by hand does; a random
+    classifier does not."""
+    enc, X, y, groups = _two_kinds(model)
+    still = {"epochs": 1, "blocks": 1, "mask_time": 0.0, "lr": 1e-12, "encoder_lr": 1e-12, "dropout": 0.0}
+    fit_save_reload(enc, X, y, groups, tmp_path / "probe", {**still, "init": "probe"})
+    probe = _reload(tmp_path / "probe").predict_proba(X)
+    np.testing.assert_allclose(probe, _probe_by_hand(enc, X["wh"], y), atol=1e-4)
+    fit_save_reload(enc, X, y, groups, tmp_path / "random", still)
+    assert np.abs(_reload(tmp_path / "random").predict_proba(X) - probe).max() > 0.1
+
+
+def test_validation_keeps_the_probe_when_fine_tuning_only_hurts(model, tmp_path):
+    enc, X, y, groups = _two_kinds(model)
+    wild = {"epochs": 3, "patience": 3, "blocks": 1, "mask_time": 0.0, "lr": 50.0, "encoder_lr": 5.0,
+            "dropout": 0.0, "init": "probe"}
+    saved = fit_save_reload(enc, X, y, groups, tmp_path, wild)
+    assert saved["history"]["best_epoch"] == 0  # the warm start beat every epoch on the held-out speakers
+    np.testing.assert_allclose(_reload(tmp_path).predict_proba(X), _probe_by_hand(enc, X["wh"], y), atol=1e-4)
+
+
+def test_bf16_on_cpu_trains_in_autocast_and_reloads(model, tmp_path, monkeypatch):
+    import torch
+
+    from fusionkit_plugins.fine_tune_network import FineTuneNet
+
+    seen = []
+    forward = FineTuneNet.forward
+    monkeypatch.setattr(FineTuneNet, "forward",
+                        lambda self, xs, ms: seen.append(torch.is_autocast_enabled("cpu")) or forward(self, xs, ms))
+    enc, X, y, groups = _two_kinds(model)
+    fit_save_reload(enc, X, y, groups, tmp_path / "a", {"epochs": 2, "blocks": 1, "bf16_on_cpu": True})
+    assert seen and all(seen)
+    seen.clear()
+    fit_save_reload(enc, X, y, groups, tmp_path / "b", {"epochs": 2, "blocks": 1})
+    assert seen and not any(seen)
+
+
+def _reload(folder: Path):
+    from fusionkit.sdk.heads import load_head
+
+    return load_head(registry().get("fusion", "fine-tune"), folder / "h")
+
+
 # ---------------------------------------------------------------- audio: the wav2vec2 family's layers
 
 

@@ -4,9 +4,11 @@ speaker-held-out early stopping, prediction and safetensors state I/O. The netwo
 beside their heads (a :class:`~fusionkit.sdk.neural.NeuralHead` supplies its own). Imported lazily
 (inside methods, or by the modules that define networks) only.
 
-The loop runs where the options' ``device`` says (default: the CPU; on CUDA in bfloat16 autocast).
-A network may define ``param_groups(lr, weight_decay)`` to give parts of itself their own learning
-rates (a fine-tuned encoder's blocks learn slower than a fresh classifier)."""
+The loop runs where the options' ``device`` says (default: the CPU; on CUDA in bfloat16 autocast; on the CPU
+in bfloat16 autocast too where the options' ``bf16_on_cpu`` asks). A network may define
+``param_groups(lr, weight_decay)`` to give parts of itself their own learning rates (a fine-tuned encoder's
+blocks learn slower than a fresh classifier), and ``warm_start(data, idx, y, weight)`` to set weights from the
+training clips before the first epoch (the ``fine-tune`` head's linear probe)."""
 
 from __future__ import annotations
 
@@ -39,10 +41,13 @@ def device_of(o) -> torch.device:
     return resolve_device(getattr(o, "device", "cpu"), "fusion head")
 
 
-def _autocast(device: torch.device):
-    """bfloat16 autocast on CUDA; nothing on the CPU (where results must not depend on the machine's bf16)."""
+def _autocast(device: torch.device, o=None):
+    """bfloat16 autocast on CUDA; on the CPU only where the options' ``bf16_on_cpu`` asks (results then depend on
+    the CPU's bf16 arithmetic), else nothing."""
     if device.type == "cuda":
         return torch.autocast("cuda", dtype=torch.bfloat16)
+    if getattr(o, "bf16_on_cpu", False):
+        return torch.autocast("cpu", dtype=torch.bfloat16)
     return contextlib.nullcontext()
 
 
@@ -178,11 +183,11 @@ def seeded(seed: int, threads: int | None, device: torch.device | None = None):
 
 
 def _logits(model: nn.Module, data: Tensors, idx: np.ndarray, batch: int = PREDICT_BATCH,
-            device: torch.device | None = None) -> torch.Tensor:
+            device: torch.device | None = None, o=None) -> torch.Tensor:
     model.eval()
     device = device or torch.device("cpu")
     out = []
-    with torch.no_grad(), _autocast(device):
+    with torch.no_grad(), _autocast(device, o):
         for start in range(0, len(idx), batch):
             xs, ms = data.batch(torch.from_numpy(idx[start : start + batch]), device)
             out.append(model(xs, ms).float().cpu())
@@ -219,6 +224,15 @@ def _run_epochs(model, data: Tensors, y: torch.Tensor, train_idx, val_idx, o, se
     best = {"epoch": 0, "score": -math.inf, "loss": math.inf, "state": None}
     y_val = None if val_idx is None else y[torch.from_numpy(val_idx)].numpy()
     since = 0
+    warm_start = getattr(model, "warm_start", None)
+    if callable(warm_start):
+        warm_start(data, train_idx, y, weight)
+        if val_idx is not None:  # epoch 0 competes: validation may prefer the warm start to any fine-tuning
+            logits = _logits(model, data, val_idx, predict_batch, device, o)
+            score = validation_score(metric, y_val, torch.softmax(logits, dim=1).numpy())
+            best = {"epoch": 0, "score": score, "loss": float(cpu_loss(logits, torch.from_numpy(y_val))),
+                    "state": copy.deepcopy(model.state_dict())}
+            log.debug("epoch 0 (warm start): validation %s %.4f", VALIDATION_NAMES[metric], best["score"])
     for epoch in range(1, epochs + 1):
         model.train()
         started, total, seen = time.perf_counter(), 0.0, 0
@@ -226,7 +240,7 @@ def _run_epochs(model, data: Tensors, y: torch.Tensor, train_idx, val_idx, o, se
             if len(idx) < 2:
                 continue
             xs, ms = data.batch(idx, device)
-            with _autocast(device):
+            with _autocast(device, o):
                 logits = model(xs, ms)
             loss = loss_fn(logits.float(), y[idx].to(device))
             opt.zero_grad()
@@ -238,7 +252,7 @@ def _run_epochs(model, data: Tensors, y: torch.Tensor, train_idx, val_idx, o, se
         if val_idx is None:
             _report_epoch(line + " (refit)", started)
             continue
-        logits = _logits(model, data, val_idx, predict_batch, device)
+        logits = _logits(model, data, val_idx, predict_batch, device, o)
         score = validation_score(metric, y_val, torch.softmax(logits, dim=1).numpy())
         vloss = float(cpu_loss(logits, torch.from_numpy(y_val)))
         if score > best["score"] + 1e-9 or (abs(score - best["score"]) <= 1e-9 and vloss < best["loss"]):
@@ -296,7 +310,9 @@ def train(build: Callable[[], nn.Module], blocks, y: np.ndarray, groups: np.ndar
             model = build().to(device)
             all_idx = np.arange(len(y))
             weight = torch.tensor(class_weights(y, n_classes), dtype=torch.float32) if o.class_weight else None
-            _run_epochs(model, data, yt, all_idx, None, o, seed, max(1, history["best_epoch"]), weight)
+            warm = callable(getattr(model, "warm_start", None))  # a warm start may be the best "epoch" (0)
+            epochs = history["best_epoch"] if warm else max(1, history["best_epoch"])
+            _run_epochs(model, data, yt, all_idx, None, o, seed, epochs, weight)
         model.eval()
     weights = [inp.layer_weights() for inp in getattr(model, "inputs", [])]
     history["layer_weights"] = [None if w is None else [round(float(v), 4) for v in w.detach()] for w in weights]
@@ -308,7 +324,7 @@ def predict(model: nn.Module, blocks, o) -> np.ndarray:
     with seeded(0, o.threads, device):
         data = Tensors(blocks)
         model.to(device)
-        logits = _logits(model, data, np.arange(data.n), getattr(o, "predict_batch", PREDICT_BATCH), device)
+        logits = _logits(model, data, np.arange(data.n), getattr(o, "predict_batch", PREDICT_BATCH), device, o)
     return torch.softmax(logits.double(), dim=1).numpy()
 
 
