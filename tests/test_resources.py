@@ -45,3 +45,22 @@ def test_threads_reads_the_share_a_grid_gives(monkeypatch):
     assert resources.threads() == 3
     monkeypatch.setenv(resources.THREADS_ENV, "zero")
     assert resources.threads() == len(os.sched_getaffinity(0))
+
+
+def test_the_cli_registers_one_quick_shutdown(monkeypatch):
+    """``gc.freeze`` runs at exit (interpreter shutdown then skips walking every object), registered once however
+    often the command group runs in one process."""
+    import atexit
+    import gc
+
+    from click.testing import CliRunner
+
+    from fusionkit import resources
+    from fusionkit.cli import main
+
+    registered = []
+    monkeypatch.setattr(atexit, "register", lambda f, *a, **k: registered.append(f) or f)
+    monkeypatch.setattr(resources, "_shutdown_registered", False)
+    for _ in range(3):
+        assert CliRunner().invoke(main, ["plugins", "list"]).exit_code == 0
+    assert registered.count(gc.freeze) == 1

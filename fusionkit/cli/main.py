@@ -64,11 +64,12 @@ def main(ctx: click.Context, verbose: bool) -> None:
     fusionkit validate RECIPE.yaml          check a recipe without running it
     fusionkit plugins list                  every encoder, fusion head and dataset
     """
-    from fusionkit.resources import keep_freed_memory
+    from fusionkit.resources import keep_freed_memory, quick_shutdown
 
     ctx.obj = {"verbose": verbose}
     _setup_logging(verbose)
     keep_freed_memory()
+    quick_shutdown()
 
 
 set_option = click.option("--set", "overrides", multiple=True, metavar="KEY.PATH=VALUE",
