@@ -363,7 +363,7 @@ def table_lines(path: Path, r) -> list[str]:
             return [f"{path}: {_values_text(r['values'])}"]
         top = sorted(r["probabilities"].items(), key=lambda kv: -kv[1])[:3]
         return [f"{path}: {r['label']}  ({_values_text(dict(top))})"]
-    lines = [f"{path}: {len(r)} windows"]
+    lines = [f"{path}: {len(r)} window{'' if len(r) == 1 else 's'}"]
     for s in r:
         what = _values_text(s.values) if s.values is not None else f"{s.label:<10} {s.probabilities[s.label]:.2f}"
         lines.append(f"  {s.start:8.2f} - {s.end:8.2f}  {what}" + (f"  \"{s.text}\"" if s.text else ""))
