@@ -334,6 +334,37 @@ def test_validation_keeps_the_probe_when_fine_tuning_only_hurts(model, tmp_path)
     np.testing.assert_allclose(_reload(tmp_path).predict_proba(X), _probe_by_hand(enc, X["wh"], y), atol=1e-4)
 
 
+def test_probe_of_clips_without_a_class_starts_that_class_far_below():
+    """A class absent from the clips the probe sees gets zero weights and, at the clips' mean, a logit 10 below the
+    others'; the other classes' logits are the logistic regression's (its standardisation folded into the weights)."""
+    import torch
+    from sklearn.linear_model import LogisticRegression
+
+    from fusionkit.sdk.neural import Block
+    from fusionkit.sdk.training import Tensors
+    from fusionkit_plugins.fine_tune import FineTuneOptions
+    from fusionkit_plugins.fine_tune_network import ProbedFineTuneNet
+
+    class Same(torch.nn.Module):
+        def forward(self, x, mask):
+            return x
+
+    rng = np.random.default_rng(0)
+    y = np.array([0, 2] * 10)
+    frames = rng.normal(size=(20, 5, 3)) + 3.0 * y[:, None, None] * np.array([1.0, -1.0, 0.5])
+    net = ProbedFineTuneNet([Same()], [3], 3, FineTuneOptions())
+    data = Tensors([Block("x", "sequence", 3, 1, frames.astype(np.float32), np.ones((20, 5), dtype=bool))])
+    net.warm_start(data, torch.arange(20), torch.from_numpy(y), None)
+    w, b = net.classifier[-1].weight.detach().numpy(), net.classifier[-1].bias.detach().numpy()
+    pooled = frames.astype(np.float32).mean(axis=1).astype(np.float64)
+    at_mean = pooled.mean(0) @ w.T + b  # the training clips' mean: each present class at its intercept
+    assert not w[1].any() and at_mean[1] == pytest.approx(min(at_mean[0], at_mean[2]) - 10.0, abs=1e-4)
+    z = (pooled - pooled.mean(0)) / pooled.std(0)
+    lr = LogisticRegression(C=1.0, max_iter=2000).fit(z, y)
+    logits = pooled @ w.T + b
+    np.testing.assert_allclose(logits[:, 2] - logits[:, 0], lr.decision_function(z), atol=1e-4)
+
+
 def test_bf16_on_cpu_trains_in_autocast_and_reloads(model, tmp_path, monkeypatch):
     import torch
 
