@@ -161,17 +161,6 @@ class LayeredEncoder(Encoder):
         (``fusionkit.sdk.torch_models.load_config`` / ``load_pretrained`` load them)."""
         raise NotImplementedError
 
-    def config(self):
-        """The model's config, without loading weights when the model is not loaded yet."""
-        if self.model is not None:
-            return self.model.config
-        from fusionkit.sdk.torch_models import load_config
-
-        try:
-            return load_config(self.model_path, self.options.trust_remote_code)
-        except OSError as exc:
-            raise self._unreachable(exc) from None
-
     def n_layers(self) -> int:
         """L+1: the number of hidden states the model returns (config.json is read directly when it
         can be, so that a run served from the cache never imports torch or transformers)."""
