@@ -245,6 +245,8 @@ def test_text_fine_tune_fits_saves_and_reloads(bert, tmp_path):
     X = {"t": [enc.select(a) for a in enc.encode_batch(texts)]}
     saved = fit_save_reload(enc, X, y, groups, tmp_path, {"epochs": 3, "mask_time": 0.0})
     assert saved["tops"]["t"]["plugin"] == "hf-text"
+    probed = fit_save_reload(enc, X, y, groups, tmp_path / "probe", {"epochs": 2, "mask_time": 0.0, "init": "probe"})
+    assert probed["options"]["init"] == "probe"
 
 
 def test_a_checkpoint_saved_in_float16_is_fine_tuned_in_float32(tmp_path):
