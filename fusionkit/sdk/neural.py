@@ -57,7 +57,7 @@ class NeuralOptions(Options):
                             description="sequences longer than this are average-pooled in time to this length")
     threads: int | None = Field(1, ge=1, description="torch CPU threads while fitting and predicting (null: torch's "
                                                      "default); one is fastest for these small networks")
-    bf16_on_cpu: bool = Field(False, description="train and predict on the CPU in bfloat16 autocast: about twice as "
+    bf16_on_cpu: bool = Field(False, description="train and predict on the CPU in bfloat16 autocast: about 1.7x as "
                                                  "fast on CPUs with native bf16 (AMX, AVX512-BF16), and the results "
                                                  "then depend on the CPU (CUDA always trains in bf16 autocast)")
 
