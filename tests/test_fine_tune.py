@@ -384,6 +384,23 @@ def test_bf16_on_cpu_trains_in_autocast_and_reloads(model, tmp_path, monkeypatch
     assert seen and not any(seen)
 
 
+@pytest.mark.parametrize("native", [False, True])
+def test_bf16_on_cpu_warns_once_where_the_cpu_only_emulates_it(native, monkeypatch, caplog):
+    from fusionkit.sdk import torch_models, training
+
+    monkeypatch.setattr(torch_models, "native_cpu_bf16", lambda flags=None: native)
+    training._warn_emulated_bf16.cache_clear()
+    cls = registry().get("fusion", "concat-ffn")
+    rng = np.random.default_rng(0)
+    y = np.arange(24) % 2
+    X = {"a": rng.normal(y[:, None], 0.5, (24, 4))}
+    for _ in range(2):
+        head = cls(cls.Options.model_validate({"epochs": 2, "width": 8, "bf16_on_cpu": True}))
+        head.fit(X, y, ["x", "y"], np.repeat([f"s{i}" for i in range(6)], 4))
+    training._warn_emulated_bf16.cache_clear()
+    assert caplog.text.count("no native bfloat16") == (0 if native else 1)
+
+
 def _reload(folder: Path):
     from fusionkit.sdk.heads import load_head
 

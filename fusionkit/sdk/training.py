@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import contextlib
 import copy
+import functools
 import logging
 import math
 import os
@@ -49,6 +50,16 @@ def _autocast(device: torch.device, o=None):
     if getattr(o, "bf16_on_cpu", False):
         return torch.autocast("cpu", dtype=torch.bfloat16)
     return contextlib.nullcontext()
+
+
+@functools.lru_cache(maxsize=1)
+def _warn_emulated_bf16() -> None:
+    """One warning per process where ``bf16_on_cpu`` is asked of a CPU without native bf16."""
+    from fusionkit.sdk.torch_models import native_cpu_bf16
+
+    if not native_cpu_bf16():
+        log.warning("bf16_on_cpu: this CPU has no native bfloat16 (AMX or AVX512-BF16): the autocast is emulated "
+                    "and likely slower than float32")
 
 
 def _parameters(model: nn.Module, o):
@@ -296,6 +307,8 @@ def train(build: Callable[[], nn.Module], blocks, y: np.ndarray, groups: np.ndar
     ``o.refit`` a fresh network is then trained on the whole fold for the best number of epochs.
     """
     device = device_of(o)
+    if device.type == "cpu" and getattr(o, "bf16_on_cpu", False):
+        _warn_emulated_bf16()
     with seeded(seed, o.threads, device):
         data = Tensors(blocks)
         yt = torch.from_numpy(np.asarray(y, dtype=np.int64))
