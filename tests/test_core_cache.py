@@ -250,7 +250,7 @@ def test_cache_info_and_clean_commands(tmp_path):
     text = CliRunner().invoke(main, ["cache", "info", "--dir", str(root)]).stdout
     assert "lld-0123456789abcdef" in text and "3 entries" in text and "2 stray .tmp" in text
     clean = CliRunner().invoke(main, ["cache", "clean", "--dir", str(root)])
-    assert clean.exit_code == 0 and "removed 1 stray" in clean.stdout
+    assert clean.exit_code == 0 and "removed 1 stray" in clean.stdout and "kept 1 younger than 3600 s" in clean.stdout
     assert not old_tmp.exists() and fresh_tmp.exists()  # a run in progress keeps its file
     CliRunner().invoke(main, ["cache", "clean", "--dir", str(root), "--min-age", "0"])
     assert not fresh_tmp.exists() and len(entries(root)) == 3  # finished entries are never touched
