@@ -254,3 +254,29 @@ def test_cache_info_and_clean_commands(tmp_path):
     assert not old_tmp.exists() and fresh_tmp.exists()  # a run in progress keeps its file
     CliRunner().invoke(main, ["cache", "clean", "--dir", str(root), "--min-age", "0"])
     assert not fresh_tmp.exists() and len(entries(root)) == 3  # finished entries are never touched
+
+
+def test_writing_behind_writes_every_entry_handed_over_even_when_interrupted(tmp_path):
+    from fusionkit.pipeline.cache import EmbeddingCache, writing_behind
+
+    cache = EmbeddingCache(tmp_path, "lld-0123456789abcdef", {"plugin": "lld"})
+    with writing_behind(cache, depth=2) as put:
+        for i in range(5):
+            put(f"{i:02d}" * 16, {"features": np.full(4, i, dtype=np.float32)})
+    assert [float(cache.get(f"{i:02d}" * 16)["features"][0]) for i in range(5)] == [0, 1, 2, 3, 4]
+    with pytest.raises(KeyboardInterrupt), writing_behind(cache, depth=64) as put:
+        for i in range(5, 9):
+            put(f"{i:02d}" * 16, {"features": np.full(4, i, dtype=np.float32)})
+        raise KeyboardInterrupt
+    assert len(entries(tmp_path)) == 9  # what was handed over before the interrupt is on disk
+
+
+def test_writing_behind_raises_what_put_would(tmp_path):
+    from fusionkit.pipeline.cache import EmbeddingCache, writing_behind
+
+    cache = EmbeddingCache(tmp_path, "lld-0123456789abcdef", {"plugin": "lld"})
+    odd = {"features": np.array(["not a number"])}
+    with pytest.raises(Exception) as direct:
+        cache.put("ab" * 16, odd)
+    with pytest.raises(type(direct.value), match="dtype"), writing_behind(cache) as put:
+        put("ab" * 16, odd)

@@ -4,6 +4,9 @@ from __future__ import annotations
 
 import json
 import logging
+from collections import deque
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import numpy as np
@@ -11,7 +14,7 @@ import numpy as np
 from fusionkit.fileio import CACHE_ENV, atomic_write_bytes, atomic_write_text, default_cache_dir
 
 __all__ = ["CACHE_ENV", "EmbeddingCache", "atomic_write_bytes", "atomic_write_text", "cache_report",
-           "default_cache_dir", "remove_stray_tmp"]
+           "default_cache_dir", "remove_stray_tmp", "writing_behind"]
 
 log = logging.getLogger("fusionkit")
 
@@ -86,6 +89,28 @@ class EmbeddingCache:
             self._unwritable(path, exc)
             return False
         return True
+
+
+@contextmanager
+def writing_behind(cache: EmbeddingCache, depth: int = 64) -> Iterator[Callable[[str, dict], None]]:
+    """A ``put(digest, arrays)`` that writes on a thread of its own, so each entry's write and fsync overlap the
+    encoding of the next ones (on slow or network storage an fsync can take longer than a clip's encoding).
+
+    At most ``depth`` entries wait (memory). Every entry handed over is written before the block ends, also when it
+    ends by an exception or an interrupt; an error other than the cache's own (it warns once when it cannot write)
+    is raised as the synchronous ``put`` would have raised it."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    pending: deque = deque()
+    with ThreadPoolExecutor(max_workers=1, thread_name_prefix="fusionkit-cache") as pool:
+        def put(digest: str, arrays: dict) -> None:
+            if len(pending) >= depth:
+                pending.popleft().result()
+            pending.append(pool.submit(cache.put, digest, arrays))
+
+        yield put
+        while pending:
+            pending.popleft().result()
 
 
 def all_finite(arrays: dict[str, np.ndarray]) -> bool:

@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING, TypeVar
 import numpy as np
 
 from fusionkit.audio import duration, file_digest, text_digest
-from fusionkit.pipeline.cache import EmbeddingCache
+from fusionkit.pipeline.cache import EmbeddingCache, writing_behind
 from fusionkit.pipeline.featurize import (  # noqa: F401 - featurize and its outcome, re-exported
     DEFAULT_SAMPLING_RATE,
     EncodeError,
@@ -95,12 +95,13 @@ def encode_clips(
     if misses:
         misses = _by_length(encoder, misses)
         inputs = [clip.text if encoder.modality == "text" else clip.path for clip, _ in misses]
-        with bar(total=len(misses), desc=f"encoding {label or encoder.name}", unit="clip") as progress:
+        with bar(total=len(misses), desc=f"encoding {label or encoder.name}", unit="clip") as progress, \
+                writing_behind(cache) as put:
             for out in _featurize(encoder, inputs, [key for _, key in misses], cache, label, engine):
                 clip, key = misses[out.index]
                 if out.ok:
                     if out.arrays is not None:  # None: written by a ray worker on a shared cache path
-                        cache.put(key, out.arrays)  # a cache that cannot be written warns once; features are used
+                        put(key, out.arrays)  # a cache that cannot be written warns once; features are used
                     result.features[clip.id] = out.features
                     result.computed += 1
                 else:
