@@ -21,7 +21,7 @@ from fractions import Fraction
 import numpy as np
 
 from fusionkit.audio import AudioError, load_audio
-from fusionkit.pipeline.cache import EmbeddingCache
+from fusionkit.pipeline.cache import EmbeddingCache, writing_behind
 from fusionkit.pipeline.data import Prepared
 from fusionkit.pipeline.encode import build_encoders, load_encoder, split_cached
 from fusionkit.pipeline.featurize import DEFAULT_SAMPLING_RATE, featurize, native_rate
@@ -121,7 +121,8 @@ def _encode_copies(encoder: Encoder, name: str, wanted: Sequence[tuple[Clip, int
     if misses:
         load_encoder(encoder, name)
         rate = getattr(encoder, "sample_rate", None)
-        with bar(total=len(misses), desc=f"encoding {name} (augmented copies)", unit="copy") as progress:
+        with bar(total=len(misses), desc=f"encoding {name} (augmented copies)", unit="copy") as progress, \
+                writing_behind(cache) as put:
             for start in range(0, len(misses), CHUNK):
                 chunk = misses[start : start + CHUNK]
                 made = _signals(chunk, rate, digests, spec, failed)
@@ -132,7 +133,7 @@ def _encode_copies(encoder: Encoder, name: str, wanted: Sequence[tuple[Clip, int
                     for result in featurize(encoder, [x for _, x in group], sr):
                         c, k, key = group[result.index][0]
                         if result.ok:
-                            cache.put(key, result.arrays)
+                            put(key, result.arrays)
                             out[copy_id(c.id, k)] = result.features
                         else:
                             failed[copy_id(c.id, k)] = f"{name}: {result.reason}"
