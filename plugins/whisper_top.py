@@ -46,7 +46,7 @@ def build_top(spec: dict[str, Any]) -> WhisperTop:
     """A :class:`WhisperTop` with fresh weights from a :func:`top_spec` spec, in float32 (whatever dtype the
     checkpoint was saved in: its blocks are trained)."""
     config = WhisperConfig(**spec["config"])
-    config._attn_implementation = "sdpa"  # as the encoder runs in fp32 (unset, transformers warns on each block)
+    config._attn_implementation = "sdpa"  # torch's fused kernel, as whisper_ct2 sets it (unset, transformers warns)
     return WhisperTop(config, int(spec["count"]), bool(spec["final_norm"])).float()
 
 

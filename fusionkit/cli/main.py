@@ -245,8 +245,7 @@ def cache_clean(cache_dir: Path | None, min_age: float) -> None:
     from fusionkit.pipeline.cache import remove_stray_tmp
 
     root = _cache_root(cache_dir)
-    removed = remove_stray_tmp(root, min_age)
-    kept = sum(1 for p in root.rglob(".*.tmp") if p.is_file()) if root.is_dir() else 0
+    removed, kept = remove_stray_tmp(root, min_age)
     younger = (f"; kept {kept} younger than {min_age:g} s (a run may still be writing it; --min-age 0 removes "
                f"it)" if kept else "")
     click.echo(f"{root}: removed {removed} stray temporary file(s){younger}")

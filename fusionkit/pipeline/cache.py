@@ -147,20 +147,22 @@ def cache_report(root: Path) -> list[dict]:
     return rows
 
 
-def remove_stray_tmp(root: Path, min_age_s: float = 3600.0) -> int:
-    """Delete temporary files left by killed writers, if older than ``min_age_s``; return how many.
-
-    The age guard keeps the in-flight files of a run that is still going.
-    """
+def remove_stray_tmp(root: Path, min_age_s: float = 3600.0) -> tuple[int, int]:
+    """Delete temporary files left by killed writers, if older than ``min_age_s``; return how many were removed
+    and how many were kept as younger (the age guard keeps the in-flight files of a run that is still going)."""
     import time
 
     cutoff = time.time() - min_age_s
-    removed = 0
+    removed = kept = 0
     for path in Path(root).rglob(".*.tmp"):
         try:
-            if path.is_file() and path.stat().st_mtime <= cutoff:
+            if not path.is_file():
+                continue
+            if path.stat().st_mtime <= cutoff:
                 path.unlink()
                 removed += 1
+            else:
+                kept += 1
         except OSError:
             continue
-    return removed
+    return removed, kept
