@@ -65,8 +65,23 @@ def load_grid(path: Path, overrides: list[str]) -> tuple[str, list[Cell]]:
                 seen.add(cell.id)
                 cells.append(cell)
     if problems:
-        raise RecipeError(sorted(set(problems), key=problems.index))
+        raise RecipeError(_problem_lines(path, problems))
     return str(grid.get("name") or path.stem), cells
+
+
+def _problem_lines(path: Path, problems: list[tuple[str, str]]) -> list[str]:
+    """One line per distinct problem: the cell it is in, or how many cells share it (a base recipe's missing
+    ``data.root`` is one line, not one per cell)."""
+    cells_of: dict[str, list[str]] = {}
+    for cell, problem in problems:
+        names = cells_of.setdefault(problem, [])
+        if cell not in names:
+            names.append(cell)
+    lines = []
+    for problem, names in cells_of.items():
+        where = f"[{names[0]}]" if len(names) == 1 else f"[{len(names)} cells: {names[0]}, ...]"
+        lines.append(f"{path} {where}: {problem}")
+    return lines
 
 
 def _read_grid(path: Path, overrides: list[str]) -> tuple[dict, dict]:
@@ -114,7 +129,8 @@ def grid_engine(path: Path, overrides: list[str]) -> EngineSpec | None:
         raise RecipeError(pydantic_lines(str(path), exc, ("engine",))) from exc
 
 
-def _expand_block(path: Path, base: dict, axes: dict, problems: list[str]) -> list[Cell]:
+def _expand_block(path: Path, base: dict, axes: dict, problems: list[tuple[str, str]]) -> list[Cell]:
+    """The cells of one block of axes; each cell's problems are added to ``problems`` as (cell name, problem)."""
     from fusionkit.recipe import RecipeError, validate
 
     if not isinstance(axes, dict):
@@ -145,8 +161,9 @@ def _expand_block(path: Path, base: dict, axes: dict, problems: list[str]) -> li
                     raw["name"] = f"{ds_label}/{enc_label}/{head_label}"
                     digest = hashlib.sha256(json.dumps(raw, sort_keys=True, default=str).encode()).hexdigest()[:8]
                     cid = f"{_slug(ds_label)}__{_slug(enc_label)}__{_slug(head_label)}__s{_slug(seed_label)}__{digest}"
-                    _, errs = validate(raw, f"{path} [{raw['name']}]")
-                    problems += errs
+                    source = f"{path} [{raw['name']}]"
+                    _, errs = validate(raw, source)
+                    problems += [(raw["name"], e.removeprefix(f"{source}: ")) for e in errs]
                     cells.append(Cell(cid, ds_label, enc_label, head_label, seed_label, raw))
     return cells
 

@@ -118,6 +118,25 @@ def test_grid_with_unknown_head_is_rejected_before_running(grid, tmp_path):
     assert not (tmp_path / "o" / "cells").exists()
 
 
+def test_validate_checks_every_cell_of_a_grid(grid, tmp_path):
+    ok = CliRunner().invoke(main, ["validate", str(grid)])
+    assert ok.exit_code == 0, ok.output
+    assert "valid grid 'tiny-grid' (4 cells: 1 dataset(s), 2 encoder set(s), 2 head(s)" in ok.output
+    grid.write_text(grid.read_text().replace("plugin: xgboost, options: {n_estimators: 40}", "plugin: xgbost"))
+    bad = CliRunner().invoke(main, ["validate", str(grid)])
+    assert bad.exit_code == 2
+    assert "[2 cells: synthetic/lld/xgb40, ...]: fusion.plugin: unknown fusion plugin 'xgbost'" in bad.stderr
+
+
+def test_a_problem_shared_by_every_cell_is_one_line(grid, tmp_path):
+    """A base recipe's bad field is the same problem in each cell: one line saying how many, not one per cell."""
+    r = CliRunner().invoke(main, ["bench", str(grid), "--set", "split.folds=zero", "--out", str(tmp_path / "o")])
+    assert r.exit_code == 2
+    lines = [line for line in r.stderr.splitlines() if line.startswith("error: ")]
+    assert len(lines) == 1, r.stderr
+    assert lines[0].startswith(f"error: {grid} [4 cells: synthetic/lld/xgb20, ...]: split.folds: ")
+
+
 WORKER_SCRIPT = """
 import multiprocessing as mp, os, time
 from concurrent.futures import ProcessPoolExecutor

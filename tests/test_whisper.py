@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+import yaml
 
 pytest.importorskip("torch")
 pytest.importorskip("transformers")
@@ -176,6 +177,27 @@ def test_layers_out_of_range_fail_before_encoding(model_dir, tmp_path):
         encode_clips(enc, clips, tmp_path / "cache", clip_digests(clips)[0], label="base")
     assert enc._runner is None  # nothing loaded, nothing encoded
     assert not list((tmp_path / "cache").rglob("*.safetensors"))
+
+
+def test_validate_checks_layers_against_the_model(model_dir, tmp_path):
+    """``fusionkit validate`` reads the model's config: a layer it lacks is an error line and exit 2."""
+    from click.testing import CliRunner
+
+    from fusionkit.cli import main
+
+    recipe = tmp_path / "r.yaml"
+    recipe.write_text(yaml.safe_dump({
+        "name": "r", "data": {"dataset": "synthetic", "options": {"speakers": 4, "clips_per_class": 2}},
+        "encoders": [{"plugin": "lld"}, {"plugin": "whisper", "name": "base",
+                                          "options": {"model": str(model_dir), "layers": [1, 7]}}],
+        "fusion": {"plugin": "linear"}, "split": {"kind": "speaker-kfold", "folds": 2}}))
+    bad = CliRunner().invoke(main, ["validate", str(recipe)])
+    assert bad.exit_code == 2
+    assert bad.stderr.strip() == (f"error: {recipe}: encoders.1 (base): layers: 7 is out of range; "
+                                  "this model has layers 0..3 (or -4..-1)")
+    assert CliRunner().invoke(main, ["validate", str(recipe), "--no-models"]).exit_code == 0
+    fixed = CliRunner().invoke(main, ["validate", str(recipe), "--set", "encoders.1.options.layers=3"])
+    assert fixed.exit_code == 0, fixed.output
 
 
 def test_cache_key_follows_weights_not_spelling(model_dir, tmp_path):

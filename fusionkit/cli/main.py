@@ -89,15 +89,82 @@ def _load(recipe: str, overrides):
 @main.command()
 @click.argument("recipe")
 @set_option
-def validate(recipe: str, overrides) -> None:
-    """Check RECIPE (a file or a built-in name) without running it. Exit 0 if valid, 2 if not."""
+@click.option("--no-models", is_flag=True,
+              help="Check the recipe's text only: do not look up the encoders' models (their layers).")
+def validate(recipe: str, overrides, no_models: bool) -> None:
+    """Check RECIPE (a file, a built-in name, or a benchmark grid) without running it. Exit 0 if valid, 2 if not.
+
+    Each encoder's model is looked up (its config, not its weights) to check the layers the recipe names."""
+    if _is_grid(recipe):
+        return _validate_grid(Path(recipe), overrides, no_models)
     r = _load(recipe, overrides)
+    if not no_models:
+        problems = _model_problems(recipe, [(f"encoders.{i} ({e.key})", e) for i, e in enumerate(r.encoders)])
+        if problems:
+            _fail(problems, EXIT_INVALID)
     surveys = _surveys(recipe, r)
     click.echo(f"{recipe}: valid ({r.data.dataset}; encoders {', '.join(e.key for e in r.encoders)}; "
                f"fusion {r.fusion.plugin}; split {r.split.kind})")
     for role, spec, found in surveys:
         for line in survey_lines(role, found, spec.labels):
             click.echo(line)
+
+
+def _model_problems(source: str, encoders: list) -> list[str]:
+    """One line per encoder (``(where, spec)`` pairs, specs with ``plugin`` and ``options``) whose model cannot be
+    found or lacks a layer the recipe names, which ``run`` would stop on before encoding; ``required_keys``
+    reads the model's config, not its weights."""
+    from fusionkit.recipe import plugin_options
+
+    lines = []
+    for where, spec in encoders:
+        try:
+            cls, options = plugin_options("encoder", spec.plugin, spec.options)
+            cls(options).required_keys()
+        except (ValueError, OSError) as exc:  # LayerError, ModelRefError, a missing or unreadable config
+            lines.append(f"{source}: {where}: {exc}")
+    return lines
+
+
+def _is_grid(ref: str) -> bool:
+    """Whether ``ref`` is a benchmark grid file (a mapping with ``axes``) rather than a recipe."""
+    from fusionkit.recipe import RecipeError, read_yaml
+
+    path = Path(ref)
+    if not path.is_file():
+        return False
+    try:
+        doc = read_yaml(path)
+    except RecipeError:
+        return False  # the recipe loader names the problem
+    return isinstance(doc, dict) and "axes" in doc
+
+
+def _validate_grid(path: Path, overrides, no_models: bool) -> None:
+    """Every cell of a grid checked as ``bench`` would before running (and each distinct encoder's model)."""
+    from types import SimpleNamespace
+
+    from fusionkit.bench import load_grid
+    from fusionkit.recipe import RecipeError
+
+    _registry_or_exit()
+    try:
+        name, cells = load_grid(path, list(overrides))
+    except RecipeError as exc:
+        _fail(exc.lines, EXIT_INVALID)
+    if not no_models:
+        specs: dict[str, tuple[str, SimpleNamespace]] = {}
+        for cell in cells:
+            for e in cell.recipe["encoders"]:
+                key = json.dumps({"plugin": e["plugin"], "options": e.get("options") or {}}, sort_keys=True)
+                where = f"cell {cell.id}: encoder {e.get('name') or e['plugin']}"
+                specs.setdefault(key, (where, SimpleNamespace(plugin=e["plugin"], options=e.get("options") or {})))
+        problems = _model_problems(str(path), list(specs.values()))
+        if problems:
+            _fail(problems, EXIT_INVALID)
+    count = lambda attr: len({getattr(c, attr) for c in cells})  # noqa: E731
+    click.echo(f"{path}: valid grid '{name}' ({len(cells)} cells: {count('dataset')} dataset(s), "
+               f"{count('encoders')} encoder set(s), {count('head')} head(s), {count('seeds')} seed set(s))")
 
 
 def _surveys(recipe: str, r) -> list:
