@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -38,6 +39,39 @@ def signal_rate(sampling_rate) -> int:
     if isinstance(sampling_rate, bool) or not isinstance(sampling_rate, (int, np.integer)) or sampling_rate <= 0:
         raise ValueError(f"sampling_rate: expected a positive whole number of Hz, got {sampling_rate!r}")
     return int(sampling_rate)
+
+
+SHORTEST_SPEECH_S = 0.2
+"""Recordings shorter than this (about one syllable) get a warning: too little to judge an emotion from."""
+SILENCE_DBFS = -60.0
+"""Recordings whose loudest sample is below this level (dB relative to full scale) get a warning: no speech."""
+
+
+@dataclass(frozen=True)
+class SignalWarning:
+    """Why a readable signal is unlikely to hold speech to judge; ``silent`` also when near-silent."""
+
+    text: str
+    silent: bool
+
+    def __str__(self) -> str:
+        return self.text
+
+
+def signal_warning(signal: np.ndarray, sr: int) -> SignalWarning | None:
+    """What makes a readable mono signal unlikely to hold speech to judge (silent, near-silent, very short);
+    None when nothing is odd. A label predicted for such a recording means little."""
+    peak = float(np.max(np.abs(signal))) if signal.size else 0.0
+    seconds = signal.size / sr
+    reasons = []
+    if peak == 0.0:
+        reasons.append("silent (every sample is 0)")
+    elif 20 * np.log10(peak) < SILENCE_DBFS:
+        reasons.append(f"near-silent (loudest sample {20 * np.log10(peak):.0f} dBFS)")
+    silent = bool(reasons)
+    if seconds < SHORTEST_SPEECH_S:
+        reasons.append(f"very short ({seconds:.3f} s)")
+    return SignalWarning("; ".join(reasons), silent) if reasons else None
 
 
 def to_mono_resampled(signal: np.ndarray, sr: int, target_sr: int) -> np.ndarray:

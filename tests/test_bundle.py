@@ -177,6 +177,42 @@ def test_predict_cli_labels_good_files_and_names_broken_ones(trained, tmp_path):
         assert len(lines) == 1, (name, r.stderr)
 
 
+def test_silent_and_very_short_files_are_labelled_with_a_warning(trained, tmp_path):
+    """A label for silence or a few milliseconds means little: each such file says so (table, CSV, JSON, stderr,
+    a count), the others carry no warning, and the command still succeeds."""
+    good = sorted(_clip_paths(trained / "run").values())[0]
+    x, sr = sf.read(str(good), dtype="float32")
+    folder = tmp_path / "odd"
+    folder.mkdir()
+    (folder / good.name).write_bytes(good.read_bytes())
+    sf.write(str(folder / "silent.wav"), np.zeros(sr, dtype=np.float32), sr)
+    sf.write(str(folder / "hum.wav"), (1e-5 * np.sin(np.arange(sr) / 10)).astype(np.float32), sr, subtype="FLOAT")
+    sf.write(str(folder / "blip.wav"), x[: sr // 200], sr)
+    r = CliRunner().invoke(main, ["predict", str(trained / "all"), str(folder), "--format", "csv"])
+    assert r.exit_code == 0, r.output
+    rows = {Path(row["file"]).name: row for row in csv.DictReader(r.stdout.splitlines())}
+    assert rows[good.name]["warning"] == ""
+    assert rows["silent.wav"]["warning"] == "silent (every sample is 0)"
+    assert rows["hum.wav"]["warning"] == "near-silent (loudest sample -100 dBFS)"
+    assert rows["blip.wav"]["warning"] == "very short (0.005 s)"
+    assert sum("its label means little" in ln for ln in r.stderr.splitlines()) == 3
+    assert "3 file(s) labelled with a warning" in r.stderr
+    result = fusionkit.load(trained / "all").predict(folder / "silent.wav")
+    assert result["warning"] == "silent (every sample is 0)" and result["label"]
+
+
+def test_signal_warning_levels():
+    from fusionkit.audio import signal_warning
+
+    sr = 16000
+    assert signal_warning(np.zeros(sr, dtype=np.float32), sr).silent
+    assert signal_warning(np.full(sr, 1e-4, dtype=np.float32), sr).silent  # -80 dBFS
+    quiet_speech = signal_warning(np.full(sr, 0.01, dtype=np.float32), sr)  # -40 dBFS: quiet, not silent
+    assert quiet_speech is None
+    short = signal_warning(np.full(sr // 10, 0.5, dtype=np.float32), sr)
+    assert str(short) == "very short (0.100 s)" and not short.silent
+
+
 def test_window_arithmetic():
     assert window_starts(10.0, 4.0, 4.0) == [(0.0, 4.0), (4.0, 8.0), (8.0, 10.0)]
     assert window_starts(9.0, 4.0, 4.0) == [(0.0, 4.0), (4.0, 8.0)]

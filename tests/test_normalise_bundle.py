@@ -205,6 +205,20 @@ def test_a_normalised_bundle_refuses_to_predict_without_enrolment(world, tmp_pat
     assert len(lines) == 1 and "--enrol PATH" in lines[0] and "--enrol-self" in lines[0]
 
 
+def test_silent_enrolment_files_are_passed_over_with_the_reason(world, tmp_path):
+    """Digital silence would pull the statistics towards nothing a speaker says: it is skipped and listed."""
+    from fusionkit.bundle import Bundle
+
+    bundle, _ = exported(world, tmp_path, "speaker", normalize="speaker")
+    model = Bundle.load(bundle)
+    clips = wavs(world["shifted"])[:3]
+    silent = tmp_path / "silent.wav"
+    sf.write(str(silent), np.zeros(16000, dtype=np.float32), 16000)
+    norm = model.enrol([*clips, silent])
+    assert norm.clips == 3
+    assert norm.skipped == {str(silent): "silent (every sample is 0): would bias the statistics"}
+
+
 def test_a_plain_bundle_refuses_enrolment_and_bad_options_are_refused(world, tmp_path):
     plain, _ = exported(world, tmp_path, "plain")
     normed, _ = exported(world, tmp_path, "speaker", normalize="speaker")

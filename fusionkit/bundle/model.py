@@ -115,7 +115,7 @@ class Bundle:
         self.normalize = recipe.normalize
         self._training_stats = training_stats
         self._transcriber = None
-        self._memo: OrderedDict = OrderedDict()  # file key -> (features per encoder, transcript)
+        self._memo: OrderedDict = OrderedDict()  # file key -> (features per encoder, transcript, warning)
         self._memo_bytes = 0
 
     @classmethod
@@ -298,22 +298,25 @@ class Bundle:
             part = sources[start:start + batch]
             for i, (got, error) in enumerate(self._whole_files(part, sampling_rate)):
                 label = str(part[i]) if isinstance(part[i], (str, Path)) else f"signal {start + i}"
-                if got is None:
-                    skipped[label] = str(error)
-                    log.warning("enrolment: %s skipped: %s", label, error)
+                if got is None or (got[2] is not None and got[2].silent):
+                    reason = str(error) if got is None else f"{got[2]}: would bias the statistics"
+                    skipped[label] = reason
+                    log.warning("enrolment: %s skipped: %s", label, reason)
                 else:
                     feats.append(got[0])
         return feats, skipped
 
     def _whole_files(self, sources: list, sampling_rate: int | None) -> list[tuple[tuple | None, Exception | None]]:
-        """Per source: ((features per encoder, transcript), None), or (None, the error naming the reason); files
+        """Per source: ((features per encoder, transcript, warning), None), or (None, the error naming the reason);
+        the warning says why the audio is unlikely to hold speech (:func:`fusionkit.audio.signal_warning`). Files
         already seen (same path, size and modification time) come from the memo, new ones are decoded, grouped by
         rate, and kept."""
-        from fusionkit.audio import AudioError
+        from fusionkit.audio import AudioError, signal_warning
         from fusionkit.pipeline.featurize import EncodeError
 
         out: list = [None] * len(sources)
         by_rate: dict[int, list[tuple[int, np.ndarray]]] = {}
+        warnings: dict[int, str | None] = {}
         for i, src in enumerate(sources):
             key = _file_key(src)
             if key is not None and key in self._memo:
@@ -326,6 +329,7 @@ class Bundle:
                 out[i] = (None, exc)
                 continue
             by_rate.setdefault(sr, []).append((i, x))
+            warnings[i] = signal_warning(x, sr)
         for sr, items in by_rate.items():
             feats, texts, failed = self._outcomes([x for _, x in items], sr)
             for k, (i, _) in enumerate(items):
@@ -335,7 +339,7 @@ class Bundle:
                     except (AudioError, EncodeError) as exc:
                         out[i] = (None, exc)
                     continue
-                out[i] = ((feats[k], texts[k] if texts else None), None)
+                out[i] = ((feats[k], texts[k] if texts else None, warnings[i]), None)
                 self._remember(_file_key(sources[i]), out[i][0])
         return out
 
@@ -398,10 +402,12 @@ class Bundle:
             got, error = self._whole_files([source], sampling_rate)[0]
             if error is not None:
                 raise error
-            feats, text = got
+            feats, text, warning = got
             out = _result(self._head_scores([feats], norm)[0], self.regression)
             if text:
                 out["text"] = text
+            if warning is not None:
+                out["warning"] = str(warning)
             return out
         return list(self.timeline(source, sampling_rate, window, hop, vad, smooth, batch, enrol=norm))
 

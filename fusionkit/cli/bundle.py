@@ -162,7 +162,7 @@ def predict_command(bundle: Path, audio, window, hop, vad, smooth, fmt, show, tr
     for path, reason in broken:
         click.echo(f"error: {path}: {reason}", err=True)
     norms, enrol_failed = _plan_normalisers(model, files, enrol, enrol_self, group_re, enrol_training)
-    results, failed = [], len(broken) + enrol_failed
+    results, failed, flagged = [], len(broken) + enrol_failed, 0
     for path in files:
         if path not in norms:
             continue  # its enrolment group could not be used: already counted and reported
@@ -173,6 +173,9 @@ def predict_command(bundle: Path, audio, window, hop, vad, smooth, fmt, show, tr
             failed += 1
             continue
         results.append((path, r))
+        if isinstance(r, dict) and r.get("warning"):
+            click.echo(f"warning: {path}: {r['warning']}: its label means little", err=True)
+            flagged += 1
         if fmt == "table":
             for line in table_lines(path, r):
                 click.echo(line)
@@ -182,6 +185,8 @@ def predict_command(bundle: Path, audio, window, hop, vad, smooth, fmt, show, tr
         click.echo(as_csv(results, model), nl=False)
     if passed:
         click.echo(f"{len(passed)} entr{'y' if len(passed) == 1 else 'ies'} passed over (not audio by name)", err=True)
+    if flagged:
+        click.echo(f"{flagged} file(s) labelled with a warning (silent or very short audio)", err=True)
     if failed:
         click.echo(f"{failed} file(s) could not be labelled", err=True)
         sys.exit(1)
@@ -341,14 +346,15 @@ def as_csv(results, model) -> str:
     names = model.outputs
     text = ["text"] if model.uses_text else []
     w.writerow(["file", "start", "end", *([] if model.regression else ["label"]),
-                *(names if model.regression else [f"p_{c}" for c in names]), *text])
+                *(names if model.regression else [f"p_{c}" for c in names]), *text, "warning"])
     for path, r in results:
         segs = [Segment(0.0, -1.0, r.get("label"), r.get("probabilities"), r.get("text"), r.get("values"))] \
             if isinstance(r, dict) else r
+        warning = r.get("warning", "") if isinstance(r, dict) else ""
         for s in segs:
             scores = s.values if model.regression else s.probabilities
             w.writerow([str(path), s.start, "" if s.end < 0 else s.end, *([] if model.regression else [s.label]),
-                        *[f"{scores[c]:.4f}" for c in names], *([s.text or ""] if text else [])])
+                        *[f"{scores[c]:.4f}" for c in names], *([s.text or ""] if text else []), warning])
     return buf.getvalue()
 
 
@@ -362,7 +368,8 @@ def table_lines(path: Path, r) -> list[str]:
         if "values" in r:
             return [f"{path}: {_values_text(r['values'])}"]
         top = sorted(r["probabilities"].items(), key=lambda kv: -kv[1])[:3]
-        return [f"{path}: {r['label']}  ({_values_text(dict(top))})"]
+        note = f"  [{r['warning']}]" if r.get("warning") else ""
+        return [f"{path}: {r['label']}  ({_values_text(dict(top))}){note}"]
     lines = [f"{path}: {len(r)} window{'' if len(r) == 1 else 's'}"]
     for s in r:
         what = _values_text(s.values) if s.values is not None else f"{s.label:<10} {s.probabilities[s.label]:.2f}"

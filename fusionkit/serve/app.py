@@ -31,12 +31,15 @@ UPLOAD_SCHEMA = {
 def whole_file_runner(bundle, enrol=None) -> Callable[[list], list]:
     """``run(items)`` for the :class:`Batcher`: items are (signal, rate); signals of one rate are labelled in
     one ``Bundle.predict_signals`` call, and a batch that fails is retried item by item so that one bad clip
-    costs only itself. Each result is ``{"label", "probabilities"}`` (``{"values"}`` for regression)."""
+    costs only itself. Each result is ``{"label", "probabilities"}`` (``{"values"}`` for regression), with
+    ``text`` where the bundle transcribes and ``warning`` where the audio is silent or very short."""
+    from fusionkit.audio import signal_warning
 
-    def result(scores: dict, text: str | None) -> dict:
+    def result(scores: dict, text: str | None, item: tuple) -> dict:
         out = {"values": scores} if bundle.regression else {"label": max(scores, key=scores.get),
                                                              "probabilities": scores}
-        return {**out, "text": text} if text else out
+        warning = signal_warning(*item)
+        return {**out, **({"text": text} if text else {}), **({"warning": str(warning)} if warning else {})}
 
     def run(items: list) -> list:
         out: list = [None] * len(items)
@@ -47,12 +50,12 @@ def whole_file_runner(bundle, enrol=None) -> Callable[[list], list]:
             try:
                 scores, texts = bundle.predict_signals([items[i][0] for i in idx], sr, enrol=enrol)
                 for k, i in enumerate(idx):
-                    out[i] = result(scores[k], texts[k] if texts else None)
+                    out[i] = result(scores[k], texts[k] if texts else None, items[i])
             except Exception:  # noqa: BLE001 - find which clip failed: each alone
                 for i in idx:
                     try:
                         scores, texts = bundle.predict_signals([items[i][0]], sr, enrol=enrol)
-                        out[i] = result(scores[0], texts[0] if texts else None)
+                        out[i] = result(scores[0], texts[0] if texts else None, items[i])
                     except Exception as exc:  # noqa: BLE001 - that clip's own error
                         out[i] = exc
         return out
