@@ -97,6 +97,17 @@ def test_multipart_and_raw_body_match_the_bundle(served, tmp_path):
         assert abs(sum(got["probabilities"].values()) - 1.0) < 1e-6
 
 
+def test_silent_upload_is_labelled_with_a_warning(served):
+    client, _, _ = served
+    buf = io.BytesIO()
+    sf.write(buf, np.zeros(16000, dtype=np.float32), 16000, format="WAV")
+    silent = client.post("/predict", content=buf.getvalue(), headers={"content-type": "audio/wav"})
+    assert silent.status_code == 200, silent.text
+    assert silent.json()["warning"] == "silent (every sample is 0)" and silent.json()["label"]
+    speech = client.post("/predict", content=_wav(1.0), headers={"content-type": "audio/wav"})
+    assert "warning" not in speech.json()
+
+
 def test_flac_upload_and_timeline(served):
     client, _, _ = served
     r = client.post("/predict", params={"window": 1.0, "hop": 0.5, "smooth": 2},
