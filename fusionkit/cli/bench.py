@@ -18,7 +18,8 @@ def _progress(line: str) -> None:
 
 @click.command("bench")
 @click.argument("grid", required=False, type=click.Path(path_type=Path))
-@click.option("--out", type=click.Path(path_type=Path), help="Output folder (default bench-out/GRIDNAME).")
+@click.option("--out", type=click.Path(path_type=Path, file_okay=False),
+              help="Output folder (default bench-out/GRIDNAME).")
 @click.option("--set", "overrides", multiple=True, metavar="KEY.PATH=VALUE",
               help="Override a field of the base recipe.")
 @click.option("--workers", type=int, default=None, help="Cells fitted in parallel (default: CPU count, at most 2).")

@@ -194,7 +194,8 @@ def _surveys(recipe: str, r) -> list:
 @main.command()
 @click.argument("recipe")
 @set_option
-@click.option("--out", type=click.Path(path_type=Path), help="Run directory (default runs/NAME-TIMESTAMP).")
+@click.option("--out", type=click.Path(path_type=Path, file_okay=False),
+              help="Run directory (default runs/NAME-TIMESTAMP).")
 @mlflow_option
 @engine_options
 def run(recipe: str, overrides, out: Path | None, mlflow: str | None, **engine) -> None:
