@@ -52,6 +52,19 @@ class FineTuneOptions(NeuralOptions):
     attention_width: int = Field(64, ge=1, description="hidden width of the attentive pooling scorer")
 
 
+_POOLED = "fine-tune: encoder '{name}' gives pooled features; give it one layer and pooling: none"
+
+
+def _refuse_untrainable(name: str, encoder) -> None:
+    """A ``ValueError`` naming the encoder when its plugin offers no trainable blocks."""
+    from fusionkit.sdk.base import Encoder
+
+    if type(encoder).trainable_top is Encoder.trainable_top:
+        raise ValueError(f"fine-tune: encoder '{name}' ({encoder.name}) cannot be fine-tuned: its plugin offers no "
+                         f"trainable_top (built in: whisper, wav2vec2, hf-text; for a sentence-transformers "
+                         f"checkpoint use hf-text with the same model)")
+
+
 class FineTuneHead(NeuralHead):
     """An encoder's upper blocks (from its own weights) -> pooling over frames -> linear classifier."""
 
@@ -66,14 +79,22 @@ class FineTuneHead(NeuralHead):
         self.tops: dict[str, dict[str, Any]] = {}  # encoder name -> {"plugin", spec of its trainable blocks}
         self._pretrained: dict[str, dict] = {}
 
+    @classmethod
+    def check_encoders(cls, options: FineTuneOptions, encoders: dict) -> None:
+        """Every encoder gives one layer's frames and has ``blocks`` blocks above it (from its config)."""
+        for name, encoder in encoders.items():
+            _refuse_untrainable(name, encoder)
+            if not encoder.is_sequence():
+                raise ValueError(_POOLED.format(name=name))
+            encoder.fine_tune_blocks(options.blocks)
+
     def _fit_scalers(self, X: dict) -> None:
         """The blocks take the encoder's own states: no standardisation, one check per encoder."""
         self.kinds, self.scalers = {}, {}
         for name in self.encoders:
             x = X[name]
             if _kind(x) != "sequence":
-                raise ValueError(f"fine-tune: encoder '{name}' gives pooled features; give it one layer and "
-                                 f"pooling: none")
+                raise ValueError(_POOLED.format(name=name))
             width = next((np.asarray(s).shape[-1] for s in x if len(s)), None)
             if width is None:
                 raise ValueError(f"fine-tune: encoder '{name}' gave no frames for any training clip")
@@ -81,13 +102,9 @@ class FineTuneHead(NeuralHead):
             self.scalers[name] = Standardizer(np.zeros(width), np.ones(width))
 
     def _fit(self, X, y, groups):
-        from fusionkit.sdk.base import Encoder
-
         for name, encoder in self.sources.items():
-            if name in self.encoders and type(encoder).trainable_top is Encoder.trainable_top:
-                raise ValueError(f"fine-tune: encoder '{name}' ({encoder.name}) cannot be fine-tuned: its plugin "
-                                 f"offers no trainable_top (built in: whisper, wav2vec2, hf-text; for a "
-                                 f"sentence-transformers checkpoint use hf-text with the same model)")
+            if name in self.encoders:
+                _refuse_untrainable(name, encoder)
         self._fit_scalers(X)  # checks the inputs before any model is loaded
         missing = [n for n in self.encoders if n not in self.sources]
         if missing:

@@ -28,6 +28,7 @@ from fusionkit.sdk.layers import (
     select_layers,
     sequence_key,
     sequences_for,
+    trainable_blocks,
 )
 from fusionkit.sdk.torch_models import Precision
 
@@ -127,15 +128,23 @@ class LayeredEncoder(Encoder):
     # ---------------------------------------------------------- fine-tuning
     fine_tunable: ClassVar[tuple[str, ...]] = ()  # model types whose blocks fusionkit_plugins.hf_top can train
 
-    def trainable_top(self, blocks: int | None = None):
-        """The blocks after the selected hidden state (one index, ``pooling: none``), with this model's weights."""
-        from fusionkit_plugins.hf_top import trainable_top
+    def fine_tune_blocks(self, blocks: int | None = None) -> int:
+        """How many blocks after the selected hidden state a fine-tune trains, from the model's config alone."""
+        return trainable_blocks(self.name, self._fine_tune_start(), blocks, self.n_layers() - 1)
 
+    def _fine_tune_start(self) -> int:
         o = self.options
         if o.pooling != "none" or not isinstance(o.layers, int):
             raise ValueError(f"{self.name}: fine-tuning needs frames of one layer: set layers to one index and "
                              f"pooling: none")
         (start,) = self.sequence_layers()
+        return start
+
+    def trainable_top(self, blocks: int | None = None):
+        """The blocks after the selected hidden state (one index, ``pooling: none``), with this model's weights."""
+        from fusionkit_plugins.hf_top import trainable_top
+
+        start = self._fine_tune_start()
         self.load()
         model = self.model
         if self.precision() != "fp32":  # its weights were cast to bf16 / fp16 for encoding: train from the stored ones

@@ -135,16 +135,27 @@ class HFTextEncoder(TextModelEncoder):
         return results
 
     # -- fine-tuning
+    def fine_tune_blocks(self, blocks: int | None = None) -> int:
+        """How many layers after the selected hidden state a fine-tune trains, from the model's config alone."""
+        from fusionkit.sdk.layers import trainable_blocks
+
+        return trainable_blocks(self.name, self._fine_tune_start(), blocks, self.n_layers() - 1)
+
+    def _fine_tune_start(self) -> int:
+        o = self.options
+        if o.pooling != "none" or not isinstance(o.layers, int):
+            raise ValueError("hf-text: fine-tuning needs the token states of one layer: set layers to one index "
+                             "and pooling: none")
+        (start,) = self._seq_layers()
+        return start
+
     def trainable_top(self, blocks: int | None = None):
         """The layers after the selected hidden state (one index, ``pooling: none``), with this model's weights."""
         from fusionkit.sdk.torch_models import load_config, load_pretrained
         from fusionkit_plugins.hf_top import trainable_top
 
         o = self.options
-        if o.pooling != "none" or not isinstance(o.layers, int):
-            raise ValueError("hf-text: fine-tuning needs the token states of one layer: set layers to one index "
-                             "and pooling: none")
-        (start,) = self._seq_layers()
+        start = self._fine_tune_start()
         path = self.model_path()
         config = load_config(path, o.trust_remote_code, o.allow_download)
         model = load_pretrained("AutoModel", path, o.trust_remote_code, o.allow_download, config=config)

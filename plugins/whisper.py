@@ -161,17 +161,27 @@ class WhisperEncoderPlugin(Encoder):
         return results
 
     # ---------------------------------------------------------- fine-tuning
-    def trainable_top(self, blocks: int | None = None):
-        """The blocks after the selected layer (one layer, ``pooling: none``), with this model's weights."""
-        from fusionkit_plugins.whisper_model import load_whisper_encoder
-        from fusionkit_plugins.whisper_top import trainable_top
+    def fine_tune_blocks(self, blocks: int | None = None) -> int:
+        """How many blocks after the selected layer a fine-tune trains, from the model's config alone."""
+        from fusionkit.sdk.layers import trainable_blocks
 
+        return trainable_blocks("whisper", self._fine_tune_start(), blocks, self.n_layers())
+
+    def _fine_tune_start(self) -> int:
         o = self.options
         if o.pooling != "none" or not isinstance(o.layers, int):
             raise ValueError("whisper: fine-tuning needs frames of one layer: set layers to one index and "
                              "pooling: none")
         (start,) = self.layer_indices(self.n_layers())
-        encoder, _, _ = load_whisper_encoder(self.resolved(), o.trust_remote_code)
+        return start
+
+    def trainable_top(self, blocks: int | None = None):
+        """The blocks after the selected layer (one layer, ``pooling: none``), with this model's weights."""
+        from fusionkit_plugins.whisper_model import load_whisper_encoder
+        from fusionkit_plugins.whisper_top import trainable_top
+
+        start = self._fine_tune_start()
+        encoder, _, _ = load_whisper_encoder(self.resolved(), self.options.trust_remote_code)
         return trainable_top(encoder, start, blocks)
 
     @classmethod

@@ -64,6 +64,31 @@ def test_what_cannot_be_fine_tuned_is_one_clear_line(model, options, blocks, mes
     assert "\n" not in str(err.value)
 
 
+@pytest.mark.parametrize("options, blocks, message", [
+    ({"layers": 1, "pooling": "mean"}, None, "encoder 'wh' gives pooled features"),
+    ({"layers": 3, "pooling": "none"}, None, "layer 3 leaves no block to train"),
+    ({"layers": 1, "pooling": "none"}, 3, "blocks: 3 does not fit: layer 1 has 2 block"),
+])
+def test_what_cannot_be_fine_tuned_fails_before_encoding(model, tmp_path, options, blocks, message):
+    """``validate`` and ``run`` ask the head before any clip is encoded (a run used to encode every clip first)."""
+    from click.testing import CliRunner
+
+    from fusionkit.cli import main
+
+    recipe = tmp_path / "r.yaml"
+    recipe.write_text(RECIPE.format(model=model))
+    sets = [f"encoders.0.options.{k}={v}" for k, v in options.items()]
+    sets += [f"fusion.options.blocks={blocks}"] if blocks else []
+    args = [a for s in sets for a in ("--set", s)]
+    checked = CliRunner().invoke(main, ["validate", str(recipe), *args])
+    assert checked.exit_code == 2 and message in checked.stderr, checked.output
+    cache = tmp_path / "cache"
+    ran = CliRunner(env={"FUSIONKIT_CACHE_DIR": str(cache)}).invoke(
+        main, ["run", str(recipe), *args, "--out", str(tmp_path / "out")])
+    assert ran.exit_code == 1 and message in ran.stderr, ran.output
+    assert not list(cache.rglob("*.safetensors"))  # nothing was encoded
+
+
 def test_pooled_features_are_refused_by_the_head():
     cls = registry().get("fusion", "fine-tune")
     head = cls(cls.Options.model_validate({"epochs": 1}))

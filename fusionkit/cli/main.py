@@ -100,6 +100,7 @@ def validate(recipe: str, overrides, no_models: bool) -> None:
     r = _load(recipe, overrides)
     if not no_models:
         problems = _model_problems(recipe, [(f"encoders.{i} ({e.key})", e) for i, e in enumerate(r.encoders)])
+        problems = problems or _head_problems(recipe, r)
         if problems:
             _fail(problems, EXIT_INVALID)
     surveys = _surveys(recipe, r)
@@ -124,6 +125,17 @@ def _model_problems(source: str, encoders: list) -> list[str]:
         except (ValueError, OSError) as exc:  # LayerError, ModelRefError, a missing or unreadable config
             lines.append(f"{source}: {where}: {exc}")
     return lines
+
+
+def _head_problems(source: str, r) -> list[str]:
+    """The fusion head's own check of the recipe's encoders (e.g. fine-tuning blocks the model lacks)."""
+    from fusionkit.pipeline.folds import check_head
+
+    try:
+        check_head(r)
+    except (ValueError, OSError) as exc:
+        return [f"{source}: fusion: {exc}"]
+    return []
 
 
 def _is_grid(ref: str) -> bool:
@@ -160,6 +172,12 @@ def _validate_grid(path: Path, overrides, no_models: bool) -> None:
                 where = f"cell {cell.id}: encoder {e.get('name') or e['plugin']}"
                 specs.setdefault(key, (where, SimpleNamespace(plugin=e["plugin"], options=e.get("options") or {})))
         problems = _model_problems(str(path), list(specs.values()))
+        if not problems:
+            from fusionkit.recipe import validate as validated
+
+            for cell in cells:
+                source = f"{path} [{cell.recipe['name']}]"
+                problems += _head_problems(source, validated(cell.recipe, source)[0])
         if problems:
             _fail(problems, EXIT_INVALID)
     count = lambda attr: len({getattr(c, attr) for c in cells})  # noqa: E731

@@ -244,6 +244,15 @@ def fit_one(job: FoldJob, sources: dict | None = None, threads: int | None = Non
     return FoldDone(predicted, proba, chosen, seconds)
 
 
+def check_head(recipe: Recipe) -> None:
+    """Refuse, before anything is encoded, a fusion head that cannot fit on the recipe's encoders as configured
+    (the head's ``check_encoders``, e.g. fine-tuning more blocks than the model has above the cached layer)."""
+    head_cls, options = plugin_options("fusion", recipe.fusion.plugin, recipe.fusion.options)
+    check = getattr(head_cls, "check_encoders", None)  # a head need not subclass the SDK's Head
+    if check is not None:
+        check(options, build_encoders(recipe))
+
+
 def _wants_encoders(head_cls: type) -> bool:
     """Whether the head fine-tunes the recipe's encoders (a head need not subclass the SDK's Head)."""
     return bool(getattr(head_cls, "wants_encoders", False))

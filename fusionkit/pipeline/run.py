@@ -27,7 +27,7 @@ from fusionkit.pipeline.augment import augment
 from fusionkit.pipeline.data import Prepared, keep_usable, normalize, select
 from fusionkit.pipeline.encode import encode_recipe
 from fusionkit.pipeline.evaluate import raw_comparison, summarize_run
-from fusionkit.pipeline.folds import fit_folds
+from fusionkit.pipeline.folds import check_head, fit_folds
 from fusionkit.recipe import Recipe, dump, safe_name
 
 
@@ -66,6 +66,7 @@ def naming_write_errors(where: Path) -> Iterator[None]:
 def prepare(recipe: Recipe, run_dir: Path | None = None) -> Prepared:
     """Read the corpus (and test corpus) and encode (or fetch from the cache) every clip with every encoder, and
     the training clips' augmented copies when the recipe asks for them."""
+    check_head(recipe)
     selection = select(recipe)
     encoded = encode_recipe(recipe, selection.clips, run_dir)
     return augment(recipe, keep_usable(recipe, selection, encoded))

@@ -287,6 +287,11 @@ class Head(ABC):
         each in its own process); None: as many as it is given (FUSIONKIT_THREADS, else every CPU)."""
         return None
 
+    @classmethod
+    def check_encoders(cls, options: Options, encoders: dict[str, Any]) -> None:
+        """Called before anything is encoded (``run``, ``validate``) with the recipe's encoder objects, unloaded:
+        a ``ValueError`` in one line when this head cannot fit on them as configured. Default: no check."""
+
     def attach(self, encoders: dict[str, Any]) -> None:
         """The recipe's encoder objects by name (called before :meth:`fit` when :attr:`wants_encoders` is set)."""
         self.sources = dict(encoders)
