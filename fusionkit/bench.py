@@ -354,6 +354,9 @@ def run_grid(grid_path: Path, out: Path, overrides: list[str], workers: int, ret
                 continue
         todo.append(cell)
     echo(f"{name}: {len(cells)} cells, {len(cells) - len(todo)} already finished, {len(todo)} to run")
+    for cell, error in _head_refusals(todo):  # fail at once, before their encoders are encoded for them
+        todo.remove(cell)
+        _record(out, cell, {"status": "failed", "error": error}, {"caches": {}, "cost": {}, "computed": {}}, echo)
     if todo and is_ray(engine):
         from fusionkit.engine.ray_engine import connect, run_tasks
 
@@ -398,6 +401,20 @@ def run_grid(grid_path: Path, out: Path, overrides: list[str], workers: int, ret
         parent, new = tracking.log_grid(out, rows, name, where)
         echo(f"MLflow: grid run {parent} in {where.uri} (experiment {where.experiment}), {new} cell run(s) logged")
     return rows
+
+
+def _head_refusals(cells: list[Cell]) -> list[tuple[Cell, str]]:
+    """Cells whose fusion head refuses the cell's encoders as configured (its ``check_encoders``), with why."""
+    from fusionkit.pipeline.folds import check_head
+    from fusionkit.recipe import Recipe
+
+    refused = []
+    for cell in cells:
+        try:
+            check_head(Recipe.model_validate(cell.recipe))
+        except Exception as exc:  # noqa: BLE001 - recorded as the cell's failure, as run_cell would
+            refused.append((cell, f"{type(exc).__name__}: {exc}"))
+    return refused
 
 
 def _record(out: Path, cell: Cell, row: dict, timings: dict, echo: Callable[[str], None]) -> None:

@@ -220,6 +220,25 @@ def test_bench_runs_fine_tune_cells_on_the_cached_frames(run, tmp_path):
     assert all(row["computed"] == "0" for row in rows)
 
 
+def test_bench_fails_a_cell_whose_blocks_do_not_fit_before_encoding(model, tmp_path):
+    """The cell fails with the reason before the encoding phase; the good cell runs."""
+    import csv
+
+    from click.testing import CliRunner
+
+    from fusionkit.cli import main
+
+    (tmp_path / "base.yaml").write_text(RECIPE.format(model=model))
+    (tmp_path / "grid.yaml").write_text(GRID.replace("pooling: attentive,\n       blocks: 1", "blocks: 7"))
+    r = CliRunner(env={"FUSIONKIT_CACHE_DIR": str(tmp_path / "cache")}).invoke(
+        main, ["bench", str(tmp_path / "grid.yaml"), "--out", str(tmp_path / "out"), "--workers", "1"])
+    assert r.exit_code == 1, r.output
+    with open(tmp_path / "out" / "results.csv") as fh:
+        rows = {row["head"]: row for row in csv.DictReader(fh)}
+    assert rows["mean"]["status"] == "done"
+    assert rows["att"]["status"] == "failed" and "blocks: 7 does not fit" in rows["att"]["error"]
+
+
 # ---------------------------------------------------------------- text: hf-text (BERT-style) layers
 
 

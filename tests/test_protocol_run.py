@@ -275,7 +275,7 @@ def test_export_of_a_regression_run_predicts_values(corpora, tmp_path):
     assert timeline and all(s.label is None and set(s.values) == {"arousal"} for s in timeline)
     res = CliRunner().invoke(main, ["predict", str(tmp_path / "bundle"), str(a / "a1_ang_0.wav"), "--format", "csv"])
     assert res.exit_code == 0, res.output
-    assert res.output.splitlines()[0] == "file,start,end,arousal"
+    assert res.output.splitlines()[0] == "file,start,end,arousal,warning"
     export(tmp_path / "run", tmp_path / "best", fold="best")
     assert "CCC" in json.loads((tmp_path / "best" / "manifest.json").read_text())["head"]
 

@@ -122,8 +122,8 @@ def _model_problems(source: str, encoders: list) -> list[str]:
         try:
             cls, options = plugin_options("encoder", spec.plugin, spec.options)
             cls(options).required_keys()
-        except (ValueError, OSError) as exc:  # LayerError, ModelRefError, a missing or unreadable config
-            lines.append(f"{source}: {where}: {exc}")
+        except Exception as exc:  # noqa: BLE001 - a plugin's own failure too: one line, never a traceback
+            lines.append(f"{source}: {where}: {_reason(exc)}")
     return lines
 
 
@@ -133,9 +133,15 @@ def _head_problems(source: str, r) -> list[str]:
 
     try:
         check_head(r)
-    except (ValueError, OSError) as exc:
-        return [f"{source}: fusion: {exc}"]
+    except Exception as exc:  # noqa: BLE001 - a plugin's own failure too: one line, never a traceback
+        return [f"{source}: fusion: {_reason(exc)}"]
     return []
+
+
+def _reason(exc: Exception) -> str:
+    """An expected failure (LayerError, ModelRefError, a missing or unreadable config) in its own words; any
+    other exception with its type, since its message may not say what went wrong."""
+    return str(exc) if isinstance(exc, (ValueError, OSError)) else f"{type(exc).__name__}: {exc}"
 
 
 def _is_grid(ref: str) -> bool:
