@@ -24,6 +24,7 @@ if TYPE_CHECKING:
     from fusionkit.recipe import EngineSpec
 
 log = logging.getLogger("fusionkit")
+VERSUS_FIELDS = ["vs_best", "vs_best_low", "vs_best_high"]  # results.csv: UAR minus the best cell's, 95% interval
 ROW_FIELDS = ["cell", "dataset", "encoders", "head", "seeds", "status", "uar", "uar_std", "wa", "macro_f1",
               "weighted_f1", "n_clips", "folds", "computed", "encode_s", "fit_s", "peak_mb", "error"]
 
@@ -456,17 +457,23 @@ def render(out: Path) -> list[dict]:
     from fusionkit.fileio import atomic_write_text
 
     rows = collect(out)
-    buf = io.StringIO()
-    w = csv.DictWriter(buf, fieldnames=ROW_FIELDS)
-    w.writeheader()
-    w.writerows(rows)
-    atomic_write_text(out / "results.csv", buf.getvalue())
     best = {}
     for r in rows:
         if r["status"] == "done" and (r["dataset"] not in best or r["uar"] > best[r["dataset"]]["uar"]):
             best[r["dataset"]] = r
-    columns = ["dataset", "encoders", "head", "seeds", "folds", "UAR", "± std", "WA", "macro F1", "weighted F1",
-               "embeddings computed", "encode s", "fit s", "peak MB"]
+    compared = _versus_best(out, rows, best)
+    for r in rows:
+        d = compared.get(r["cell"])
+        r.update(zip(VERSUS_FIELDS, [d["diff"], *d["ci95"]] if d else ["", "", ""]))
+    buf = io.StringIO()
+    w = csv.DictWriter(buf, fieldnames=[*ROW_FIELDS, *VERSUS_FIELDS])
+    w.writeheader()
+    w.writerows(rows)
+    atomic_write_text(out / "results.csv", buf.getvalue())
+    versus = {cell: f"{d['diff']:+.3f} [{d['ci95'][0]:+.3f}, {d['ci95'][1]:+.3f}]" if d else "-"
+              for cell, d in compared.items()}
+    columns = ["dataset", "encoders", "head", "seeds", "folds", "UAR", "± std", "vs best [95% CI]", "WA", "macro F1",
+               "weighted F1", "embeddings computed", "encode s", "fit s", "peak MB"]
     lines = ["| " + " | ".join(columns) + " |", "|---" * len(columns) + "|"]
     for r in sorted(rows, key=lambda r: (r["dataset"], -(r["uar"] if r["status"] == "done" else -1))):
         if r["status"] != "done":
@@ -476,11 +483,15 @@ def render(out: Path) -> list[dict]:
             continue
         b = "**" if best.get(r["dataset"]) is r else ""
         lines.append(f"| {r['dataset']} | {b}{r['encoders']}{b} | {b}{r['head']}{b} | {r['seeds']} | {r['folds']} | "
-                     f"{b}{r['uar']:.3f}{b} | {r['uar_std']:.3f} | {r['wa']:.3f} | {r['macro_f1']:.3f} | "
+                     f"{b}{r['uar']:.3f}{b} | {r['uar_std']:.3f} | {versus.get(r['cell'], '')} | {r['wa']:.3f} | "
+                     f"{r['macro_f1']:.3f} | "
                      f"{r['weighted_f1']:.3f} | {r['computed']} | {r['encode_s']} | {r['fit_s']} | {r['peak_mb']} |")
     lines += ["", "Best cell per dataset (by UAR) in bold. UAR, WA, F1: mean over the protocol's folds "
               "(speaker-independent where the corpus allows; one fold for a predefined split) and seeds; "
               "± std: over them (0 for one fold). "
+              "vs best: the cell's pooled UAR minus the best cell's on the same test clips, with a 95% interval "
+              "from 2000 bootstrap resamples of whole test speakers; an interval that holds 0 means these "
+              "predictions cannot tell the cell from the best (- where the two cells did not label the same clips). "
               "Embeddings computed: by this grid run for the cell's encoders (0 when the cache had them all); "
               "encode s: the seconds this grid run spent computing them; peak MB: the cell's own process.", "",
               "![UAR heatmap](uar_heatmap.png)", ""]
@@ -491,6 +502,39 @@ def render(out: Path) -> list[dict]:
 
     write_grid_html(out)
     return rows
+
+
+def _versus_best(out: Path, rows: list[dict], best: dict[str, dict]) -> dict[str, dict | None]:
+    """Per done cell but the best: its pooled UAR minus its dataset's best cell's, on the test clips (and seeds) both
+    labelled, with a speaker-bootstrap 95% interval (:func:`fusionkit.metrics.uar_difference`); None where the two
+    cells did not label (nearly) the same clips."""
+    from fusionkit.metrics import uar_difference
+
+    text: dict[str, dict | None] = {}
+    for dataset, top in best.items():
+        mine = _predictions(out / "cells" / top["cell"] / "predictions.csv")
+        for r in rows:
+            if r["status"] != "done" or r["dataset"] != dataset or r is top:
+                continue
+            theirs = _predictions(out / "cells" / r["cell"] / "predictions.csv")
+            shared = sorted(set(mine) & set(theirs))
+            if not shared or len(shared) < 0.9 * max(len(mine), len(theirs)):
+                text[r["cell"]] = None
+                continue
+            true, speaker = zip(*((mine[k][0], mine[k][1]) for k in shared))
+            text[r["cell"]] = uar_difference(true, [theirs[k][2] for k in shared], [mine[k][2] for k in shared],
+                                             speaker)
+    return text
+
+
+def _predictions(path: Path) -> dict[tuple[str, str], tuple[str, str, str]]:
+    """(clip id, seed) -> (true label, speaker, predicted label) of a run's predictions.csv; {} when unreadable."""
+    try:
+        with open(path, newline="") as fh:
+            return {(row["clip_id"], row["seed"]): (row["true"], row["speaker"], row["predicted"])
+                    for row in csv.DictReader(fh)}
+    except (OSError, KeyError, csv.Error):
+        return {}
 
 
 def heatmap(rows: list[dict], path: Path) -> None:

@@ -117,3 +117,37 @@ def regression_metrics(y_true: np.ndarray, y_pred: np.ndarray, targets: list[str
         out[f"mae_{name}"] = float(np.abs(t - p).mean())
     out["ccc"] = float(np.mean([out[f"ccc_{n}"] for n in targets]))
     return out
+
+
+def uar_difference(y_true, pred_a, pred_b, groups, n_boot: int = 2000, seed: int = 0) -> dict:
+    """Pooled UAR of predictions ``a`` minus that of ``b`` on the same clips, with a 95% percentile interval and a
+    two-sided p-value from a bootstrap that resamples whole ``groups`` (speakers) with replacement.
+
+    Resampling speakers rather than clips keeps each speaker's clips together, as the speaker-independent
+    protocol treats them (scipy's ``bootstrap`` resamples single observations only). Returns ``diff``,
+    ``ci95`` ([low, high]), ``p`` and ``groups`` (how many were resampled).
+    """
+    y, a, b = (np.asarray(v) for v in (y_true, pred_a, pred_b))
+    _, g = np.unique(np.asarray(groups), return_inverse=True)
+    classes, yi = np.unique(y, return_inverse=True)
+    n_groups, n_classes = int(g.max()) + 1, len(classes)
+    cell = g * n_classes + yi  # per (group, true class): clips, and those each side gets right
+    size = n_groups * n_classes
+    total = np.bincount(cell, minlength=size).reshape(n_groups, n_classes).astype(float)
+    right_a = np.bincount(cell, weights=(a == y), minlength=size).reshape(n_groups, n_classes)
+    right_b = np.bincount(cell, weights=(b == y), minlength=size).reshape(n_groups, n_classes)
+
+    def uar(weights: np.ndarray, right: np.ndarray) -> np.ndarray:
+        n = weights @ total
+        with np.errstate(invalid="ignore", divide="ignore"):
+            recall = np.where(n > 0, (weights @ right) / np.where(n > 0, n, 1), np.nan)
+        return np.nanmean(recall, axis=-1)
+
+    ones = np.ones(n_groups)
+    diff = float(uar(ones, right_a) - uar(ones, right_b))
+    rng = np.random.default_rng(seed)
+    weights = rng.multinomial(n_groups, np.full(n_groups, 1 / n_groups), size=n_boot).astype(float)
+    boot = uar(weights, right_a) - uar(weights, right_b)
+    low, high = (float(x) for x in np.percentile(boot, [2.5, 97.5]))
+    p = float(min(1.0, max(2 * min(np.mean(boot <= 0), np.mean(boot >= 0)), 1 / n_boot)))  # not below 1/n_boot
+    return {"diff": diff, "ci95": [low, high], "p": p, "groups": n_groups}

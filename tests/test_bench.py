@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import csv
 import json
+import re
 from pathlib import Path
 
 import pytest
@@ -62,7 +63,16 @@ def test_grid_runs_every_cell_encoding_once_then_resumes(grid, tmp_path):
     assert all(float(r["encode_s"]) > 0 and float(r["peak_mb"]) > 0 for r in rows)
     assert all(0.0 <= float(r["uar"]) <= 1.0 for r in rows)
     assert (out / "uar_heatmap.png").stat().st_size > 0
-    assert "**" in (out / "results.md").read_text()  # best cell highlighted
+    table = (out / "results.md").read_text()
+    assert "**" in table  # best cell highlighted
+    # every other cell: its UAR minus the best's on the same clips, with a speaker-bootstrap interval
+    assert "| vs best [95% CI] |" in table
+    versus = [line.split(" | ")[7] for line in table.splitlines() if line.startswith("| synthetic |")]
+    assert sorted(v == "" for v in versus) == [False, False, False, True], versus
+    assert all(re.fullmatch(r"[+-]\d\.\d{3} \[[+-]\d\.\d{3}, [+-]\d\.\d{3}\]", v) for v in versus if v)
+    assert sorted(r["vs_best"] == "" for r in rows) == [False, False, False, True]  # and in results.csv
+    assert all(float(r["vs_best_low"]) <= float(r["vs_best"]) <= float(r["vs_best_high"]) for r in rows if r["vs_best"])
+    assert "vs best [95% CI]" in (out / "report.html").read_text()
 
     # same folder again: nothing left to do
     r = _bench(grid, "--out", out)

@@ -73,3 +73,28 @@ def test_summarize_t_interval_by_hand():
     assert s["n"] == 3
     one = summarize([0.8])
     assert (one["std"], one["ci95"]) == (0.0, [0.8, 0.8])
+
+
+def test_uar_difference_resamples_whole_speakers():
+    """Identical predictions differ by exactly 0; a clearly better cell's interval excludes 0; the interval of two
+    equally good cells holds 0; a difference carried by one speaker is uncertain once speakers are resampled."""
+    from fusionkit.metrics import uar_difference
+
+    rng = np.random.default_rng(0)
+    y = rng.integers(0, 4, 2000)
+    speakers = np.repeat(np.arange(20), 100)
+
+    def noisy(accuracy):
+        return np.where(rng.random(len(y)) < accuracy, y, rng.integers(0, 4, len(y)))
+
+    good, worse, also_good = noisy(0.8), noisy(0.6), noisy(0.8)
+    same = uar_difference(y, good, good, speakers)
+    assert same["diff"] == 0.0 and same["ci95"] == [0.0, 0.0] and same["p"] == 1.0 and same["groups"] == 20
+    clear = uar_difference(y, good, worse, speakers)
+    assert 0.1 < clear["diff"] and clear["ci95"][0] > 0 and clear["p"] <= 0.001
+    tie = uar_difference(y, good, also_good, speakers)
+    assert tie["ci95"][0] < 0 < tie["ci95"][1] and tie["p"] > 0.05
+    one = good.copy()
+    one[speakers == 0] = y[speakers == 0]  # better only on speaker 0: +5 points on 1/20 of the clips
+    lucky = uar_difference(y, one, good, speakers)
+    assert lucky["diff"] > 0 and lucky["ci95"][0] == 0.0  # resamples without speaker 0 show no difference

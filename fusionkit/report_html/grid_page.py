@@ -27,15 +27,22 @@ GRID = """{% extends "base.html" %}{% from "figure.html" import figure %}
 
 <h2 id="cells">All cells</h2>
 <p class="sub">Click a column header to sort. UAR, WA, F1: mean over the protocol's folds and seeds; &plusmn; std over
-them.</p>
+them. vs best: pooled UAR minus the best cell's on the same test clips, with a 95% interval from resampling whole
+test speakers (an interval that holds 0: not shown to be worse).</p>
 <div class="scroll"><table class="sortable" id="cells-table"><thead><tr><th>dataset</th><th>encoders</th><th>head</th>
-<th>seeds</th><th>status</th><th>folds</th><th>UAR</th><th>&plusmn; std</th><th>WA</th><th>macro F1</th>
+<th>seeds</th><th>status</th><th>folds</th><th>UAR</th><th>&plusmn; std</th><th>vs best [95% CI]</th><th>WA</th>
+<th>macro F1</th>
 <th>weighted F1</th><th>clips</th><th>encode s</th><th>fit s</th><th>peak MB</th><th>report</th></tr></thead><tbody>
 {% for r in rows %}<tr class="{{ 'best' if r.best else ('failed' if r.status != 'done' else '') }}">
 <td>{{ r.dataset }}</td><td>{{ r.encoders }}</td><td>{{ r.head }}</td><td>{{ r.seeds }}</td>
 <td>{% if r.status == "done" %}done{% else %}{{ r.status }}: {{ r.error }}{% endif %}</td>
 <td class="num">{{ r.folds }}</td>
-{% for k in ("uar", "uar_std", "wa", "macro_f1", "weighted_f1") %}
+{% for k in ("uar", "uar_std") %}
+<td class="num" data-value="{{ r[k] if r[k] is not none else '' }}">{{ r[k] | f3 }}</td>{% endfor %}
+<td class="num" data-value="{{ r.vs_best if r.vs_best is not none else '' }}">{% if r.vs_best is not none %}
+{{ "%+.3f" | format(r.vs_best) }} [{{ "%+.3f" | format(r.vs_best_low) }}, {{ "%+.3f" | format(r.vs_best_high) }}]
+{% endif %}</td>
+{% for k in ("wa", "macro_f1", "weighted_f1") %}
 <td class="num" data-value="{{ r[k] if r[k] is not none else '' }}">{{ r[k] | f3 }}</td>{% endfor %}
 <td class="num">{{ r.n_clips }}</td><td class="num">{{ r.encode_s | f3(1) }}</td>
 <td class="num">{{ r.fit_s | f3(1) }}</td>

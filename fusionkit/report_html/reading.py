@@ -41,7 +41,8 @@ def read_text(path: Path) -> str | None:
         return None
 
 
-NUMERIC = ("uar", "uar_std", "wa", "macro_f1", "weighted_f1", "encode_s", "fit_s", "peak_mb")
+NUMERIC = ("uar", "uar_std", "wa", "macro_f1", "weighted_f1", "encode_s", "fit_s", "peak_mb", "vs_best", "vs_best_low",
+           "vs_best_high")
 
 
 def read_grid_rows(grid_dir: Path) -> list[dict]:
