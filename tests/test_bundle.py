@@ -201,6 +201,22 @@ def test_silent_and_very_short_files_are_labelled_with_a_warning(trained, tmp_pa
     assert result["warning"] == "silent (every sample is 0)" and result["label"]
 
 
+def test_timeline_flags_its_silent_windows(trained, tmp_path):
+    good = sorted(_clip_paths(trained / "run").values())[0]
+    x, sr = sf.read(str(good), dtype="float32")
+    x = np.tile(x, int(np.ceil(2 * sr / len(x))))[: 2 * sr]
+    path = tmp_path / "gap.wav"
+    sf.write(str(path), np.concatenate([x, np.zeros(2 * sr, dtype=np.float32), x]), sr, subtype="FLOAT")
+    model = fusionkit.load(trained / "all")
+    for smooth in (1, 3):
+        segments = model.predict(path, window=1.0, smooth=smooth)
+        assert [s.warning for s in segments] == [None, None, "silent (every sample is 0)",
+                                                 "silent (every sample is 0)", None, None]
+    r = CliRunner().invoke(main, ["predict", str(trained / "all"), str(path), "--window", "1", "--format", "csv"])
+    assert [row["warning"] for row in csv.DictReader(r.stdout.splitlines())][1:4] == [
+        "", "silent (every sample is 0)", "silent (every sample is 0)"]
+
+
 def test_signal_warning_levels():
     from fusionkit.audio import signal_warning
 

@@ -44,6 +44,7 @@ class Segment:
     probabilities: dict[str, float] | None
     text: str | None = None
     values: dict[str, float] | None = None
+    warning: str | None = None  # the window is silent or very short (fusionkit.audio.signal_warning)
 
     def as_dict(self) -> dict:
         return {k: v for k, v in self.__dict__.items() if v is not None}
@@ -416,7 +417,7 @@ class Bundle:
         """Windows of a file (read block by block at its own rate) or array, labelled ``batch`` at a time;
         a window that cannot be encoded is left out with a warning. ``enrol``: as in :meth:`predict` (windows are
         normalised with the enrolment clips' statistics)."""
-        from fusionkit.audio import signal_rate
+        from fusionkit.audio import signal_rate, signal_warning
         from fusionkit.pipeline.featurize import DEFAULT_SAMPLING_RATE, native_rate
         from fusionkit.windows import iter_windows, smooth_probabilities, speech_regions, window_problem
 
@@ -442,8 +443,10 @@ class Bundle:
                                 failed[i].reason)
                     continue
                 r = _result(p, self.regression)
+                warning = signal_warning(chunk[i][2], rate)
                 segments.append(Segment(round(s, 3), round(e, 3), r.get("label"), r.get("probabilities"),
-                                        texts[i] if texts else None, r.get("values")))
+                                        texts[i] if texts else None, r.get("values"),
+                                        str(warning) if warning else None))
             chunk.clear()
 
         for span in spans:

@@ -348,13 +348,12 @@ def as_csv(results, model) -> str:
     w.writerow(["file", "start", "end", *([] if model.regression else ["label"]),
                 *(names if model.regression else [f"p_{c}" for c in names]), *text, "warning"])
     for path, r in results:
-        segs = [Segment(0.0, -1.0, r.get("label"), r.get("probabilities"), r.get("text"), r.get("values"))] \
-            if isinstance(r, dict) else r
-        warning = r.get("warning", "") if isinstance(r, dict) else ""
+        segs = [Segment(0.0, -1.0, r.get("label"), r.get("probabilities"), r.get("text"), r.get("values"),
+                        r.get("warning"))] if isinstance(r, dict) else r
         for s in segs:
             scores = s.values if model.regression else s.probabilities
             w.writerow([str(path), s.start, "" if s.end < 0 else s.end, *([] if model.regression else [s.label]),
-                        *[f"{scores[c]:.4f}" for c in names], *([s.text or ""] if text else []), warning])
+                        *[f"{scores[c]:.4f}" for c in names], *([s.text or ""] if text else []), s.warning or ""])
     return buf.getvalue()
 
 
@@ -373,5 +372,6 @@ def table_lines(path: Path, r) -> list[str]:
     lines = [f"{path}: {len(r)} window{'' if len(r) == 1 else 's'}"]
     for s in r:
         what = _values_text(s.values) if s.values is not None else f"{s.label:<10} {s.probabilities[s.label]:.2f}"
-        lines.append(f"  {s.start:8.2f} - {s.end:8.2f}  {what}" + (f"  \"{s.text}\"" if s.text else ""))
+        lines.append(f"  {s.start:8.2f} - {s.end:8.2f}  {what}" + (f"  \"{s.text}\"" if s.text else "")
+                     + (f"  [{s.warning}]" if s.warning else ""))
     return lines
