@@ -56,6 +56,9 @@ def test_bundle_layout_has_no_pickle(trained):
     assert not any(f.endswith((".pkl", ".pickle", ".joblib", ".pt")) for f in files)
     manifest = json.loads((trained / "all" / "manifest.json").read_text())
     assert len(manifest["content_hash"]) == 64 and "fusionkit" in manifest["versions"]
+    # a fold's bundle takes its head, not the run's record of that fold's test predictions
+    assert (trained / "run" / "models" / "fold0" / "fold-outcome.json").is_file()
+    assert not list((trained / "fold0").rglob("fold-outcome.json"))
 
 
 def test_exported_fold_reproduces_the_runs_predictions(trained):

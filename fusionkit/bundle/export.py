@@ -40,7 +40,7 @@ def export(run_dir: Path, bundle_dir: Path, fold: str = "all") -> Path:
 
     from fusionkit.pipeline.data import normalize
     from fusionkit.pipeline.encode import build_encoders
-    from fusionkit.pipeline.folds import fold_inputs, fold_tag
+    from fusionkit.pipeline.folds import OUTCOME, fold_inputs, fold_tag
     from fusionkit.pipeline.run import prepare
     from fusionkit.recipe import load_recipe, plugin_options
 
@@ -69,7 +69,7 @@ def export(run_dir: Path, bundle_dir: Path, fold: str = "all") -> Path:
         key = "ccc" if regression else "uar"
         best = chosen
         tag = fold_tag(best["seed"], best["fold"], metrics["protocol"]["seeds"])
-        shutil.copytree(run_dir / "models" / tag, head_dir)
+        shutil.copytree(run_dir / "models" / tag, head_dir, ignore=shutil.ignore_patterns(OUTCOME))  # the head only
         source = f"fold {best['fold']} (seed {best['seed']}, {key.upper()} {best[key]:.3f})"
     encoders = build_encoders(recipe)
     raw = carry_models(recipe.model_dump(mode="json"), bundle_dir)  # local model folders travel in the bundle

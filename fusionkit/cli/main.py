@@ -236,8 +236,10 @@ def run(recipe: str, overrides, out: Path | None, mlflow: str | None, **engine) 
         out = out or default_run_dir(r)
         metrics = do_run(r, out, recipe)
     except KeyboardInterrupt:
-        _fail([f"{recipe}: interrupted; every embedding written so far is in the cache, "
-               "so running the same command again resumes where this one stopped"], EXIT_INTERRUPTED)
+        kept = f" and every fold fitted so far is in {out}: the same command with --out {out}" if out else \
+            ": the same command"
+        _fail([f"{recipe}: interrupted; every embedding written so far is in the cache{kept} resumes where this one "
+               f"stopped"], EXIT_INTERRUPTED)
     except (ValueError, OSError, PluginError, FoldWorkerError) as exc:
         _fail([f"{recipe}: {exc}"], EXIT_FAILED)
     except Exception as exc:  # noqa: BLE001 - one line unless -v asks for the traceback

@@ -9,7 +9,9 @@ kept, as arrays, in one :class:`Predictions`.
 from __future__ import annotations
 
 import csv
+import hashlib
 import io
+import json
 import logging
 import re
 import time
@@ -161,23 +163,30 @@ def fit_folds(recipe: Recipe, prep: Prepared, run_dir: Path) -> Fitted:
         planned.append((seed, fold, thin))
     if not planned:
         raise ValueError("no fold could be evaluated")
-    workers = fold_workers(recipe, prep, len(planned))  # always 1 for a head that wants the encoders
+    dirs = [run_dir / "models" / fold_tag(seed, fold.index, seeds) for seed, fold, _ in planned]
+    keys = [fold_key(recipe, prep, seed, fold) for seed, fold, _ in planned]
+    reused = {i: done for i, (d, key) in enumerate(zip(dirs, keys)) if (done := finished_fold(d, key)) is not None}
+    if reused:
+        log.info("%d of %d folds reused from an earlier, unfinished run in %s (same recipe, clips and "
+                 "embeddings); %d to fit", len(reused), len(planned), run_dir, len(planned) - len(reused))
+    todo = [i for i in range(len(planned)) if i not in reused]
+    workers = fold_workers(recipe, prep, len(todo))  # always 1 for a head that wants the encoders
     head_cls = plugin_options("fusion", recipe.fusion.plugin, recipe.fusion.options)[0]
-    sources = build_encoders(recipe) if _wants_encoders(head_cls) else {}
+    sources = build_encoders(recipe) if _wants_encoders(head_cls) and todo else {}
 
     def jobs():
-        for seed, fold, _ in planned:
+        for i in todo:
+            seed, fold, _ = planned[i]
             X, rows = training_side(prep, fold.train)
             yield FoldJob(recipe.fusion.plugin, recipe.fusion.options, seed, X, y[rows], outputs, speakers[rows],
-                          fold_inputs(prep, fold.test), run_dir / "models" / fold_tag(seed, fold.index, seeds),
-                          regression)
+                          fold_inputs(prep, fold.test), dirs[i], regression, keys[i])
 
     fold_rows: list[dict] = []
     parts: list[tuple[int, Fold, np.ndarray, np.ndarray | None]] = []
     fit_seconds = 0.0
-    results = _run_jobs(jobs(), workers, sources)
-    for (seed, fold, thin), done in zip(planned, bar(results, total=len(planned), unit="fold",
-                                                      desc=f"fitting {recipe.fusion.plugin}")):
+    results = iter(_run_jobs(jobs(), workers, sources))
+    for i, (seed, fold, thin) in enumerate(bar(planned, unit="fold", desc=f"fitting {recipe.fusion.plugin}")):
+        done = reused[i] if i in reused else next(results)
         fit_seconds += done.fit_seconds
         if regression:
             scores = regression_metrics(y[fold.test], done.predicted, outputs)
@@ -204,6 +213,40 @@ class FoldJob:
     X_test: dict
     model_dir: Path
     regression: bool
+    key: str = ""  # fold_key: what the fitted head depends on; kept beside it so that a rerun can reuse it
+
+
+OUTCOME = "fold-outcome.json"
+"""Written into a fold's model folder after its head: the fold's test predictions and its :func:`fold_key`."""
+
+
+def fold_key(recipe: Recipe, prep: Prepared, seed: int, fold: Fold) -> str:
+    """A digest of what a fold's fitted head and predictions depend on: fusionkit's version, the resolved recipe,
+    each encoder's cache key, the seed and both sides' clips (ids and audio content digests)."""
+    from fusionkit import __version__
+    from fusionkit.recipe import dump
+
+    def side(idx: np.ndarray) -> list[tuple[str, str]]:
+        return [(prep.clips[i].id, prep.digests.get(prep.clips[i].id, "")) for i in idx]
+
+    encoders = {name: e.get("cache_key") for name, e in (prep.embeddings.get("per_encoder") or {}).items()}
+    payload = {"version": __version__, "recipe": dump(recipe), "encoders": encoders, "seed": seed,
+               "fold": fold.index, "train": side(fold.train), "test": side(fold.test)}
+    return hashlib.sha256(json.dumps(payload, sort_keys=True, default=str).encode()).hexdigest()
+
+
+def finished_fold(model_dir: Path, key: str) -> FoldDone | None:
+    """The outcome of a fold an earlier run into the same folder finished with the same :func:`fold_key`; None
+    when there is none (or it is unreadable: the fold is then fitted again)."""
+    try:
+        saved = json.loads((model_dir / OUTCOME).read_text())
+        if saved.get("key") != key or not key:
+            return None
+        proba = None if saved["proba"] is None else np.asarray(saved["proba"], dtype=np.float64)
+        predicted = np.asarray(saved["predicted"], dtype=np.float64 if saved["regression"] else np.int64)
+        return FoldDone(predicted, proba, saved["chosen"], float(saved["fit_seconds"]))
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
 
 
 @dataclass
@@ -225,6 +268,7 @@ def fit_one(job: FoldJob, sources: dict | None = None, threads: int | None = Non
         from fusionkit.resources import limit_threads
 
         limit_threads(threads)
+    (job.model_dir / OUTCOME).unlink(missing_ok=True)  # the folder's head is about to change
     head_cls, head_options = plugin_options("fusion", job.plugin, job.options)
     head = head_cls(head_options, seed=job.seed)
     if _wants_encoders(head_cls):
@@ -241,6 +285,11 @@ def fit_one(job: FoldJob, sources: dict | None = None, threads: int | None = Non
         predicted = proba.argmax(axis=1)
     head.save(job.model_dir)
     chosen = head.selection() if hasattr(head, "selection") else None
+    if job.key:  # last, once the head is saved: a folder holding it holds a whole fold
+        atomic_write_text(job.model_dir / OUTCOME, json.dumps({
+            "key": job.key, "regression": job.regression, "predicted": predicted.tolist(),
+            "proba": None if proba is None else proba.tolist(), "chosen": chosen, "fit_seconds": seconds},
+            default=lambda o: o.item() if hasattr(o, "item") else str(o)))
     return FoldDone(predicted, proba, chosen, seconds)
 
 
