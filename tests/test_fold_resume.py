@@ -51,6 +51,7 @@ def test_interrupted_folds_resume_and_a_changed_recipe_refits(tmp_path, fk_env, 
     assert "1 of 2 folds reused from an earlier, unfinished run" in caplog.text
     assert all(p.stat().st_mtime_ns == t for p, t in kept.items())  # fold 0 was not fitted again
     got = json.loads((out / "metrics.json").read_text())
+    assert got["timing"]["reused_folds"] == 1 and "reused_folds" not in want["timing"]
     assert [f["uar"] for f in got["folds"]] == [f["uar"] for f in want["folds"]]
     assert (out / "predictions.csv").read_text() == (tmp_path / "whole" / "predictions.csv").read_text()
 

@@ -67,7 +67,8 @@ def summarize_run(recipe: Recipe, prep: Prepared, fitted: Fitted, total_seconds:
     out["protocol"] = protocol(recipe, prep, folds)
     out["timing"] = {"encode_seconds": round(prep.encode_seconds, 2), "fit_seconds": round(fitted.fit_seconds, 2),
                      "fold_workers": fitted.workers,
-                     "total_seconds": round(total_seconds, 2)}
+                     "total_seconds": round(total_seconds, 2),
+                     **({"reused_folds": fitted.reused} if fitted.reused else {})}  # their fit_seconds as first run
     return out
 
 

@@ -140,6 +140,7 @@ class Fitted:
     predictions: Predictions
     fit_seconds: float
     workers: int = 1
+    reused: int = 0  # folds taken from an earlier, unfinished run into the same folder (finished_fold)
 
 
 def fit_folds(recipe: Recipe, prep: Prepared, run_dir: Path) -> Fitted:
@@ -195,7 +196,8 @@ def fit_folds(recipe: Recipe, prep: Prepared, run_dir: Path) -> Fitted:
         fold_rows.append({**_fold_base(seed, fold, speakers), "thin_train_classes": thin, **scores,
                           **({"selection": done.chosen} if done.chosen else {})})
         parts.append((seed, fold, done.predicted, done.proba))
-    return Fitted(fold_rows, _predictions(recipe.task.kind, outputs, prep, y, parts), fit_seconds, workers)
+    return Fitted(fold_rows, _predictions(recipe.task.kind, outputs, prep, y, parts), fit_seconds, workers,
+                  len(reused))
 
 
 @dataclass
@@ -222,7 +224,8 @@ OUTCOME = "fold-outcome.json"
 
 def fold_key(recipe: Recipe, prep: Prepared, seed: int, fold: Fold) -> str:
     """A digest of what a fold's fitted head and predictions depend on: fusionkit's version, the resolved recipe,
-    each encoder's cache key, the seed and both sides' clips (ids and audio content digests)."""
+    each encoder's cache key, the seed, both sides' clips (ids and audio content digests), and the features
+    themselves of a few of them (so that normalised and raw features, say, never share a digest)."""
     from fusionkit import __version__
     from fusionkit.recipe import dump
 
@@ -232,7 +235,11 @@ def fold_key(recipe: Recipe, prep: Prepared, seed: int, fold: Fold) -> str:
     encoders = {name: e.get("cache_key") for name, e in (prep.embeddings.get("per_encoder") or {}).items()}
     payload = {"version": __version__, "recipe": dump(recipe), "encoders": encoders, "seed": seed,
                "fold": fold.index, "train": side(fold.train), "test": side(fold.test)}
-    return hashlib.sha256(json.dumps(payload, sort_keys=True, default=str).encode()).hexdigest()
+    digest = hashlib.sha256(json.dumps(payload, sort_keys=True, default=str).encode())
+    for name in sorted(prep.features):
+        for i in (fold.train[0], fold.train[-1], fold.test[0]):
+            digest.update(np.ascontiguousarray(prep.features[name][prep.clips[i].id], dtype=np.float32).tobytes())
+    return digest.hexdigest()
 
 
 def finished_fold(model_dir: Path, key: str) -> FoldDone | None:
