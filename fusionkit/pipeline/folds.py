@@ -226,14 +226,15 @@ def fold_key(recipe: Recipe, prep: Prepared, seed: int, fold: Fold) -> str:
     """A digest of what a fold's fitted head and predictions depend on: fusionkit's version, the resolved recipe,
     each encoder's cache key, the seed, both sides' clips (ids and audio content digests), and the features
     themselves of a few of them (so that normalised and raw features, say, never share a digest)."""
-    from fusionkit import __version__
+    from importlib import metadata
+
     from fusionkit.recipe import dump
 
     def side(idx: np.ndarray) -> list[tuple[str, str]]:
         return [(prep.clips[i].id, prep.digests.get(prep.clips[i].id, "")) for i in idx]
 
     encoders = {name: e.get("cache_key") for name, e in (prep.embeddings.get("per_encoder") or {}).items()}
-    payload = {"version": __version__, "recipe": dump(recipe), "encoders": encoders, "seed": seed,
+    payload = {"version": metadata.version("fusionkit"), "recipe": dump(recipe), "encoders": encoders, "seed": seed,
                "fold": fold.index, "train": side(fold.train), "test": side(fold.test)}
     digest = hashlib.sha256(json.dumps(payload, sort_keys=True, default=str).encode())
     for name in sorted(prep.features):
