@@ -48,7 +48,7 @@ def test_interrupted_folds_resume_and_a_changed_recipe_refits(tmp_path, fk_env, 
     caplog.clear()
     resumed = run(recipe, out)
     assert resumed.exit_code == 0, resumed.output
-    assert "1 of 2 folds reused from an earlier, unfinished run" in caplog.text
+    assert "1 of 2 folds reused from an earlier run" in caplog.text
     assert all(p.stat().st_mtime_ns == t for p, t in kept.items())  # fold 0 was not fitted again
     got = json.loads((out / "metrics.json").read_text())
     assert got["timing"]["reused_folds"] == 1 and "reused_folds" not in want["timing"]

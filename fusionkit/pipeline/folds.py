@@ -140,7 +140,7 @@ class Fitted:
     predictions: Predictions
     fit_seconds: float
     workers: int = 1
-    reused: int = 0  # folds taken from an earlier, unfinished run into the same folder (finished_fold)
+    reused: int = 0  # folds taken from an earlier run into the same folder (finished_fold)
 
 
 def fit_folds(recipe: Recipe, prep: Prepared, run_dir: Path) -> Fitted:
@@ -168,7 +168,7 @@ def fit_folds(recipe: Recipe, prep: Prepared, run_dir: Path) -> Fitted:
     keys = [fold_key(recipe, prep, seed, fold) for seed, fold, _ in planned]
     reused = {i: done for i, (d, key) in enumerate(zip(dirs, keys)) if (done := finished_fold(d, key)) is not None}
     if reused:
-        log.info("%d of %d folds reused from an earlier, unfinished run in %s (same recipe, clips and "
+        log.info("%d of %d folds reused from an earlier run in %s (same recipe, clips and "
                  "embeddings); %d to fit", len(reused), len(planned), run_dir, len(planned) - len(reused))
     todo = [i for i in range(len(planned)) if i not in reused]
     workers = fold_workers(recipe, prep, len(todo))  # always 1 for a head that wants the encoders
