@@ -348,11 +348,9 @@ def run_grid(grid_path: Path, out: Path, overrides: list[str], workers: int, ret
                                                "cells": [c.__dict__ for c in cells]}, indent=2, default=str))
     todo = []
     for cell in cells:
-        f = _cell_file(out, cell)
-        if f.exists():
-            status = json.loads(f.read_text()).get("status")
-            if status == "done" or (status == "failed" and not retry_failed):
-                continue
+        status = (_cell_status(_cell_file(out, cell)) or {}).get("status")  # damaged: run the cell again
+        if status == "done" or (status == "failed" and not retry_failed):
+            continue
         todo.append(cell)
     echo(f"{name}: {len(cells)} cells, {len(cells) - len(todo)} already finished, {len(todo)} to run")
     for cell, error in _head_refusals(todo):  # fail at once, before their encoders are encoded for them
@@ -445,11 +443,25 @@ def stop_pool(pool) -> None:
 
 
 def collect(out: Path) -> list[dict]:
+    """The rows of the cells finished in ``out``; a cell file that cannot be read is left out with a warning
+    (running the grid again redoes that cell)."""
     rows = []
     for f in sorted((out / "cells").glob("*/cell.json")):
-        row = json.loads(f.read_text())
+        row = _cell_status(f)
+        if row is None:
+            log.warning("%s: unreadable, left out of the tables; running the grid again redoes this cell", f)
+            continue
         rows.append({k: row.get(k, "") for k in ROW_FIELDS})
     return rows
+
+
+def _cell_status(path: Path) -> dict | None:
+    """A cell file's content; None when it is missing, damaged or not a cell's record."""
+    try:
+        row = json.loads(path.read_text())
+    except (OSError, ValueError):
+        return None
+    return row if isinstance(row, dict) and "status" in row else None
 
 
 def render(out: Path) -> list[dict]:

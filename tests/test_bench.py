@@ -120,6 +120,19 @@ def test_report_rerenders(grid, tmp_path):
     assert r.exit_code == 0 and (out / "results.md").exists()
 
 
+def test_a_damaged_cell_file_is_left_out_then_run_again(grid, tmp_path, caplog):
+    out = tmp_path / "out"
+    _bench(grid, "--out", out)
+    damaged = sorted((out / "cells").glob("*/cell.json"))[0]
+    damaged.write_text("{broken")
+    r = CliRunner().invoke(main, ["bench", "--report", str(out)])
+    assert r.exit_code == 0, r.output
+    assert len(_rows(out)) == 3 and f"{damaged}: unreadable, left out of the tables" in caplog.text
+    r = _bench(grid, "--out", out)
+    assert r.exit_code == 0 and "1 to run" in r.output
+    assert len(_rows(out)) == 4 and json.loads(damaged.read_text())["status"] == "done"
+
+
 def test_grid_with_unknown_head_is_rejected_before_running(grid, tmp_path):
     grid.write_text(grid.read_text().replace("plugin: xgboost, options: {n_estimators: 40}", "plugin: xgbost"))
     r = CliRunner().invoke(main, ["bench", str(grid), "--out", str(tmp_path / "o")])
