@@ -72,6 +72,26 @@ def test_exported_fold_reproduces_the_runs_predictions(trained):
             assert out["probabilities"][c] == pytest.approx(float(row[f"p_{c}"]), abs=2e-6)
 
 
+def test_export_of_a_damaged_run_names_the_file_and_leaves_no_half_bundle(trained, tmp_path):
+    import shutil
+
+    run = tmp_path / "run"
+    shutil.copytree(trained / "run", run)
+    (run / "models" / "fold0" / "head.json").write_text("{broken")
+    r = CliRunner().invoke(main, ["export", str(run), str(tmp_path / "b1"), "--fold", "0"])
+    assert r.exit_code == 2 and "does not load back" in r.stderr and f"{run}/models/fold0/head.json" in r.stderr
+    assert not (tmp_path / "b1").exists()
+    mine = tmp_path / "mine"
+    mine.mkdir()
+    (mine / "notes.txt").write_text("keep me")
+    r = CliRunner().invoke(main, ["export", str(trained / "run"), str(mine), "--fold", "1"])
+    assert r.exit_code == 2 and (mine / "notes.txt").read_text() == "keep me"  # a foreign folder is left alone
+    (run / "metrics.json").unlink()
+    r = CliRunner().invoke(main, ["export", str(run), str(tmp_path / "b2")])
+    assert r.exit_code == 2 and "metrics.json: missing; the run did not finish" in r.stderr
+    assert not (tmp_path / "b2").exists()
+
+
 def test_tampered_bundle_is_refused(trained, tmp_path):
     import shutil
 

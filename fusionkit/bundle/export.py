@@ -33,7 +33,39 @@ def export(run_dir: Path, bundle_dir: Path, fold: str = "all") -> Path:
     "All" means every clip the run could train on: the whole corpus for a k-fold or
     leave-one-speaker-out run, only the training corpus for a cross-corpus run (``test_data``).
     Classification bundles predict class probabilities; regression bundles predict target values.
+    The head is loaded back before the manifest is written; an export that fails leaves ``bundle_dir`` empty
+    (or absent, where it did not exist), never half a bundle.
     """
+    from fusionkit.recipe import load_recipe
+
+    recipe = load_recipe(run_dir / "recipe.yaml")
+    metrics = _run_metrics(run_dir / "metrics.json")
+    chosen = None if fold == "all" else pick_fold(metrics, fold, recipe.task.kind == "regression")
+    existed = bundle_dir.exists()
+    prepare_target(bundle_dir)  # refuses a folder holding anything but an earlier bundle, and touches nothing then
+    try:
+        return _write_bundle(run_dir, bundle_dir, recipe, metrics, fold, chosen)
+    except BaseException:
+        _clear(bundle_dir, remove=not existed)
+        raise
+
+
+def _clear(folder: Path, remove: bool) -> None:
+    """Delete what a failed export wrote into ``folder`` (and the folder itself where export made it)."""
+    import shutil
+
+    if remove:
+        shutil.rmtree(folder, ignore_errors=True)
+        return
+    for path in folder.iterdir():
+        if path.is_dir() and not path.is_symlink():
+            shutil.rmtree(path)
+        else:
+            path.unlink()
+
+
+def _write_bundle(run_dir: Path, bundle_dir: Path, recipe, metrics: dict, fold: str, chosen: dict | None) -> Path:
+    """The bundle's files, into ``bundle_dir`` made ready by :func:`prepare_target`."""
     import shutil
 
     import yaml
@@ -42,14 +74,10 @@ def export(run_dir: Path, bundle_dir: Path, fold: str = "all") -> Path:
     from fusionkit.pipeline.encode import build_encoders
     from fusionkit.pipeline.folds import OUTCOME, fold_inputs, fold_tag
     from fusionkit.pipeline.run import prepare
-    from fusionkit.recipe import load_recipe, plugin_options
+    from fusionkit.recipe import plugin_options
 
-    recipe = load_recipe(run_dir / "recipe.yaml")
-    metrics = json.loads((run_dir / "metrics.json").read_text())
     regression = recipe.task.kind == "regression"
     outputs = list(recipe.task.targets) if regression else metrics["classes"]
-    chosen = None if fold == "all" else pick_fold(metrics, fold, regression)
-    prepare_target(bundle_dir)
     head_dir = bundle_dir / "head"
     raw_prep = prepare(recipe) if fold == "all" or recipe.normalize != "none" else None
     if recipe.normalize != "none":
@@ -69,8 +97,11 @@ def export(run_dir: Path, bundle_dir: Path, fold: str = "all") -> Path:
         key = "ccc" if regression else "uar"
         best = chosen
         tag = fold_tag(best["seed"], best["fold"], metrics["protocol"]["seeds"])
-        shutil.copytree(run_dir / "models" / tag, head_dir, ignore=shutil.ignore_patterns(OUTCOME))  # the head only
         source = f"fold {best['fold']} (seed {best['seed']}, {key.upper()} {best[key]:.3f})"
+        _loads_back(plugin_options("fusion", recipe.fusion.plugin, recipe.fusion.options)[0], run_dir / "models" / tag,
+                    source)  # named in the run folder, where it can be looked at
+        shutil.copytree(run_dir / "models" / tag, head_dir, ignore=shutil.ignore_patterns(OUTCOME))  # the head only
+    _loads_back(plugin_options("fusion", recipe.fusion.plugin, recipe.fusion.options)[0], head_dir, source)
     encoders = build_encoders(recipe)
     raw = carry_models(recipe.model_dump(mode="json"), bundle_dir)  # local model folders travel in the bundle
     (bundle_dir / "recipe.yaml").write_text(yaml.safe_dump(raw, sort_keys=False, allow_unicode=True))
@@ -97,6 +128,28 @@ def export(run_dir: Path, bundle_dir: Path, fold: str = "all") -> Path:
 
 
 # ---------------------------------------------------------------- checks: what export writes
+
+
+def _loads_back(head_cls, directory: Path, source: str) -> None:
+    """:class:`ExportError` unless the head saved in ``directory`` loads: a head that does not is never shipped."""
+    try:
+        head_cls.load(directory)
+    except Exception as exc:  # noqa: BLE001 - whatever the head's own loader raises, in one line
+        raise ExportError(f"the head ({source}) does not load back: {' '.join(str(exc).split())}") from None
+
+
+def _run_metrics(path: Path) -> dict:
+    """A run's metrics.json; :class:`ExportError` naming the file when it is missing (the run did not finish:
+    metrics.json is written last) or not JSON."""
+    try:
+        metrics = json.loads(path.read_text())
+    except FileNotFoundError:
+        raise ExportError(f"{path}: missing; the run did not finish (metrics.json is written last)") from None
+    except (OSError, ValueError) as exc:
+        raise ExportError(f"{path}: unreadable ({' '.join(str(exc).split())})") from None
+    if not isinstance(metrics, dict):
+        raise ExportError(f"{path}: not a run's metrics (a JSON object)")
+    return metrics
 
 
 def pick_fold(metrics: dict, fold: str, regression: bool) -> dict:
