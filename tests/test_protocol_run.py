@@ -79,6 +79,15 @@ def test_labels_rename_merge_subset():
 def test_labels_warn_about_unused_map_keys(caplog):
     apply_labels([clip("ang")], LabelSpec(map={"angry": "x"}, include=["ang", "typo"]))
     assert "angry never occur" in caplog.text and "no clip is labelled typo" in caplog.text
+    caplog.clear()
+    apply_labels([clip(x) for x in ("calm", "neutral", "happy")],
+                 LabelSpec(map={"calm": "neutrl", "clam": "x"}, include=["neutrl", "neutral", "hapy"]))
+    assert "clam never occur; did you mean 'calm' for 'clam'?" in caplog.text
+    assert "maps to neutrl, a class of its own; did you mean 'neutral' for 'neutrl'?" in caplog.text
+    assert "no clip is labelled hapy after mapping; did you mean 'happy' for 'hapy'?" in caplog.text
+    caplog.clear()
+    apply_labels([clip(x) for x in ("ang", "neutral")], LabelSpec(map={"ang": "angry"}))  # a rename: no hint
+    assert caplog.text == ""
 
 
 def test_regression_targets_need_numbers():

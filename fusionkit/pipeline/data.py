@@ -38,8 +38,12 @@ def apply_labels(clips: list[Clip], spec: LabelSpec, corpus: str = "data") -> tu
     before = Counter(c.label for c in clips if c.label is not None)
     unused = sorted(k for k in spec.map if k not in before)
     if unused:
-        log.warning("%s.labels.map: %s never occur (corpus labels: %s)", corpus, ", ".join(unused),
-                    ", ".join(sorted(before)))
+        log.warning("%s.labels.map: %s never occur%s (corpus labels: %s)", corpus, ", ".join(unused),
+                    _near(unused, before), ", ".join(sorted(before)))
+    new = sorted({v for k, v in spec.map.items() if k in before and v not in before})
+    hint = _near(new, [c for c in before if c not in spec.map])
+    if hint:  # a new class name one typo away from a class the corpus keeps: most likely a typo
+        log.warning("%s.labels.map: maps to %s, a class of its own%s", corpus, ", ".join(new), hint)
     kept = []
     for clip in clips:
         if clip.label is None:
@@ -54,9 +58,19 @@ def apply_labels(clips: list[Clip], spec: LabelSpec, corpus: str = "data") -> tu
     if spec.include:
         absent = [c for c in spec.include if c not in present]
         if absent:
-            log.warning("%s.labels.include: no clip is labelled %s after mapping", corpus, ", ".join(absent))
+            log.warning("%s.labels.include: no clip is labelled %s after mapping%s", corpus, ", ".join(absent),
+                        _near(absent, {spec.map.get(c, c) for c in before}))
     classes = [c for c in spec.include if c in present] if spec.include else sorted(present)
     return kept, classes
+
+
+def _near(names, known) -> str:
+    """``"; did you mean 'x'?"`` for the names one typo away from a known label (difflib), else ``""``."""
+    import difflib
+
+    pairs = [(n, difflib.get_close_matches(n, sorted(known), n=1, cutoff=0.75)) for n in names]
+    found = [f"'{m[0]}' for '{n}'" for n, m in pairs if m]
+    return f"; did you mean {', '.join(found)}?" if found else ""
 
 
 NO_LABEL = "(no label)"
