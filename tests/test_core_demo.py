@@ -48,6 +48,14 @@ def test_demo_end_to_end(tmp_path, fk_env):
     assert (out / "confusion.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     report = (out / "report.md").read_text()
     assert "demo" in report and "uar" in report.lower()
+    # per test speaker, weakest first, each from that speaker's own predictions
+    speakers = metrics["per_speaker"]
+    assert sorted(r["speaker"] for r in speakers) == sorted({r["speaker"] for r in rows})
+    assert [r["uar"] for r in speakers] == sorted(r["uar"] for r in speakers)
+    for r in speakers:
+        mine = [row for row in rows if row["speaker"] == r["speaker"]]
+        assert r["clips"] == len(mine) and r["wa"] == sum(x["true"] == x["predicted"] for x in mine) / len(mine)
+    assert "## Per test speaker" in report and "speaker-table" in (out / "report.html").read_text()
     resolved = yaml.safe_load((out / "recipe.yaml").read_text())
     assert resolved["data"]["options"] == {"speakers": 4, "clips_per_class": 3}  # the --set values
     assert resolved["fusion"]["options"]["n_estimators"] == 20

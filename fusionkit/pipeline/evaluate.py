@@ -20,7 +20,7 @@ from fusionkit.metrics import (
 )
 from fusionkit.pipeline.data import Prepared, class_counts
 from fusionkit.pipeline.folds import Fitted, Predictions
-from fusionkit.pipeline.splits import MIN_TRAIN_CLIPS
+from fusionkit.pipeline.splits import MIN_TRAIN_CLIPS, natural_key
 from fusionkit.recipe import Recipe
 
 HEADLINE = ("uar", "wa", "macro_f1", "weighted_f1")
@@ -39,6 +39,17 @@ def pooled_metrics(predictions: Predictions) -> dict:
     if predictions.task == "regression":
         return regression_metrics(predictions.true, predictions.predicted, predictions.outputs)
     return classification_metrics(predictions.true, predictions.predicted, len(predictions.outputs))
+
+
+def per_speaker(predictions: Predictions) -> list[dict]:
+    """Each test speaker's scores over all of their test predictions (every seed): clips, UAR (over the classes
+    that speaker has), WA; the weakest speaker first. Which speakers a model fails on is often the finding."""
+    rows = []
+    for speaker in sorted(set(predictions.speakers.tolist()), key=natural_key):
+        mine = predictions.speakers == speaker
+        m = classification_metrics(predictions.true[mine], predictions.predicted[mine], len(predictions.outputs))
+        rows.append({"speaker": speaker, "clips": int(mine.sum()), "uar": m["uar"], "wa": m["wa"]})
+    return sorted(rows, key=lambda r: r["uar"])
 
 
 def summarize_run(recipe: Recipe, prep: Prepared, fitted: Fitted, total_seconds: float) -> dict:
@@ -61,6 +72,8 @@ def summarize_run(recipe: Recipe, prep: Prepared, fitted: Fitted, total_seconds:
     out["classes"] = prep.classes
     out["pooled"] = pooled
     out["folds"] = folds
+    if not regression:
+        out["per_speaker"] = per_speaker(fitted.predictions)
     out["skipped"] = [{"clip": cid, "reason": r} for cid, r in sorted(prep.skipped.items())]
     out["embeddings"] = prep.embeddings
     out["n_clips"] = len(prep.clips)

@@ -294,8 +294,19 @@ def _classification_report(run_dir: Path, m: dict) -> list[str]:
         "",
         "![per-fold scores](folds.png)",
         "",
+        *_speaker_lines(m),
         *_footer(m),
     ]
+
+
+def _speaker_lines(m: dict) -> list[str]:
+    """The per-speaker table (weakest first), where metrics.json has one (older runs do not)."""
+    rows = m.get("per_speaker")
+    if not rows:
+        return []
+    lines = [f"| {r['speaker']} | {r['clips']} | {r['uar']:.3f} | {r['wa']:.3f} |" for r in rows]
+    return ["## Per test speaker (all seeds, weakest first)", "", "| speaker | test clips | UAR | WA |",
+            "|---|---|---|---|", *lines, ""]
 
 
 def _regression_report(run_dir: Path, m: dict, predictions: Predictions) -> list[str]:

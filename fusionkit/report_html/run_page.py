@@ -78,6 +78,16 @@ RUN = """{% extends "base.html" %}{% from "figure.html" import figure %}
 {% for k in fold_keys %}<td class="num" data-value="{{ f[k] }}">{{ f[k] | f3 }}</td>{% endfor %}</tr>
 {% endfor %}</tbody></table></div>
 {{ figure(images.folds, "per-fold scores with the mean and its 95% interval") }}
+{% if m.get("per_speaker") %}
+<h2 id="per-speaker">Per test speaker</h2>
+<p class="sub">All of each speaker's test predictions (every seed); UAR over the classes that speaker has. Weakest
+first; click a header to sort.</p>
+<div class="scroll"><table class="sortable" id="speaker-table"><thead><tr><th>speaker</th><th>test clips</th>
+<th>UAR</th><th>WA</th></tr></thead><tbody>
+{% for r in m.per_speaker %}<tr><td>{{ r.speaker }}</td><td class="num">{{ r.clips }}</td>
+<td class="num" data-value="{{ r.uar }}">{{ r.uar | f3 }}</td>
+<td class="num" data-value="{{ r.wa }}">{{ r.wa | f3 }}</td></tr>{% endfor %}</tbody></table></div>
+{% endif %}
 
 <h2 id="skipped">Skipped clips ({{ m.skipped | length }})</h2>
 {% if m.skipped %}<table class="sortable" id="skipped-table"><thead><tr><th>clip</th><th>reason</th></tr></thead><tbody>
