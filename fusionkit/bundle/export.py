@@ -98,10 +98,9 @@ def _write_bundle(run_dir: Path, bundle_dir: Path, recipe, metrics: dict, fold: 
         best = chosen
         tag = fold_tag(best["seed"], best["fold"], metrics["protocol"]["seeds"])
         source = f"fold {best['fold']} (seed {best['seed']}, {key.upper()} {best[key]:.3f})"
-        _loads_back(plugin_options("fusion", recipe.fusion.plugin, recipe.fusion.options)[0], run_dir / "models" / tag,
-                    source)  # named in the run folder, where it can be looked at
+        _loads_back(recipe, run_dir / "models" / tag, source)  # named in the run folder, where it can be looked at
         shutil.copytree(run_dir / "models" / tag, head_dir, ignore=shutil.ignore_patterns(OUTCOME))  # the head only
-    _loads_back(plugin_options("fusion", recipe.fusion.plugin, recipe.fusion.options)[0], head_dir, source)
+    _loads_back(recipe, head_dir, source)
     encoders = build_encoders(recipe)
     raw = carry_models(recipe.model_dump(mode="json"), bundle_dir)  # local model folders travel in the bundle
     (bundle_dir / "recipe.yaml").write_text(yaml.safe_dump(raw, sort_keys=False, allow_unicode=True))
@@ -130,10 +129,19 @@ def _write_bundle(run_dir: Path, bundle_dir: Path, recipe, metrics: dict, fold: 
 # ---------------------------------------------------------------- checks: what export writes
 
 
-def _loads_back(head_cls, directory: Path, source: str) -> None:
-    """:class:`ExportError` unless the head saved in ``directory`` loads: a head that does not is never shipped."""
+def _loads_back(recipe, directory: Path, source: str) -> None:
+    """:class:`ExportError` unless the head saved in ``directory`` loads as a bundle loads it (``load_head``): a head
+    that does not is never shipped."""
+    import warnings
+
+    from fusionkit.recipe import plugin_options
+    from fusionkit.sdk.heads import load_head
+
+    cls, options = plugin_options("fusion", recipe.fusion.plugin, recipe.fusion.options)
     try:
-        head_cls.load(directory)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", DeprecationWarning)  # a pre-SDK head: the bundle's load warns, once
+            load_head(cls, directory, options, recipe.run_seeds()[0])
     except Exception as exc:  # noqa: BLE001 - whatever the head's own loader raises, in one line
         raise ExportError(f"the head ({source}) does not load back: {' '.join(str(exc).split())}") from None
 
