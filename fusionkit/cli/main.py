@@ -95,14 +95,14 @@ def validate(recipe: str, overrides, no_models: bool) -> None:
     """Check RECIPE (a file, a built-in name, or a benchmark grid) without running it. Exit 0 if valid, 2 if not.
 
     Each encoder's model is looked up (its config, not its weights) to check the layers the recipe names."""
-    if _is_grid(recipe):
+    from fusionkit.pipeline.preflight import is_grid, recipe_problems
+
+    if is_grid(recipe):
         return _validate_grid(Path(recipe), overrides, no_models)
     r = _load(recipe, overrides)
-    if not no_models:
-        problems = _model_problems(recipe, [(f"encoders.{i} ({e.key})", e) for i, e in enumerate(r.encoders)])
-        problems = problems or _head_problems(recipe, r)
-        if problems:
-            _fail(problems, EXIT_INVALID)
+    problems = [] if no_models else recipe_problems(recipe, r)
+    if problems:
+        _fail(problems, EXIT_INVALID)
     surveys = _surveys(recipe, r)
     click.echo(f"{recipe}: valid ({r.data.dataset}; encoders {', '.join(e.key for e in r.encoders)}; "
                f"fusion {r.fusion.plugin}; split {r.split.kind})")
@@ -111,58 +111,10 @@ def validate(recipe: str, overrides, no_models: bool) -> None:
             click.echo(line)
 
 
-def _model_problems(source: str, encoders: list) -> list[str]:
-    """One line per encoder (``(where, spec)`` pairs, specs with ``plugin`` and ``options``) whose model cannot be
-    found or lacks a layer the recipe names, which ``run`` would stop on before encoding; ``required_keys``
-    reads the model's config, not its weights."""
-    from fusionkit.recipe import plugin_options
-
-    lines = []
-    for where, spec in encoders:
-        try:
-            cls, options = plugin_options("encoder", spec.plugin, spec.options)
-            cls(options).required_keys()
-        except Exception as exc:  # noqa: BLE001 - a plugin's own failure too: one line, never a traceback
-            lines.append(f"{source}: {where}: {_reason(exc)}")
-    return lines
-
-
-def _head_problems(source: str, r) -> list[str]:
-    """The fusion head's own check of the recipe's encoders (e.g. fine-tuning blocks the model lacks)."""
-    from fusionkit.pipeline.folds import check_head
-
-    try:
-        check_head(r)
-    except Exception as exc:  # noqa: BLE001 - a plugin's own failure too: one line, never a traceback
-        return [f"{source}: fusion: {_reason(exc)}"]
-    return []
-
-
-def _reason(exc: Exception) -> str:
-    """An expected failure (LayerError, ModelRefError, a missing or unreadable config) in its own words; any
-    other exception with its type, since its message may not say what went wrong."""
-    return str(exc) if isinstance(exc, (ValueError, OSError)) else f"{type(exc).__name__}: {exc}"
-
-
-def _is_grid(ref: str) -> bool:
-    """Whether ``ref`` is a benchmark grid file (a mapping with ``axes``) rather than a recipe."""
-    from fusionkit.recipe import RecipeError, read_yaml
-
-    path = Path(ref)
-    if not path.is_file():
-        return False
-    try:
-        doc = read_yaml(path)
-    except RecipeError:
-        return False  # the recipe loader names the problem
-    return isinstance(doc, dict) and "axes" in doc
-
-
 def _validate_grid(path: Path, overrides, no_models: bool) -> None:
     """Every cell of a grid checked as ``bench`` would before running (and each distinct encoder's model)."""
-    from types import SimpleNamespace
-
     from fusionkit.bench import load_grid
+    from fusionkit.pipeline.preflight import grid_problems
     from fusionkit.recipe import RecipeError
 
     _registry_or_exit()
@@ -170,22 +122,9 @@ def _validate_grid(path: Path, overrides, no_models: bool) -> None:
         name, cells = load_grid(path, list(overrides))
     except RecipeError as exc:
         _fail(exc.lines, EXIT_INVALID)
-    if not no_models:
-        specs: dict[str, tuple[str, SimpleNamespace]] = {}
-        for cell in cells:
-            for e in cell.recipe["encoders"]:
-                key = json.dumps({"plugin": e["plugin"], "options": e.get("options") or {}}, sort_keys=True)
-                where = f"cell {cell.id}: encoder {e.get('name') or e['plugin']}"
-                specs.setdefault(key, (where, SimpleNamespace(plugin=e["plugin"], options=e.get("options") or {})))
-        problems = _model_problems(str(path), list(specs.values()))
-        if not problems:
-            from fusionkit.recipe import validate as validated
-
-            for cell in cells:
-                source = f"{path} [{cell.recipe['name']}]"
-                problems += _head_problems(source, validated(cell.recipe, source)[0])
-        if problems:
-            _fail(problems, EXIT_INVALID)
+    problems = [] if no_models else grid_problems(path, cells)
+    if problems:
+        _fail(problems, EXIT_INVALID)
     count = lambda attr: len({getattr(c, attr) for c in cells})  # noqa: E731
     click.echo(f"{path}: valid grid '{name}' ({len(cells)} cells: {count('dataset')} dataset(s), "
                f"{count('encoders')} encoder set(s), {count('head')} head(s), {count('seeds')} seed set(s))")

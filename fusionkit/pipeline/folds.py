@@ -234,7 +234,11 @@ def fold_key(recipe: Recipe, prep: Prepared, seed: int, fold: Fold) -> str:
         return [(prep.clips[i].id, prep.digests.get(prep.clips[i].id, "")) for i in idx]
 
     encoders = {name: e.get("cache_key") for name, e in (prep.embeddings.get("per_encoder") or {}).items()}
-    payload = {"version": metadata.version("fusionkit"), "recipe": dump(recipe), "encoders": encoders, "seed": seed,
+    try:
+        version = metadata.version("fusionkit")
+    except metadata.PackageNotFoundError:  # run from a source tree that is not installed
+        version = ""
+    payload = {"version": version, "recipe": dump(recipe), "encoders": encoders, "seed": seed,
                "fold": fold.index, "train": side(fold.train), "test": side(fold.test)}
     digest = hashlib.sha256(json.dumps(payload, sort_keys=True, default=str).encode())
     for name in sorted(prep.features):
