@@ -47,6 +47,20 @@ def _label(item: dict, fallback: str) -> str:
     return str(item.get("name") or fallback)
 
 
+def is_grid(ref: str) -> bool:
+    """Whether ``ref`` names a grid file (a mapping with ``base`` and ``axes``) rather than a recipe."""
+    from fusionkit.recipe import RecipeError, read_yaml
+
+    path = Path(ref)
+    if not path.is_file():
+        return False
+    try:
+        raw = read_yaml(path)
+    except RecipeError:
+        return False  # the recipe loader names the problem
+    return isinstance(raw, dict) and "base" in raw and "axes" in raw
+
+
 def load_grid(path: Path, overrides: list[str]) -> tuple[str, list[Cell]]:
     """Expand a grid file into cells; raise RecipeError listing every problem of every cell.
 

@@ -61,19 +61,6 @@ def _fail(line: str) -> None:
     sys.exit(EXIT_INVALID)
 
 
-def _is_grid(source: str) -> bool:
-    from fusionkit.recipe import RecipeError, read_yaml
-
-    path = Path(source)
-    if not path.is_file():
-        return False
-    try:
-        raw = read_yaml(path)
-    except RecipeError:
-        return False
-    return isinstance(raw, dict) and "base" in raw and "axes" in raw
-
-
 @click.command("encode")
 @click.argument("source", metavar="RECIPE|GRID")
 @click.option("--set", "overrides", multiple=True, metavar="KEY.PATH=VALUE",
@@ -82,11 +69,12 @@ def _is_grid(source: str) -> bool:
 def encode_command(source: str, overrides: tuple[str, ...], engine_kind: str | None, address: str | None,
                    shared_cache: bool | None, cpus_per_task: int | None) -> None:
     """Fill the embedding cache for RECIPE (or every dataset x encoder of GRID); fit nothing."""
+    from fusionkit.bench import is_grid
     from fusionkit.recipe import RecipeError
     from fusionkit.registry import PluginError
 
     try:
-        if _is_grid(source):
+        if is_grid(source):
             computed, cached, skipped = _encode_grid(Path(source), list(overrides), engine_kind, address,
                                                      shared_cache, cpus_per_task)
         else:

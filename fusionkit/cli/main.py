@@ -95,7 +95,8 @@ def validate(recipe: str, overrides, no_models: bool) -> None:
     """Check RECIPE (a file, a built-in name, or a benchmark grid) without running it. Exit 0 if valid, 2 if not.
 
     Each encoder's model is looked up (its config, not its weights) to check the layers the recipe names."""
-    from fusionkit.pipeline.preflight import is_grid, recipe_problems
+    from fusionkit.bench import is_grid
+    from fusionkit.pipeline.preflight import recipe_problems
 
     if is_grid(recipe):
         return _validate_grid(Path(recipe), overrides, no_models)

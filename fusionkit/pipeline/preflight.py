@@ -66,20 +66,6 @@ def head_problems(source: str, recipe: Recipe) -> list[str]:
     return []
 
 
-def is_grid(ref: str) -> bool:
-    """Whether ``ref`` names a benchmark grid file (a mapping with ``axes``) rather than a recipe."""
-    from fusionkit.recipe import RecipeError, read_yaml
-
-    path = Path(ref)
-    if not path.is_file():
-        return False
-    try:
-        doc = read_yaml(path)
-    except RecipeError:
-        return False  # the recipe loader names the problem
-    return isinstance(doc, dict) and "axes" in doc
-
-
 def _reason(exc: Exception) -> str:
     """An expected failure (LayerError, ModelRefError, a missing or unreadable config) in its own words; any
     other exception with its type, since its message may not say what went wrong."""
