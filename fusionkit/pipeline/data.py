@@ -273,6 +273,7 @@ class Prepared:
     copies: dict[str, list[str]] = field(default_factory=dict)  # clip id -> its augmented copies' ids (augment)
     augment: dict | None = None  # what the augment stage made, for the protocol
     digests: dict[str, str] = field(default_factory=dict)  # clip id -> audio content digest (from encoding)
+    flagged: dict[str, str] = field(default_factory=dict)  # clip id -> why its audio looks silent or very short
 
     @property
     def train_clips(self) -> list[Clip]:
@@ -315,9 +316,15 @@ def keep_usable(recipe: Recipe, selection: Selection, encoded: Encoded) -> Prepa
         need_two_classes(classes, f"the usable clips ({len(all_skipped)} skipped{_commonest(encoded.skipped)}) hold")
     if cross and (not train or not test):
         raise ValueError("cross-corpus: one side has no usable clip after skipping")
+    used = {c.id for c in train + test}
+    flagged = {cid: w for cid, w in sorted(encoded.flagged.items()) if cid in used}
+    if flagged:
+        first = next(iter(flagged.items()))
+        log.warning("%d clip(s) look silent or very short and are used as they are (listed under flagged in "
+                    "metrics.json; first: %s: %s)", len(flagged), *first)
     return Prepared(train + test, classes, features, encoded.sequences, all_skipped, encoded.embeddings,
                     selection.partitions, encoded.seconds, n_train=len(train) if cross else None,
-                    targets=targets, labels=selection.labels, digests=encoded.digests)
+                    targets=targets, labels=selection.labels, digests=encoded.digests, flagged=flagged)
 
 
 def need_two_classes(classes: list[str], where: str) -> None:

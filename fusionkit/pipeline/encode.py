@@ -38,6 +38,23 @@ class EncodeResult:
     cached: int = 0
     skipped: dict[str, str] = field(default_factory=dict)
     seconds: float = 0.0
+    flagged: dict[str, str] = field(default_factory=dict)  # clip id -> why its audio looks silent or very short
+
+
+AUDIO_NOTE = "_audio_warning"
+"""A cache entry's array holding (UTF-8) why its clip's audio looks silent or very short, so that a run served from
+the cache flags the clip as the run that encoded it did; :meth:`Encoder.select` never sees it."""
+
+
+def with_note(arrays: dict[str, np.ndarray], warning: str | None) -> dict[str, np.ndarray]:
+    """The arrays to cache: the encoder's, plus :data:`AUDIO_NOTE` where the clip was flagged."""
+    return {**arrays, AUDIO_NOTE: np.frombuffer(warning.encode(), dtype=np.uint8)} if warning else arrays
+
+
+def entry_note(arrays: dict[str, np.ndarray]) -> str | None:
+    """The :data:`AUDIO_NOTE` of a cached entry, if any."""
+    note = arrays.get(AUDIO_NOTE)
+    return None if note is None else np.asarray(note, dtype=np.uint8).tobytes().decode("utf-8", "replace")
 
 
 def clip_digests(clips: Sequence[Clip]) -> tuple[dict[str, str], dict[str, str]]:
@@ -85,12 +102,14 @@ def encode_clips(
             result.skipped[clip.id] = "no transcript" if encoder.modality == "text" else "no readable audio file"
         else:
             keyed.append((clip, key))
+    notes: list[tuple[Clip, str]] = []
     try:
-        hits, misses = split_cached(encoder, cache, keyed)
+        hits, misses = split_cached(encoder, cache, keyed, notes)
     except LayerError as exc:  # required_keys checks the recipe's layers against the model: before any encoding
         raise LayerError(f"{label or encoder.name}: {exc}") from None
     for clip, selected in hits:
         result.features[clip.id] = selected
+    result.flagged.update((clip.id, note) for clip, note in notes)
     result.cached = len(hits)
     if misses:
         misses = _by_length(encoder, misses)
@@ -101,9 +120,11 @@ def encode_clips(
                 clip, key = misses[out.index]
                 if out.ok:
                     if out.arrays is not None:  # None: written by a ray worker on a shared cache path
-                        put(key, out.arrays)  # a cache that cannot be written warns once; features are used
+                        put(key, with_note(out.arrays, out.warning))  # a cache that cannot be written warns once
                     result.features[clip.id] = out.features
                     result.computed += 1
+                    if out.warning:
+                        result.flagged[clip.id] = out.warning
                 else:
                     result.skipped[clip.id] = out.reason
                 progress.update(1)
@@ -111,10 +132,11 @@ def encode_clips(
     return result
 
 
-def split_cached(encoder: Encoder, cache: EmbeddingCache, keyed: Sequence[tuple[T, str]]
-                 ) -> tuple[list[tuple[T, np.ndarray]], list[tuple[T, str]]]:
+def split_cached(encoder: Encoder, cache: EmbeddingCache, keyed: Sequence[tuple[T, str]],
+                 notes: list[tuple[T, str]] | None = None) -> tuple[list[tuple[T, np.ndarray]], list[tuple[T, str]]]:
     """(item, features) of the items whose cache entry the encoder can use, and the (item, key) to encode: not
-    cached, or an entry this version of the encoder cannot use."""
+    cached, or an entry this version of the encoder cannot use. ``notes`` gets (item, note) for the hits whose
+    entry says their audio looks silent or very short."""
     required = encoder.required_keys()
     hits, misses = [], []
     for item, key in keyed:
@@ -124,6 +146,9 @@ def split_cached(encoder: Encoder, cache: EmbeddingCache, keyed: Sequence[tuple[
             misses.append((item, key))
         else:
             hits.append((item, selected))
+            note = entry_note(arrays)
+            if note and notes is not None:
+                notes.append((item, note))
     return hits, misses
 
 
@@ -153,7 +178,7 @@ def load_encoder(encoder: Encoder, label: str | None = None) -> None:
 def cached_view(encoder: Encoder, arrays: dict[str, np.ndarray]) -> np.ndarray | None:
     """The encoder's view of a cached entry, or None when the entry does not fit it."""
     try:
-        return encoder.select(arrays)
+        return encoder.select({k: v for k, v in arrays.items() if k != AUDIO_NOTE})
     except (Exception, SystemExit):  # noqa: BLE001 - e.g. an entry written by an older version: re-encode
         log.debug("%s: cached entry unusable; re-encoding", encoder.name, exc_info=True)
         return None
@@ -195,6 +220,7 @@ class Encoded:
     embeddings: dict  # metrics.json's counts: computed, cached, per_encoder, cache_dir
     seconds: float
     digests: dict[str, str] = field(default_factory=dict)  # clip id -> content digest of its audio file
+    flagged: dict[str, str] = field(default_factory=dict)  # clip id -> why its audio looks silent or very short
 
 
 def build_encoders(recipe: Recipe) -> dict[str, Encoder]:
@@ -227,12 +253,14 @@ def encode_recipe(recipe: Recipe, clips: Sequence[Clip], run_dir: Path | None = 
         from fusionkit.pipeline.transcripts import transcribe_clips
 
         skipped.update(transcribe_clips(clips, recipe.text, digests, cache_root, run_dir))
-    features, sequences, counts = {}, {}, {}
+    features, sequences, counts, flagged = {}, {}, {}, {}
     start = time.perf_counter()
     for name, encoder in encoders.items():
         result = _encode_one(encoder, clips, cache_root, digests, name, isolate, recipe.engine)
         for cid, reason in result.skipped.items():
             skipped.setdefault(cid, f"{name}: {reason}")
+        for cid, warning in result.flagged.items():
+            flagged.setdefault(cid, warning)
         features[name] = result.features
         sequences[name] = encoder.is_sequence()
         info = encoder.run_info() if hasattr(encoder, "run_info") else {}  # e.g. a torch encoder's precision
@@ -243,4 +271,4 @@ def encode_recipe(recipe: Recipe, clips: Sequence[Clip], run_dir: Path | None = 
     embeddings = {"computed": sum(c["computed"] for c in counts.values()),
                   "cached": sum(c["cached"] for c in counts.values()),
                   "per_encoder": counts, "cache_dir": str(cache_root)}
-    return Encoded(features, sequences, skipped, embeddings, time.perf_counter() - start, digests)
+    return Encoded(features, sequences, skipped, embeddings, time.perf_counter() - start, digests, flagged)

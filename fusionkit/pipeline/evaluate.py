@@ -75,6 +75,7 @@ def summarize_run(recipe: Recipe, prep: Prepared, fitted: Fitted, total_seconds:
     if not regression:
         out["per_speaker"] = per_speaker(fitted.predictions)
     out["skipped"] = [{"clip": cid, "reason": r} for cid, r in sorted(prep.skipped.items())]
+    out["flagged"] = [{"clip": cid, "warning": w} for cid, w in sorted(prep.flagged.items())]  # used, but odd audio
     out["embeddings"] = prep.embeddings
     out["n_clips"] = len(prep.clips)
     out["protocol"] = protocol(recipe, prep, folds)

@@ -17,7 +17,7 @@ from typing import Any, Protocol
 
 import numpy as np
 
-from fusionkit.audio import AudioError, load_audio, to_mono_resampled
+from fusionkit.audio import AudioError, load_audio, signal_warning, to_mono_resampled
 
 log = logging.getLogger("fusionkit")
 
@@ -53,6 +53,7 @@ class Featurized:
     features: np.ndarray | None = None
     reason: str | None = None
     error: BaseException | None = field(default=None, repr=False)
+    warning: str | None = None  # audio that is silent or very short (fusionkit.audio.signal_warning): kept, flagged
 
     @property
     def ok(self) -> bool:
@@ -82,7 +83,11 @@ def featurize(encoder: EncoderLike, inputs: Sequence[Any], sampling_rate: int | 
     size = max(1, encoder.batch_size())
     groups = [range(i, min(i + size, len(inputs))) for i in range(0, len(inputs), size)]
     for ready, failed in _prepared(encoder, inputs, groups, sampling_rate):
-        yield from sorted([*failed, *_encoded(encoder, ready)], key=lambda out: out.index)
+        warnings = {} if encoder.modality == "text" else {i: signal_warning(x, encoder.sample_rate) for i, x in ready}
+        for out in sorted([*failed, *_encoded(encoder, ready)], key=lambda out: out.index):
+            if warnings.get(out.index) is not None:
+                out.warning = str(warnings[out.index])
+            yield out
 
 
 def native_rate(path: str | Path) -> int | None:

@@ -212,7 +212,17 @@ def _footer(m: dict) -> list[str]:
         *([f"- `{s_['clip']}`: {s_['reason']}" for s_ in m["skipped"][:200]] or ["None."]),
         *([f"- ... and {len(m['skipped']) - 200} more (see metrics.json)"] if len(m["skipped"]) > 200 else []),
         "",
+        *_flagged_lines(m.get("flagged") or []),
     ]
+
+
+def _flagged_lines(flagged: list[dict]) -> list[str]:
+    """Clips used as they are although their audio looks silent or very short (none: no section)."""
+    if not flagged:
+        return []
+    return [f"## Flagged clips ({len(flagged)}): used, but their audio looks silent or very short", "",
+            *[f"- `{f['clip']}`: {f['warning']}" for f in flagged[:200]],
+            *([f"- ... and {len(flagged) - 200} more (see metrics.json)"] if len(flagged) > 200 else []), ""]
 
 
 def _raw_lines(m: dict) -> list[str]:

@@ -93,6 +93,12 @@ first; click a header to sort.</p>
 {% if m.skipped %}<table class="sortable" id="skipped-table"><thead><tr><th>clip</th><th>reason</th></tr></thead><tbody>
 {% for s in m.skipped %}<tr><td>{{ s.clip }}</td><td>{{ s.reason }}</td></tr>
 {% endfor %}</tbody></table>{% else %}<p>None.</p>{% endif %}
+{% if m.get("flagged") %}
+<h2 id="flagged">Flagged clips ({{ m.flagged | length }})</h2>
+<p class="sub">Used as they are, but their audio looks silent or very short.</p>
+<table class="sortable" id="flagged-table"><thead><tr><th>clip</th><th>warning</th></tr></thead><tbody>
+{% for f in m.flagged %}<tr><td>{{ f.clip }}</td><td>{{ f.warning }}</td></tr>
+{% endfor %}</tbody></table>{% endif %}
 
 <h2 id="embeddings">Embeddings and time</h2>
 <p>{{ m.embeddings.computed }} computed, {{ m.embeddings.cached }} from the cache
