@@ -532,35 +532,19 @@ def render(out: Path) -> list[dict]:
 
 def _versus_best(out: Path, rows: list[dict], best: dict[str, dict]) -> dict[str, dict | None]:
     """Per done cell but the best: its pooled UAR minus its dataset's best cell's, on the test clips (and seeds) both
-    labelled, with a speaker-bootstrap 95% interval (:func:`fusionkit.metrics.uar_difference`); None where the two
-    cells did not label (nearly) the same clips."""
-    from fusionkit.metrics import uar_difference
+    labelled, with a speaker-bootstrap 95% interval (:func:`fusionkit.metrics.paired_uar_difference`); None where the
+    two cells did not label (nearly) the same clips."""
+    from fusionkit.metrics import paired_uar_difference
+    from fusionkit.report_html.reading import read_predictions
 
     text: dict[str, dict | None] = {}
     for dataset, top in best.items():
-        mine = _predictions(out / "cells" / top["cell"] / "predictions.csv")
+        mine = read_predictions(out / "cells" / top["cell"] / "predictions.csv")
         for r in rows:
-            if r["status"] != "done" or r["dataset"] != dataset or r is top:
-                continue
-            theirs = _predictions(out / "cells" / r["cell"] / "predictions.csv")
-            shared = sorted(set(mine) & set(theirs))
-            if not shared or len(shared) < 0.9 * max(len(mine), len(theirs)):
-                text[r["cell"]] = None
-                continue
-            true, speaker = zip(*((mine[k][0], mine[k][1]) for k in shared))
-            text[r["cell"]] = uar_difference(true, [theirs[k][2] for k in shared], [mine[k][2] for k in shared],
-                                             speaker)
+            if r["status"] == "done" and r["dataset"] == dataset and r is not top:
+                theirs = read_predictions(out / "cells" / r["cell"] / "predictions.csv")
+                text[r["cell"]] = paired_uar_difference(theirs, mine)
     return text
-
-
-def _predictions(path: Path) -> dict[tuple[str, str], tuple[str, str, str]]:
-    """(clip id, seed) -> (true label, speaker, predicted label) of a run's predictions.csv; {} when unreadable."""
-    try:
-        with open(path, newline="") as fh:
-            return {(row["clip_id"], row["seed"]): (row["true"], row["speaker"], row["predicted"])
-                    for row in csv.DictReader(fh)}
-    except (OSError, KeyError, csv.Error):
-        return {}
 
 
 def heatmap(rows: list[dict], path: Path) -> None:

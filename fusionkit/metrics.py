@@ -151,3 +151,14 @@ def uar_difference(y_true, pred_a, pred_b, groups, n_boot: int = 2000, seed: int
     low, high = (float(x) for x in np.percentile(boot, [2.5, 97.5]))
     p = float(min(1.0, max(2 * min(np.mean(boot <= 0), np.mean(boot >= 0)), 1 / n_boot)))  # not below 1/n_boot
     return {"diff": diff, "ci95": [low, high], "p": p, "groups": n_groups}
+
+
+def paired_uar_difference(a: dict, b: dict, min_shared: float = 0.9) -> dict | None:
+    """:func:`uar_difference` of two runs' predictions on the test clips both labelled: ``a`` and ``b`` map
+    (clip id, seed) to (true label, speaker, predicted label), as a predictions.csv reads; None where fewer than
+    ``min_shared`` of the larger side's rows are shared (the two did not label the same clips)."""
+    shared = sorted(set(a) & set(b))
+    if not shared or len(shared) < min_shared * max(len(a), len(b)):
+        return None
+    true, speaker = zip(*((a[k][0], a[k][1]) for k in shared))
+    return uar_difference(true, [a[k][2] for k in shared], [b[k][2] for k in shared], speaker)

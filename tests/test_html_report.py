@@ -56,6 +56,14 @@ def test_comparison_page_highlights_recipe_differences(fk_env, run_dir, tmp_path
     uars = [json.loads((d / "metrics.json").read_text())["uar"] for d in (run_dir, other)]
     row = page.split("<tr><td>uar</td>")[1].split("</tr>")[0]
     assert [f"{u:.3f}" for u in uars] == re.findall(r">\s*(\d\.\d{3}) &plusmn;", row)
+    # the same test clips: R2 against R1 with a speaker-bootstrap interval (same as the metrics' own function)
+    from fusionkit.metrics import paired_uar_difference
+    from fusionkit.report_html.reading import read_predictions
+
+    first, second = (read_predictions(d / "predictions.csv") for d in (run_dir, other))
+    d = paired_uar_difference(second, first)
+    paired = page.split('id="paired-table"')[1].split("</table>")[0]
+    assert f"{d['diff']:+.3f}" in paired and f"[{d['ci95'][0]:+.3f}, {d['ci95'][1]:+.3f}]" in paired
 
 
 def test_grid_page_from_results_csv(tmp_path):

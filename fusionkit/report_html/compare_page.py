@@ -7,8 +7,9 @@ from pathlib import Path
 import yaml
 
 from fusionkit.flat import flatten
+from fusionkit.metrics import paired_uar_difference
 from fusionkit.report_html.page import render
-from fusionkit.report_html.reading import ReportError, read_metrics, read_text
+from fusionkit.report_html.reading import ReportError, read_metrics, read_predictions, read_text
 from fusionkit.report_html.run_page import fold_keys
 
 COMPARE = """{% extends "base.html" %}
@@ -25,6 +26,19 @@ COMPARE = """{% extends "base.html" %}
 <td class="num{% if cell.best %} diff{% endif %}" data-value="{{ cell.mean if cell.mean is not none else '' }}">
 {{ cell.mean | f3 }}{% if cell.std is not none %} &plusmn; {{ cell.std | f3 }}{% endif %}</td>{% endfor %}</tr>
 {% endfor %}</tbody></table>
+
+{% if paired %}
+<h2 id="paired">Against {{ runs[0].label }} on the same test clips</h2>
+<p class="sub">Pooled UAR minus {{ runs[0].label }}'s on the test clips (and seeds) both runs labelled, with a 95%
+interval from 2000 bootstrap resamples of whole test speakers: an interval that holds 0 means these predictions cannot
+tell the two runs apart.</p>
+<table id="paired-table"><thead><tr><th>run</th><th>UAR difference</th><th>95% interval</th><th>speakers</th></tr>
+</thead><tbody>
+{% for p in paired %}<tr><td>{{ p.label }}</td>{% if p.d %}<td class="num">{{ "%+.3f" | format(p.d.diff) }}</td>
+<td class="num">[{{ "%+.3f" | format(p.d.ci95[0]) }}, {{ "%+.3f" | format(p.d.ci95[1]) }}]</td>
+<td class="num">{{ p.d.groups }}</td>{% else %}<td colspan="3">not the same test clips</td>{% endif %}</tr>
+{% endfor %}</tbody></table>
+{% endif %}
 
 <h2 id="protocol">Protocol</h2>
 <table id="protocol-table"><thead><tr><th>field</th>{% for r in runs %}<th>{{ r.label }}</th>{% endfor %}</tr>
@@ -130,4 +144,13 @@ def compare_html(run_dirs: list[Path]) -> str:
             for i, (d, m) in enumerate(zip(run_dirs, metrics))]
     return render({"compare.html": COMPARE}, "compare.html", title=f"fusionkit: {len(runs)} runs compared",
                   runs=runs, metric_rows=_metric_rows(metrics), protocol_rows=_protocol_rows(metrics),
-                  differing=differing, same=same)
+                  differing=differing, same=same, paired=_paired(run_dirs, metrics, runs))
+
+
+def _paired(run_dirs: list[Path], metrics: list[dict], runs: list[dict]) -> list[dict]:
+    """Each later run against the first on the test clips both labelled (classification runs only)."""
+    if any(m.get("task") == "regression" for m in metrics):
+        return []
+    first = read_predictions(run_dirs[0] / "predictions.csv")
+    return [{"label": r["label"], "d": paired_uar_difference(read_predictions(d / "predictions.csv"), first)}
+            for d, r in zip(run_dirs[1:], runs[1:])] if first else []

@@ -64,3 +64,14 @@ def read_grid_rows(grid_dir: Path) -> list[dict]:
             except ValueError as exc:
                 raise ReportError(f"{path}: cell {row.get('cell')}: {key} is not a number ({row[key]!r})") from exc
     return rows
+
+
+def read_predictions(path: Path) -> dict[tuple[str, str], tuple[str, str, str]]:
+    """(clip id, seed) -> (true label, speaker, predicted label) of a classification run's predictions.csv; {} when
+    it is missing, unreadable or a regression run's."""
+    try:
+        with open(path, newline="", encoding="utf-8") as fh:
+            return {(row["clip_id"], row["seed"]): (row["true"], row["speaker"], row["predicted"])
+                    for row in csv.DictReader(fh)}
+    except (OSError, UnicodeDecodeError, KeyError, csv.Error):
+        return {}
