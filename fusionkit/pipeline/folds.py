@@ -223,9 +223,9 @@ OUTCOME = "fold-outcome.json"
 
 
 def fold_key(recipe: Recipe, prep: Prepared, seed: int, fold: Fold) -> str:
-    """A digest of what a fold's fitted head and predictions depend on: fusionkit's version, the resolved recipe,
-    each encoder's cache key, the seed, both sides' clips (ids and audio content digests), and the features
-    themselves of a few of them (so that normalised and raw features, say, never share a digest)."""
+    """A digest of what a fold's fitted head and predictions depend on: fusionkit's version, the head's source, the
+    resolved recipe, each encoder's cache key, the seed, both sides' clips (ids and audio content digests), and
+    the features themselves of a few of them (so that normalised and raw features, say, never share a digest)."""
     from importlib import metadata
 
     from fusionkit.recipe import dump
@@ -238,13 +238,25 @@ def fold_key(recipe: Recipe, prep: Prepared, seed: int, fold: Fold) -> str:
         version = metadata.version("fusionkit")
     except metadata.PackageNotFoundError:  # run from a source tree that is not installed
         version = ""
-    payload = {"version": version, "recipe": dump(recipe), "encoders": encoders, "seed": seed,
-               "fold": fold.index, "train": side(fold.train), "test": side(fold.test)}
+    payload = {"version": version, "head_code": _head_code(recipe), "recipe": dump(recipe), "encoders": encoders,
+               "seed": seed, "fold": fold.index, "train": side(fold.train), "test": side(fold.test)}
     digest = hashlib.sha256(json.dumps(payload, sort_keys=True, default=str).encode())
     for name in sorted(prep.features):
         for i in (fold.train[0], fold.train[-1], fold.test[0]):
             digest.update(np.ascontiguousarray(prep.features[name][prep.clips[i].id], dtype=np.float32).tobytes())
     return digest.hexdigest()
+
+
+def _head_code(recipe: Recipe) -> str:
+    """A digest of the fusion head's module source: a head whose code changed is fitted again, whatever the
+    version string says."""
+    import inspect
+
+    head_cls = plugin_options("fusion", recipe.fusion.plugin, recipe.fusion.options)[0]
+    try:
+        return hashlib.sha256(Path(inspect.getfile(head_cls)).read_bytes()).hexdigest()
+    except (TypeError, OSError):  # built without a source file: the version string alone
+        return ""
 
 
 def finished_fold(model_dir: Path, key: str) -> FoldDone | None:
