@@ -194,9 +194,7 @@ class Encoder(ABC):
     def fine_tune_blocks(self, blocks: int | None = None) -> int | None:
         """How many blocks :meth:`trainable_top` would train, checked from the model's config alone (no weights
         are loaded, nothing is encoded): a ``ValueError`` in one line when the options cannot be fine-tuned.
-        None: the plugin offers ``trainable_top`` but no early check (its fit then says what is wrong)."""
-        if type(self).trainable_top is Encoder.trainable_top:
-            raise ValueError(f"encoder '{self.name}' cannot be fine-tuned: its plugin offers no trainable_top")
+        None: no early check (the ``fine-tune`` head itself refuses an encoder without ``trainable_top``)."""
         return None
 
     def trainable_top(self, blocks: int | None = None) -> tuple[Any, dict[str, Any]]:
