@@ -93,6 +93,7 @@ def _write_bundle(run_dir: Path, bundle_dir: Path, recipe, metrics: dict, fold: 
         head.save(head_dir)
         corpus = " of the training corpus" if prep.n_train is not None else ""
         source = f"refitted on all {n} clips{corpus}"
+        _loads_back(recipe, head_dir, source)
     else:
         key = "ccc" if regression else "uar"
         best = chosen
@@ -100,7 +101,6 @@ def _write_bundle(run_dir: Path, bundle_dir: Path, recipe, metrics: dict, fold: 
         source = f"fold {best['fold']} (seed {best['seed']}, {key.upper()} {best[key]:.3f})"
         _loads_back(recipe, run_dir / "models" / tag, source)  # named in the run folder, where it can be looked at
         shutil.copytree(run_dir / "models" / tag, head_dir, ignore=shutil.ignore_patterns(OUTCOME))  # the head only
-    _loads_back(recipe, head_dir, source)
     encoders = build_encoders(recipe)
     raw = carry_models(recipe.model_dump(mode="json"), bundle_dir)  # local model folders travel in the bundle
     (bundle_dir / "recipe.yaml").write_text(yaml.safe_dump(raw, sort_keys=False, allow_unicode=True))
