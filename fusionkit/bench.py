@@ -417,15 +417,15 @@ def run_grid(grid_path: Path, out: Path, overrides: list[str], workers: int, ret
 
 
 def _head_refusals(cells: list[Cell]) -> list[tuple[Cell, str]]:
-    """Cells whose fusion head refuses the cell's encoders as configured (its ``check_encoders``), with why."""
-    from fusionkit.pipeline.folds import check_head
+    """Cells whose fusion head refuses the cell's encoders as configured (its ``check_encoders``), with why, in the
+    words run_cell records a failure in."""
+    from fusionkit.pipeline.preflight import head_refusal
     from fusionkit.recipe import Recipe
 
     refused = []
     for cell in cells:
-        try:
-            check_head(Recipe.model_validate(cell.recipe))
-        except Exception as exc:  # noqa: BLE001 - recorded as the cell's failure, as run_cell would
+        exc = head_refusal(Recipe.model_validate(cell.recipe))
+        if exc is not None:
             refused.append((cell, f"{type(exc).__name__}: {exc}"))
     return refused
 

@@ -57,13 +57,20 @@ def model_problems(source: str, encoders: list[tuple[str, Any]]) -> list[str]:
 
 def head_problems(source: str, recipe: Recipe) -> list[str]:
     """The fusion head's own check of the recipe's encoders (e.g. fine-tuning blocks the model lacks)."""
+    refusal = head_refusal(recipe)
+    return [] if refusal is None else [f"{source}: fusion: {_reason(refusal)}"]
+
+
+def head_refusal(recipe: Recipe) -> Exception | None:
+    """What the fusion head raises when it refuses the recipe's encoders as configured
+    (:func:`fusionkit.pipeline.folds.check_head`); None when it takes them."""
     from fusionkit.pipeline.folds import check_head
 
     try:
         check_head(recipe)
-    except Exception as exc:  # noqa: BLE001 - a plugin's own failure too: one line, never a traceback
-        return [f"{source}: fusion: {_reason(exc)}"]
-    return []
+    except Exception as exc:  # noqa: BLE001 - a plugin's own failure too: reported, never a traceback
+        return exc
+    return None
 
 
 def _reason(exc: Exception) -> str:
