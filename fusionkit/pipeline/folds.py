@@ -165,7 +165,7 @@ def fit_folds(recipe: Recipe, prep: Prepared, run_dir: Path) -> Fitted:
     if not planned:
         raise ValueError("no fold could be evaluated")
     dirs = [run_dir / "models" / fold_tag(seed, fold.index, seeds) for seed, fold, _ in planned]
-    keys = [fold_key(recipe, prep, seed, fold) for seed, fold, _ in planned]
+    keys = fold_keys(recipe, prep, [(seed, fold) for seed, fold, _ in planned])
     reused = {i: done for i, (d, key) in enumerate(zip(dirs, keys)) if (done := finished_fold(d, key)) is not None}
     if reused:
         log.info("%d of %d folds reused from an earlier run in %s (same recipe, clips and "
@@ -215,17 +215,18 @@ class FoldJob:
     X_test: dict
     model_dir: Path
     regression: bool
-    key: str = ""  # fold_key: what the fitted head depends on; kept beside it so that a rerun can reuse it
+    key: str = ""  # from fold_keys: what the fitted head depends on; kept beside it so that a rerun can reuse it
 
 
 OUTCOME = "fold-outcome.json"
-"""Written into a fold's model folder after its head: the fold's test predictions and its :func:`fold_key`."""
+"""Written into a fold's model folder after its head: the fold's test predictions and its key (:func:`fold_keys`)."""
 
 
-def fold_key(recipe: Recipe, prep: Prepared, seed: int, fold: Fold) -> str:
-    """A digest of what a fold's fitted head and predictions depend on: fusionkit's version, the head's source, the
-    resolved recipe, each encoder's cache key, the seed, both sides' clips (ids and audio content digests), and
-    the features themselves of a few of them (so that normalised and raw features, say, never share a digest)."""
+def fold_keys(recipe: Recipe, prep: Prepared, folds: list[tuple[int, Fold]]) -> list[str]:
+    """Per (seed, fold), a digest of what its fitted head and predictions depend on: fusionkit's version, the
+    head's source, the resolved recipe and each encoder's cache key (digested once for the run), then the seed,
+    both sides' clips (ids and audio content digests) and the features themselves of a few of them (so that
+    normalised and raw features, say, never share a digest)."""
     from importlib import metadata
 
     from fusionkit.recipe import dump
@@ -233,18 +234,23 @@ def fold_key(recipe: Recipe, prep: Prepared, seed: int, fold: Fold) -> str:
     def side(idx: np.ndarray) -> list[tuple[str, str]]:
         return [(prep.clips[i].id, prep.digests.get(prep.clips[i].id, "")) for i in idx]
 
-    encoders = {name: e.get("cache_key") for name, e in (prep.embeddings.get("per_encoder") or {}).items()}
     try:
         version = metadata.version("fusionkit")
     except metadata.PackageNotFoundError:  # run from a source tree that is not installed
         version = ""
-    payload = {"version": version, "head_code": _head_code(recipe), "recipe": dump(recipe), "encoders": encoders,
-               "seed": seed, "fold": fold.index, "train": side(fold.train), "test": side(fold.test)}
-    digest = hashlib.sha256(json.dumps(payload, sort_keys=True, default=str).encode())
-    for name in sorted(prep.features):
-        for i in (fold.train[0], fold.train[-1], fold.test[0]):
-            digest.update(np.ascontiguousarray(prep.features[name][prep.clips[i].id], dtype=np.float32).tobytes())
-    return digest.hexdigest()
+    encoders = {name: e.get("cache_key") for name, e in (prep.embeddings.get("per_encoder") or {}).items()}
+    run = hashlib.sha256(json.dumps({"version": version, "head_code": _head_code(recipe), "recipe": dump(recipe),
+                                     "encoders": encoders}, sort_keys=True, default=str).encode())
+    keys = []
+    for seed, fold in folds:
+        digest = run.copy()
+        digest.update(json.dumps({"seed": seed, "fold": fold.index, "train": side(fold.train),
+                                  "test": side(fold.test)}, default=str).encode())
+        for name in sorted(prep.features):
+            for i in (fold.train[0], fold.train[-1], fold.test[0]):
+                digest.update(np.ascontiguousarray(prep.features[name][prep.clips[i].id], dtype=np.float32).tobytes())
+        keys.append(digest.hexdigest())
+    return keys
 
 
 def _head_code(recipe: Recipe) -> str:
@@ -260,7 +266,7 @@ def _head_code(recipe: Recipe) -> str:
 
 
 def finished_fold(model_dir: Path, key: str) -> FoldDone | None:
-    """The outcome of a fold an earlier run into the same folder finished with the same :func:`fold_key`; None
+    """The outcome of a fold an earlier run into the same folder finished with the same key (:func:`fold_keys`); None
     when there is none (or it is unreadable: the fold is then fitted again)."""
     try:
         saved = json.loads((model_dir / OUTCOME).read_text())
