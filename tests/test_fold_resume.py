@@ -60,3 +60,25 @@ def test_interrupted_folds_resume_and_a_changed_recipe_refits(tmp_path, fk_env, 
     assert changed.exit_code == 0, changed.output
     assert "reused" not in caplog.text
     assert any(p.stat().st_mtime_ns != t for p, t in kept.items())
+
+
+def test_fold_key_covers_the_head_package_and_fusionkit_source(tmp_path, monkeypatch):
+    """A change to a head's network module (a sibling of the head's own module) refits its folds."""
+    import importlib
+    from types import SimpleNamespace
+
+    import fusionkit.pipeline.folds as folds
+
+    pkg = tmp_path / "myheads"
+    pkg.mkdir()
+    (pkg / "__init__.py").write_text("")
+    (pkg / "head.py").write_text("class Head:\n    pass\n")
+    (pkg / "network.py").write_text("WIDTH = 1\n")
+    monkeypatch.syspath_prepend(str(tmp_path))
+    head = importlib.import_module("myheads.head").Head
+    monkeypatch.setattr(folds, "plugin_options", lambda *args: (head, None))
+    recipe = SimpleNamespace(fusion=SimpleNamespace(plugin="mine", options={}))
+    before = folds._head_code(recipe)
+    assert folds._head_code(recipe) == before
+    (pkg / "network.py").write_text("WIDTH = 2\n")
+    assert folds._head_code(recipe) != before

@@ -223,8 +223,8 @@ OUTCOME = "fold-outcome.json"
 
 
 def fold_keys(recipe: Recipe, prep: Prepared, folds: list[tuple[int, Fold]]) -> list[str]:
-    """Per (seed, fold), a digest of what its fitted head and predictions depend on: fusionkit's version, the
-    head's source, the resolved recipe and each encoder's cache key (digested once for the run), then the seed,
+    """Per (seed, fold), a digest of what its fitted head and predictions depend on: fusionkit's version, its
+    source and the head's, the resolved recipe and each encoder's cache key (digested once for the run), then the seed,
     both sides' clips (ids and audio content digests) and the features themselves of a few of them (so that
     normalised and raw features, say, never share a digest)."""
     from importlib import metadata
@@ -254,15 +254,29 @@ def fold_keys(recipe: Recipe, prep: Prepared, folds: list[tuple[int, Fold]]) -> 
 
 
 def _head_code(recipe: Recipe) -> str:
-    """A digest of the fusion head's module source: a head whose code changed is fitted again, whatever the
-    version string says."""
+    """A digest of the code a fitted head depends on: fusionkit's own source (the SDK's training loop, the
+    folds, the scoring) and the fusion head's module with its sibling modules (a plugin's network file). A head
+    whose code, or fusionkit's, changed is fitted again, whatever the version string says."""
     import inspect
 
+    import fusionkit
+
     head_cls = plugin_options("fusion", recipe.fusion.plugin, recipe.fusion.options)[0]
+    files = sorted(Path(fusionkit.__file__).parent.rglob("*.py"))
     try:
-        return hashlib.sha256(Path(inspect.getfile(head_cls)).read_bytes()).hexdigest()
-    except (TypeError, OSError):  # built without a source file: the version string alone
-        return ""
+        module = Path(inspect.getfile(head_cls))
+    except TypeError:  # built without a source file: fusionkit's source and the version string
+        module = None
+    if module is not None:
+        in_package = "." in head_cls.__module__ and module.parent != Path(fusionkit.__file__).parent
+        files += sorted(module.parent.glob("*.py")) if in_package else [module]
+    digest = hashlib.sha256()
+    for path in files:
+        try:
+            digest.update(path.name.encode() + b"\0" + path.read_bytes())
+        except OSError:
+            continue
+    return digest.hexdigest()
 
 
 def finished_fold(model_dir: Path, key: str) -> FoldDone | None:
