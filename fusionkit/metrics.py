@@ -119,23 +119,20 @@ def regression_metrics(y_true: np.ndarray, y_pred: np.ndarray, targets: list[str
     return out
 
 
-def uar_difference(y_true, pred_a, pred_b, groups, n_boot: int = 2000, seed: int = 0) -> dict:
-    """Pooled UAR of predictions ``a`` minus that of ``b`` on the same clips, with a 95% percentile interval and a
-    two-sided p-value from a bootstrap that resamples whole ``groups`` (speakers) with replacement.
-
-    Resampling speakers rather than clips keeps each speaker's clips together, as the speaker-independent
-    protocol treats them (scipy's ``bootstrap`` resamples single observations only). Returns ``diff``,
-    ``ci95`` ([low, high]), ``p`` and ``groups`` (how many were resampled).
-    """
-    y, a, b = (np.asarray(v) for v in (y_true, pred_a, pred_b))
+def _speaker_bootstrap(y_true, predictions: list, groups, n_boot: int, seed: int
+                       ) -> tuple[list[float], list[np.ndarray], int]:
+    """Pooled UAR of each of ``predictions`` (labels for the same clips) on all clips, and on ``n_boot`` resamples
+    that draw whole ``groups`` (speakers) with replacement, the same draws for every prediction; and the number
+    of groups. Vectorised: per (group, true class) counts, each resample a weight vector over the groups."""
+    y = np.asarray(y_true)
     _, g = np.unique(np.asarray(groups), return_inverse=True)
     classes, yi = np.unique(y, return_inverse=True)
     n_groups, n_classes = int(g.max()) + 1, len(classes)
-    cell = g * n_classes + yi  # per (group, true class): clips, and those each side gets right
+    cell = g * n_classes + yi
     size = n_groups * n_classes
     total = np.bincount(cell, minlength=size).reshape(n_groups, n_classes).astype(float)
-    right_a = np.bincount(cell, weights=(a == y), minlength=size).reshape(n_groups, n_classes)
-    right_b = np.bincount(cell, weights=(b == y), minlength=size).reshape(n_groups, n_classes)
+    rights = [np.bincount(cell, weights=(np.asarray(p) == y), minlength=size).reshape(n_groups, n_classes)
+              for p in predictions]
 
     def uar(weights: np.ndarray, right: np.ndarray) -> np.ndarray:
         n = weights @ total
@@ -144,13 +141,36 @@ def uar_difference(y_true, pred_a, pred_b, groups, n_boot: int = 2000, seed: int
         return np.nanmean(recall, axis=-1)
 
     ones = np.ones(n_groups)
-    diff = float(uar(ones, right_a) - uar(ones, right_b))
     rng = np.random.default_rng(seed)
     weights = rng.multinomial(n_groups, np.full(n_groups, 1 / n_groups), size=n_boot).astype(float)
-    boot = uar(weights, right_a) - uar(weights, right_b)
+    return [float(uar(ones, r)) for r in rights], [uar(weights, r) for r in rights], n_groups
+
+
+def uar_difference(y_true, pred_a, pred_b, groups, n_boot: int = 2000, seed: int = 0) -> dict:
+    """Pooled UAR of predictions ``a`` minus that of ``b`` on the same clips, with a 95% percentile interval and a
+    two-sided p-value from a bootstrap that resamples whole ``groups`` (speakers) with replacement.
+
+    Resampling speakers rather than clips keeps each speaker's clips together, as the speaker-independent
+    protocol treats them (scipy's ``bootstrap`` resamples single observations only). Returns ``diff``,
+    ``ci95`` ([low, high]), ``p`` and ``groups`` (how many were resampled).
+    """
+    (a, b), (boot_a, boot_b), n_groups = _speaker_bootstrap(y_true, [pred_a, pred_b], groups, n_boot, seed)
+    boot = boot_a - boot_b
     low, high = (float(x) for x in np.percentile(boot, [2.5, 97.5]))
     p = float(min(1.0, max(2 * min(np.mean(boot <= 0), np.mean(boot >= 0)), 1 / n_boot)))  # not below 1/n_boot
-    return {"diff": diff, "ci95": [low, high], "p": p, "groups": n_groups}
+    return {"diff": a - b, "ci95": [low, high], "p": p, "groups": n_groups}
+
+
+def uar_interval(y_true, predicted, groups, n_boot: int = 2000, seed: int = 0) -> dict | None:
+    """A 95% percentile interval of the pooled UAR from a bootstrap of whole ``groups`` (test speakers): how far
+    the figure could move with other test speakers of the same kind (not with other training speakers), without
+    the t-interval's assumption that fold scores are independent.
+    ``{"uar", "ci95", "groups", "resamples"}``; None with fewer than 2 groups (nothing to resample)."""
+    if len(set(np.asarray(groups).tolist())) < 2:
+        return None
+    (value,), (boot,), n_groups = _speaker_bootstrap(y_true, [predicted], groups, n_boot, seed)
+    low, high = (float(x) for x in np.nanpercentile(boot, [2.5, 97.5]))
+    return {"uar": value, "ci95": [low, high], "groups": n_groups, "resamples": n_boot}
 
 
 def paired_uar_difference(a: dict, b: dict, min_shared: float = 0.9) -> dict | None:

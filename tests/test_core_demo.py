@@ -56,6 +56,9 @@ def test_demo_end_to_end(tmp_path, fk_env):
         mine = [row for row in rows if row["speaker"] == r["speaker"]]
         assert r["clips"] == len(mine) and r["wa"] == sum(x["true"] == x["predicted"] for x in mine) / len(mine)
     assert "## Per test speaker" in report and "speaker-table" in (out / "report.html").read_text()
+    boot = metrics["uar_pooled_ci95"]  # the pooled UAR's interval from resampling the test speakers
+    assert boot["groups"] == len(speakers) and boot["ci95"][0] <= metrics["uar_pooled"] <= boot["ci95"][1]
+    assert f"[{boot['ci95'][0]:.3f}, {boot['ci95'][1]:.3f}]" in report
     resolved = yaml.safe_load((out / "recipe.yaml").read_text())
     assert resolved["data"]["options"] == {"speakers": 4, "clips_per_class": 3}  # the --set values
     assert resolved["fusion"]["options"]["n_estimators"] == 20

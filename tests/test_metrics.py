@@ -98,3 +98,17 @@ def test_uar_difference_resamples_whole_speakers():
     one[speakers == 0] = y[speakers == 0]  # better only on speaker 0: +5 points on 1/20 of the clips
     lucky = uar_difference(y, one, good, speakers)
     assert lucky["diff"] > 0 and lucky["ci95"][0] == 0.0  # resamples without speaker 0 show no difference
+
+
+def test_uar_interval_resamples_whole_speakers():
+    """Two speakers, one always right and one always wrong: resampling speakers gives every UAR from 0 to 1
+    (resampling clips would stay near 0.5); perfect predictions give [1, 1]; one speaker has nothing to resample."""
+    from fusionkit.metrics import uar_interval
+
+    y = np.tile([0, 1], 50)
+    speakers = np.repeat(["a", "b"], 50)
+    half = np.where(speakers == "a", y, 1 - y)
+    split = uar_interval(y, half, speakers)
+    assert split["uar"] == 0.5 and split["ci95"] == [0.0, 1.0] and split["groups"] == 2
+    assert uar_interval(y, y, speakers)["ci95"] == [1.0, 1.0]
+    assert uar_interval(y, half, np.repeat("a", 100)) is None

@@ -41,6 +41,10 @@ def results_table(metrics: dict) -> str:
     else:
         keys = list(s)  # a classification summary holds exactly the headline metrics, in their order
         pooled = f"{'uar_pooled':<16} {metrics['uar_pooled']:7.3f}"
+        boot = metrics.get("uar_pooled_ci95")
+        if boot:
+            pooled += (f"           [{boot['ci95'][0]:.3f}, {boot['ci95'][1]:.3f}]  (resampling the "
+                       f"{boot['groups']} test speakers)")
     lines = [
         *protocol_lines(metrics),
         "",

@@ -17,6 +17,7 @@ from fusionkit.metrics import (
     metric_range,
     regression_metrics,
     summarize,
+    uar_interval,
 )
 from fusionkit.pipeline.data import Prepared, class_counts
 from fusionkit.pipeline.folds import Fitted, Predictions
@@ -66,6 +67,11 @@ def summarize_run(recipe: Recipe, prep: Prepared, fitted: Fitted, total_seconds:
         out[f"{k}_std"] = summary[k]["std"]
     pooled = pooled_metrics(fitted.predictions)
     out[f"{keys[0]}_pooled"] = pooled[keys[0]]
+    if not regression:
+        p = fitted.predictions
+        interval = uar_interval(p.true, p.predicted, p.speakers)
+        if interval:
+            out["uar_pooled_ci95"] = {**interval, "how": SPEAKER_BOOTSTRAP}
     out["summary"] = summary
     if len(recipe.run_seeds()) > 1:
         out["seeds"] = seed_summary(folds, keys)
@@ -85,6 +91,9 @@ def summarize_run(recipe: Recipe, prep: Prepared, fitted: Fitted, total_seconds:
                      **({"reused_folds": fitted.reused} if fitted.reused else {})}  # their fit_seconds as first run
     return out
 
+
+SPEAKER_BOOTSTRAP = ("95% percentile interval of uar_pooled from resampling whole test speakers with replacement "
+                     "(each resample keeps a speaker's clips together)")
 
 RAW_NOTE = ("the same folds and head, fitted and scored on features not normalised (normalize: none), beside the "
             "normalised figures above")
@@ -199,7 +208,8 @@ def protocol(recipe: Recipe, prep: Prepared, fold_rows: list[dict]) -> dict:
             out["test_class_counts"] = class_counts(prep.test_clips, prep.classes)
         out["scoring"] = ("each fold is scored over the classes present in its test labels; headline figures are "
                           "the mean over folds (and seeds) with the sample std and a 95% t-interval of that mean, "
-                          "clipped to [0, 1]; uar_pooled scores all predictions together; " + INTERVAL_NOTE)
+                          "clipped to [0, 1]; uar_pooled scores all predictions together, its 95% interval "
+                          "(uar_pooled_ci95) from resampling whole test speakers; " + INTERVAL_NOTE)
     else:
         out["scoring"] = ("each fold is scored per target; headline figures are the mean over folds (and seeds) "
                           "with the sample std and a 95% t-interval (CCC's clipped to [-1, 1]); ccc_pooled scores "

@@ -261,6 +261,11 @@ def _seed_lines(m: dict, keys) -> list[str]:
     ]
 
 
+def _fmt_boot(m: dict) -> str:
+    boot = m.get("uar_pooled_ci95")
+    return f"[{boot['ci95'][0]:.3f}, {boot['ci95'][1]:.3f}]" if boot else ""
+
+
 def _classification_report(run_dir: Path, m: dict) -> list[str]:
     classes = m["classes"]
     pooled = m["pooled"]
@@ -277,10 +282,12 @@ def _classification_report(run_dir: Path, m: dict) -> list[str]:
         "| metric | mean | std | 95% CI |",
         "|---|---|---|---|",
         *[f"| {k} | {s[k]['mean']:.3f} | {s[k]['std']:.3f} | {_fmt_ci(s[k])} |" for k in s],
-        f"| uar_pooled | {m['uar_pooled']:.3f} | | |",
+        f"| uar_pooled | {m['uar_pooled']:.3f} | | {_fmt_boot(m)} |",
         "",
         f"Mean, std (n-1) and 95% t-interval over {s['uar']['n']} fold scores"
-        f"{' (folds x seeds)' if len(m['protocol']['seeds']) > 1 else ''}.",
+        f"{' (folds x seeds)' if len(m['protocol']['seeds']) > 1 else ''}"
+        + (f"; uar_pooled's interval resamples the {m['uar_pooled_ci95']['groups']} test speakers"
+           if m.get("uar_pooled_ci95") else "") + ".",
         "",
         *_raw_lines(m),
         *_seed_lines(m, ("uar", "wa", "macro_f1")),

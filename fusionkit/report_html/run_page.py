@@ -27,10 +27,16 @@ RUN = """{% extends "base.html" %}{% from "figure.html" import figure %}
 <td class="num">{% if s.n > 1 %}{{ s.ci95[0] | f3 }} to {{ s.ci95[1] | f3 }}{% else %}n/a (one score){% endif %}</td>
 <td class="num">{{ s.n }}</td></tr>
 {% endfor %}
-{% for key in pooled_keys %}<tr><td>{{ key }}</td><td class="num">{{ m[key] | f3 }}</td><td></td><td></td><td></td></tr>
+{% for key in pooled_keys %}{% set boot = m.get(key ~ "_ci95") %}
+<tr><td>{{ key }}</td><td class="num">{{ m[key] | f3 }}</td><td></td>
+<td class="num">{% if boot %}{{ boot.ci95[0] | f3 }} to {{ boot.ci95[1] | f3 }}{% endif %}</td>
+<td class="num">{% if boot %}{{ boot.groups }} speakers{% endif %}</td></tr>
 {% endfor %}
 </tbody></table>
-<p class="sub">Mean, sample std and 95% t-interval over the fold scores (folds &times; seeds).</p>
+<p class="sub">Mean, sample std and 95% t-interval over the fold scores (folds &times; seeds)
+{%- if m.get("uar_pooled_ci95") %}; uar_pooled's interval comes from resampling whole test speakers
+({{ m.uar_pooled_ci95.resamples }} resamples; it covers other test speakers of the same kind, not other training
+speakers){% endif %}.</p>
 {% if m.get("raw") %}
 <h3>Normalised and raw (normalize: none), same folds</h3>
 <table><thead><tr><th>metric</th><th>normalised</th><th>raw</th></tr></thead><tbody>
