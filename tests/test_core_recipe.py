@@ -136,8 +136,9 @@ def test_wrong_data_root_is_one_clear_line(tmp_path, fk_env):
     path = write_recipe(tmp_path / "r2.yaml", small_recipe(data={"dataset": "ravdess"}))
     (line,) = error_lines(validate(path))
     assert "data.root: the ravdess dataset needs the corpus folder (--set data.root=PATH)" in line
-    result = validate(path, f"data.root={tmp_path}")
-    assert result.exit_code == 0, result.output
+    result = validate(path, f"data.root={tmp_path}")  # the root is taken; the corpus is then read: nothing there
+    assert result.exit_code == 2 and "data: dataset 'ravdess' at" in result.output
+    assert "yielded no labelled clips" in result.output
 
 
 def test_valid_recipe_and_builtin_demo(tmp_path, fk_env):

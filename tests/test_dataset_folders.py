@@ -180,13 +180,21 @@ def test_validate_labels_map_and_include_are_shown(tmp_path):
     root = urdu_tree(tmp_path / "URDU")
     labels = {"map": URDU_LETTERS, "include": ["angry", "happy", "sad"]}
     recipe = recipe_file(tmp_path, root, URDU_OPTIONS, data={"dataset": "folders", "root": str(root),
-                                                             "options": URDU_OPTIONS, "labels": labels})
+                                                             "options": URDU_OPTIONS, "labels": labels},
+                         split={"kind": "loso"})  # two speakers
     result = run_validate(recipe)
     assert result.exit_code == 0, result.output
     assert "classes: angry 4, happy 4, neutral 4, sad 4" in result.output
     assert "not in data.labels.include (left out of a run): neutral 4" in result.output
     header = r"^\s+speaker\s+angry\s+happy\s+neutral\s+sad\s+total$"
     assert re.search(header, result.output, re.MULTILINE), result.output
+
+
+def test_validate_refuses_more_folds_than_the_folders_hold_speakers(tmp_path):
+    root = urdu_tree(tmp_path / "URDU")
+    result = run_validate(recipe_file(tmp_path, root, URDU_OPTIONS))  # 3 folds
+    assert result.exit_code == 2
+    assert "split.folds is 3 but the data has only 2 speakers" in result.output
 
 
 def test_validate_refuses_a_layout_that_places_nothing(tmp_path):

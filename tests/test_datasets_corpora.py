@@ -73,6 +73,30 @@ def test_ravdess_speech_song_intensity_gender(tmp_path):
     assert [c.id for c in strong_f] == ["03-02-04-02-02-01-02"]
 
 
+def test_a_second_clip_with_the_same_id_is_passed_over_and_listed(tmp_path):
+    """A copy of a RAVDESS file in another folder has the same id: the run keeps the first and lists the copy (and an
+    .mp3 the readers do not take)."""
+    import yaml
+
+    from fusionkit.pipeline.data import select
+    from fusionkit.recipe import load_recipe
+
+    for n in ("Actor_01/03-01-05-02-01-01-01.wav", "Actor_01/03-01-03-01-01-01-01.wav",
+              "backup/03-01-05-02-01-01-01.wav"):
+        write_tone(tmp_path / "corpus" / n)
+    (tmp_path / "corpus" / "Actor_01" / "03-01-04-01-01-01-01.mp3").write_bytes(b"ID3")  # a format not read
+    recipe = tmp_path / "r.yaml"
+    recipe.write_text(yaml.safe_dump({"name": "dup", "data": {"dataset": "ravdess", "root": "corpus"},
+                                      "encoders": [{"plugin": "lld"}], "fusion": {"plugin": "linear"}}))
+    chosen = select(load_recipe(str(recipe)))
+    assert sorted(c.id for c in chosen.train) == ["03-01-03-01-01-01-01", "03-01-05-02-01-01-01"]
+    assert chosen.passed_over == {
+        "backup/03-01-05-02-01-01-01.wav": "ravdess: a second clip with id 03-01-05-02-01-01-01 (the first: "
+                                           "Actor_01/03-01-05-02-01-01-01.wav)",
+        "Actor_01/03-01-04-01-01-01-01.mp3": "ravdess: a .mp3 file: corpus readers take .wav and .flac (convert it, "
+                                             "e.g. with ffmpeg)"}
+
+
 # ------------------------------------------------------------------ crema-d
 
 

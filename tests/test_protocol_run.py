@@ -88,6 +88,10 @@ def test_labels_warn_about_unused_map_keys(caplog):
     caplog.clear()
     apply_labels([clip(x) for x in ("ang", "neutral")], LabelSpec(map={"ang": "angry"}))  # a rename: no hint
     assert caplog.text == ""
+    kept, classes = apply_labels([clip(x) for x in ("Happy", "happy", "sad")], LabelSpec())
+    assert classes == ["Happy", "happy", "sad"]  # two classes, as the corpus says, but not without a word
+    assert "classes differing only in case are separate classes: 'Happy' ~ 'happy'" in caplog.text
+    assert "data.labels.map (e.g. Happy: happy)" in caplog.text
 
 
 def test_regression_targets_need_numbers():

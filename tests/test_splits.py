@@ -115,6 +115,18 @@ def test_split_file(tmp_path):
         make_folds(clips, SplitSpec(kind="file", file=f))
 
 
+def test_split_file_refuses_a_clip_given_two_folds_and_warns_of_unknown_ids(tmp_path, caplog):
+    clips = clips_from(["a", "b", "c", "d"])
+    f = tmp_path / "folds.csv"
+    f.write_text("c0,1\nc1,2\nc0,1\nc2,2\nc0,2\n")
+    with pytest.raises(ValueError, match=r"folds.csv:5: clip c0 is given fold 2, but line 1 gave it fold 1"):
+        make_folds(clips, SplitSpec(kind="file", file=f))
+    f.write_text("c0,1\nc1,2\nnot-a-clip,1\n")
+    folds = make_folds(clips, SplitSpec(kind="file", file=f))
+    assert [x.test.tolist() for x in folds] == [[0], [1]]
+    assert "1 listed id(s) are not clips of the corpus (e.g. not-a-clip)" in caplog.text
+
+
 def test_random_is_stratified_and_warns(caplog):
     labels = ["x"] * 10 + ["y"] * 5
     clips = clips_from([f"s{i % 3}" for i in range(15)], labels=labels)

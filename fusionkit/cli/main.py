@@ -90,13 +90,15 @@ def _load(recipe: str, overrides):
 @click.argument("recipe")
 @set_option
 @click.option("--no-models", is_flag=True,
-              help="Check the recipe's text only: do not look up the encoders' models (their layers).")
+              help="Check the recipe's text only: do not look up the encoders' models (their layers) nor read "
+                   "and split the corpus.")
 def validate(recipe: str, overrides, no_models: bool) -> None:
     """Check RECIPE (a file, a built-in name, or a benchmark grid) without running it. Exit 0 if valid, 2 if not.
 
-    Each encoder's model is looked up (its config, not its weights) to check the layers the recipe names."""
+    Each encoder's model is looked up (its config, not its weights) to check the layers the recipe names, and the
+    corpus is read and split as a run would split it."""
     from fusionkit.bench import is_grid
-    from fusionkit.pipeline.preflight import recipe_problems
+    from fusionkit.pipeline.preflight import data_problems, recipe_problems
 
     if is_grid(recipe):
         return _validate_grid(Path(recipe), overrides, no_models)
@@ -105,6 +107,9 @@ def validate(recipe: str, overrides, no_models: bool) -> None:
     if problems:
         _fail(problems, EXIT_INVALID)
     surveys = _surveys(recipe, r)
+    problems = [] if no_models else data_problems(recipe, r)
+    if problems:
+        _fail(problems, EXIT_INVALID)
     click.echo(f"{recipe}: valid ({r.data.dataset}; encoders {', '.join(e.key for e in r.encoders)}; "
                f"fusion {r.fusion.plugin}; split {r.split.kind})")
     for role, spec, found in surveys:
@@ -168,6 +173,7 @@ def run(recipe: str, overrides, out: Path | None, mlflow: str | None, **engine) 
     r.engine = resolve_engine(r.engine, **engine)
     tracked = tracking_target(mlflow, r.tracking.mlflow if r.tracking else None, r.name)
     from fusionkit.pipeline.folds import FoldWorkerError
+    from fusionkit.pipeline.preflight import RecipeMismatch
     from fusionkit.pipeline.run import default_run_dir
     from fusionkit.pipeline.run import run as do_run
     from fusionkit.registry import PluginError
@@ -180,6 +186,8 @@ def run(recipe: str, overrides, out: Path | None, mlflow: str | None, **engine) 
             ": the same command"
         _fail([f"{recipe}: interrupted; every embedding written so far is in the cache{kept} resumes where this one "
                f"stopped"], EXIT_INTERRUPTED)
+    except RecipeMismatch as exc:  # found before encoding: what validate reports
+        _fail([f"{recipe}: {exc}"], EXIT_INVALID)
     except (ValueError, OSError, PluginError, FoldWorkerError) as exc:
         _fail([f"{recipe}: {exc}"], EXIT_FAILED)
     except Exception as exc:  # noqa: BLE001 - one line unless -v asks for the traceback

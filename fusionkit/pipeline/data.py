@@ -12,6 +12,7 @@ from __future__ import annotations
 import logging
 from collections import Counter
 from dataclasses import dataclass, field, replace
+from pathlib import Path
 from typing import TYPE_CHECKING
 
 import numpy as np
@@ -55,6 +56,7 @@ def apply_labels(clips: list[Clip], spec: LabelSpec, corpus: str = "data") -> tu
         clip.label = label
         kept.append(clip)
     present = {c.label for c in kept}
+    _warn_case_twins(present, corpus)
     if spec.include:
         absent = [c for c in spec.include if c not in present]
         if absent:
@@ -62,6 +64,20 @@ def apply_labels(clips: list[Clip], spec: LabelSpec, corpus: str = "data") -> tu
                         _near(absent, {spec.map.get(c, c) for c in before}))
     classes = [c for c in spec.include if c in present] if spec.include else sorted(present)
     return kept, classes
+
+
+def _warn_case_twins(classes: set[str], corpus: str) -> None:
+    """Classes that differ only in case (``Happy`` and ``happy``) are two classes to a run: most likely one."""
+    twins: dict[str, list[str]] = {}
+    for c in sorted(classes):
+        twins.setdefault(c.casefold(), []).append(c)
+    found = [names for names in twins.values() if len(names) > 1]
+    if found:
+        example = found[0]
+        log.warning("%s: classes differing only in case are separate classes: %s; merge them with "
+                    "%s.labels.map (e.g. %s: %s)", corpus, "; ".join(" ~ ".join(f"'{n}'" for n in names)
+                                                          for names in found),
+                    corpus, example[0], example[-1])
 
 
 def _near(names, known) -> str:
@@ -212,7 +228,7 @@ def _task_clips(recipe: Recipe, spec: DataSpec, role: str, dataset: Dataset,
 
     Classification: the clips left out per label (outside ``include``, or unlabelled) are warned about and
     recorded in ``info["excluded"]`` for the protocol."""
-    clips = dataset.clips()
+    clips = first_of_each_id(dataset.clips(), dataset)
     if recipe.task.kind == "regression":
         kept, _ = regression_targets(clips, recipe.task.targets, role)
         return kept, []
@@ -224,6 +240,24 @@ def _task_clips(recipe: Recipe, spec: DataSpec, role: str, dataset: Dataset,
     if not kept:
         raise ValueError(f"{role}: dataset '{spec.dataset}' at {spec.root} yielded no labelled clips")
     return kept, classes
+
+
+def first_of_each_id(clips: list[Clip], dataset: Dataset) -> list[Clip]:
+    """The clips with the first of each id: a later clip with an id already seen (a second copy of a file in
+    another folder, say) is passed over through :meth:`Dataset.skip`, naming the first, so that no clip is
+    counted twice."""
+    first: dict[str, str] = {}
+    kept = []
+    shown = getattr(dataset, "_shown", str)  # the file relative to the dataset's root
+    for clip in clips:
+        where = shown(Path(clip.path)) if clip.path is not None else "(no file)"
+        if clip.id in first:
+            dataset.skip(clip.path if clip.path is not None else clip.id,
+                         f"a second clip with id {clip.id} (the first: {first[clip.id]})")
+            continue
+        first[clip.id] = where
+        kept.append(clip)
+    return kept
 
 
 def _shared_classes(train_classes: list[str], test_classes: list[str]) -> tuple[list[str], dict]:

@@ -259,16 +259,15 @@ def _head_code(recipe: Recipe) -> str:
     whose code, or fusionkit's, changed is fitted again, whatever the version string says."""
     import inspect
 
-    import fusionkit
-
+    package = Path(__file__).resolve().parents[1]  # fusionkit/
     head_cls = plugin_options("fusion", recipe.fusion.plugin, recipe.fusion.options)[0]
-    files = sorted(Path(fusionkit.__file__).parent.rglob("*.py"))
+    files = sorted(package.rglob("*.py"))
     try:
         module = Path(inspect.getfile(head_cls))
     except TypeError:  # built without a source file: fusionkit's source and the version string
         module = None
     if module is not None:
-        in_package = "." in head_cls.__module__ and module.parent != Path(fusionkit.__file__).parent
+        in_package = "." in head_cls.__module__ and module.resolve().parent != package
         files += sorted(module.parent.glob("*.py")) if in_package else [module]
     digest = hashlib.sha256()
     for path in files:

@@ -1,18 +1,88 @@
 """What a run or a grid would refuse before encoding anything, found without running it (``fusionkit validate``).
 
 The recipe's own text is checked when it is read (:mod:`fusionkit.recipe`); here each encoder's model is looked
-up (its config, never its weights: ``required_keys`` checks the layers) and the fusion head checks the encoders
-it would be given (:func:`fusionkit.pipeline.folds.check_head`). One line per problem, never a traceback.
+up (its config, never its weights: ``required_keys`` checks the layers), the fusion head checks the encoders
+it would be given (:func:`fusionkit.pipeline.folds.check_head`), and the corpus is read and split as the run
+will split it (:func:`planned_split`). One line per problem, never a traceback. A run makes the same checks
+before it encodes anything.
 """
 
 from __future__ import annotations
 
 import json
+import logging
+from dataclasses import replace
 from pathlib import Path
 from types import SimpleNamespace
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
 
 from fusionkit.recipe import Recipe
+
+if TYPE_CHECKING:
+    from fusionkit.pipeline.data import Selection
+
+log = logging.getLogger("fusionkit")
+
+
+class RecipeMismatch(ValueError):
+    """The recipe does not fit its corpus or its encoders (a split the corpus cannot give, normalising frame
+    sequences); found before anything is encoded. The message is one line."""
+
+
+def check_normalize(recipe: Recipe) -> None:
+    """``normalize`` z-scores pooled vectors: refuse it, before encoding, for encoders that give frame sequences."""
+    if recipe.normalize == "none":
+        return
+    from fusionkit.pipeline.encode import build_encoders
+
+    seq = [name for name, encoder in build_encoders(recipe).items() if encoder.is_sequence()]
+    if seq:
+        raise RecipeMismatch(f"normalize: {recipe.normalize} needs pooled features; {', '.join(seq)} "
+                             f"give{'s' if len(seq) == 1 else ''} frame sequences (pooling: none)")
+
+
+def planned_split(recipe: Recipe, selection: Selection) -> Selection:
+    """The selection with the clips no fold of the split uses passed over (listed with the reason, never encoded);
+    :class:`RecipeMismatch` when the split cannot be made on the corpus (too few speakers for ``split.folds``, no
+    sessions, no predefined partitions, a ``split.file`` that lists no clip ...). The folds are made as the run
+    makes them after encoding, for every seed; a cross-corpus run has one fold of all clips."""
+    from fusionkit.pipeline.splits import make_folds
+
+    if selection.test:
+        return selection
+    used = np.zeros(len(selection.train), dtype=bool)
+    for seed in recipe.run_seeds():
+        try:
+            folds = make_folds(selection.train, recipe.split, seed, selection.partitions)
+        except ValueError as exc:
+            raise RecipeMismatch(str(exc)) from None
+        for fold in folds:
+            used[fold.train] = used[fold.test] = True
+    if used.all():
+        return selection
+    reason = {"file": f"not listed in split.file ({recipe.split.file})",
+              "predefined": "in none of split.train / split.test's partitions"}.get(recipe.split.kind,
+                                                                                    "in no fold of the split")
+    left = [c.id for c, u in zip(selection.train, used) if not u]
+    log.warning("split: %d clip(s) are %s and are left out (e.g. %s); all are listed under skipped in metrics.json",
+                len(left), reason, ", ".join(left[:3]))
+    return replace(selection, train=[c for c, u in zip(selection.train, used) if u],
+                   passed_over={**selection.passed_over, **{cid: reason for cid in left}})
+
+
+def data_problems(source: str, recipe: Recipe) -> list[str]:
+    """The corpus read and split as a run would (:func:`planned_split`), and ``normalize`` checked against the
+    encoders: one line for the first problem, else none."""
+    from fusionkit.pipeline.data import select
+
+    try:
+        check_normalize(recipe)
+        planned_split(recipe, select(recipe))
+    except (ValueError, OSError) as exc:
+        return [f"{source}: {exc}"]
+    return []
 
 
 def recipe_problems(source: str, recipe: Recipe) -> list[str]:

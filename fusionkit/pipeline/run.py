@@ -28,6 +28,7 @@ from fusionkit.pipeline.data import Prepared, keep_usable, normalize, select
 from fusionkit.pipeline.encode import encode_recipe
 from fusionkit.pipeline.evaluate import raw_comparison, summarize_run
 from fusionkit.pipeline.folds import check_head, fit_folds
+from fusionkit.pipeline.preflight import check_normalize, planned_split
 from fusionkit.recipe import Recipe, dump, safe_name
 
 
@@ -65,9 +66,11 @@ def naming_write_errors(where: Path) -> Iterator[None]:
 
 def prepare(recipe: Recipe, run_dir: Path | None = None) -> Prepared:
     """Read the corpus (and test corpus) and encode (or fetch from the cache) every clip with every encoder, and
-    the training clips' augmented copies when the recipe asks for them."""
+    the training clips' augmented copies when the recipe asks for them. What the recipe cannot do with its corpus
+    or encoders fails first (:mod:`fusionkit.pipeline.preflight`), before anything is encoded."""
     check_head(recipe)
-    selection = select(recipe)
+    check_normalize(recipe)
+    selection = planned_split(recipe, select(recipe))
     encoded = encode_recipe(recipe, selection.clips, run_dir)
     return augment(recipe, keep_usable(recipe, selection, encoded))
 

@@ -16,6 +16,7 @@ import csv
 import logging
 import re
 from dataclasses import dataclass
+from functools import lru_cache
 from pathlib import Path
 
 import numpy as np
@@ -167,8 +168,11 @@ def _by_values(clips, values, speakers) -> list[Fold]:
 
 
 def _from_file(clips: list[Clip], path: Path, speakers) -> list[Fold]:
-    """A CSV of ``clip_id,fold`` (header optional); each fold value is one test fold; clips not listed are left out."""
+    """A CSV of ``clip_id,fold`` (header optional); each fold value is one test fold. Clips not listed are in no
+    fold (the run passes them over and lists them); ids the corpus lacks are warned about; an id listed twice with
+    different folds is refused."""
     assignment: dict[str, str] = {}
+    line: dict[str, int] = {}
     try:
         with open(path, newline="", encoding="utf-8-sig") as fh:
             for n, row in enumerate(csv.reader(fh), 1):
@@ -176,7 +180,12 @@ def _from_file(clips: list[Clip], path: Path, speakers) -> list[Fold]:
                     continue
                 if len(row) < 2 or not row[1].strip():
                     raise ValueError(f"{path}:{n}: expected clip_id,fold")
-                assignment[row[0].strip()] = row[1].strip()
+                cid, fold = row[0].strip(), row[1].strip()
+                if assignment.get(cid, fold) != fold:
+                    raise ValueError(f"{path}:{n}: clip {cid} is given fold {fold}, but line {line[cid]} gave it "
+                                     f"fold {assignment[cid]}")
+                assignment[cid] = fold
+                line.setdefault(cid, n)
     except OSError as exc:
         raise ValueError(f"split.file: cannot read {path} ({exc.strerror})") from None
     values = np.array([assignment.get(c.id, "") for c in clips])
@@ -186,9 +195,19 @@ def _from_file(clips: list[Clip], path: Path, speakers) -> list[Fold]:
                          f"first corpus id: {clips[0].id if clips else '-'})")
     if len(set(values) - {""}) < 2:
         raise ValueError(f"{path}: needs at least 2 distinct fold values")
+    unknown = sorted(set(assignment) - {c.id for c in clips}, key=natural_key)
+    if unknown:
+        _warn_unknown(str(path), tuple(unknown))
     folds = []
     for i, v in enumerate(sorted(set(values) - {""}, key=natural_key)):
         test = np.flatnonzero(values == v)
         train = np.flatnonzero((values != v) & (values != ""))
         folds.append(Fold(i, train, test, sorted(set(speakers[test]), key=natural_key)))
     return folds
+
+
+@lru_cache(maxsize=16)
+def _warn_unknown(path: str, unknown: tuple[str, ...]) -> None:
+    """Once per file and ids (the folds are made before encoding, then again, for every seed)."""
+    log.warning("split.file %s: %d listed id(s) are not clips of the corpus (e.g. %s)", path, len(unknown),
+                ", ".join(unknown[:3]))

@@ -9,6 +9,8 @@ if TYPE_CHECKING:
     from fusionkit.sdk.base import Dataset
 
 AUDIO_SUFFIXES = frozenset({".wav", ".flac"})
+OTHER_AUDIO_SUFFIXES = frozenset({".mp3", ".ogg", ".oga", ".opus", ".m4a", ".aac", ".aiff", ".aif", ".au", ".wma"})
+"""Audio the corpus readers do not take: passed over with the reason, never silently."""
 
 
 class CorpusError(ValueError):
@@ -30,11 +32,15 @@ DANGLING_REASON = "not a readable file (a link to nothing?)"
 
 
 def audio_files(root: Path | str, dataset: Dataset | None = None) -> list[Path]:
-    """Every .wav/.flac file under ``root`` at any depth, sorted; hidden files and links to nothing are left
-    out, and reported through ``dataset.skip`` when a dataset is given."""
+    """Every .wav/.flac file under ``root`` at any depth, sorted; hidden files, links to nothing and audio of
+    other formats (.mp3, ...) are left out, and reported through ``dataset.skip`` when a dataset is given."""
     out = []
     for p in sorted(Path(root).rglob("*")):
-        if p.suffix.lower() not in AUDIO_SUFFIXES or p.is_dir():
+        suffix = p.suffix.lower()
+        if suffix in OTHER_AUDIO_SUFFIXES and dataset is not None and not p.name.startswith("."):
+            dataset.skip(p, f"a {suffix} file: corpus readers take .wav and .flac (convert it, e.g. with ffmpeg)")
+            continue
+        if suffix not in AUDIO_SUFFIXES or p.is_dir():
             continue
         reason = HIDDEN_REASON if p.name.startswith(".") else None if p.is_file() else DANGLING_REASON
         if reason is None:
