@@ -80,23 +80,10 @@ def load_grid(path: Path, overrides: list[str]) -> tuple[str, list[Cell]]:
                 seen.add(cell.id)
                 cells.append(cell)
     if problems:
-        raise RecipeError(_problem_lines(path, problems))
+        from fusionkit.pipeline.preflight import grouped_lines
+
+        raise RecipeError(grouped_lines(path, problems))
     return str(grid.get("name") or path.stem), cells
-
-
-def _problem_lines(path: Path, problems: list[tuple[str, str]]) -> list[str]:
-    """One line per distinct problem: the cell it is in, or how many cells share it (a base recipe's missing
-    ``data.root`` is one line, not one per cell)."""
-    cells_of: dict[str, list[str]] = {}
-    for cell, problem in problems:
-        names = cells_of.setdefault(problem, [])
-        if cell not in names:
-            names.append(cell)
-    lines = []
-    for problem, names in cells_of.items():
-        where = f"[{names[0]}]" if len(names) == 1 else f"[{len(names)} cells: {names[0]}, ...]"
-        lines.append(f"{path} {where}: {problem}")
-    return lines
 
 
 def _read_grid(path: Path, overrides: list[str]) -> tuple[dict, dict]:
@@ -367,7 +354,7 @@ def run_grid(grid_path: Path, out: Path, overrides: list[str], workers: int, ret
             continue
         todo.append(cell)
     echo(f"{name}: {len(cells)} cells, {len(cells) - len(todo)} already finished, {len(todo)} to run")
-    for cell, error in _head_refusals(todo):  # fail at once, before their encoders are encoded for them
+    for cell, error in _early_refusals(todo):  # fail at once, before their encoders are encoded for them
         todo.remove(cell)
         _record(out, cell, {"status": "failed", "error": error}, {"caches": {}, "cost": {}, "computed": {}}, echo)
     if todo and is_ray(engine):
@@ -416,17 +403,25 @@ def run_grid(grid_path: Path, out: Path, overrides: list[str], workers: int, ret
     return rows
 
 
-def _head_refusals(cells: list[Cell]) -> list[tuple[Cell, str]]:
-    """Cells whose fusion head refuses the cell's encoders as configured (its ``check_encoders``), with why, in the
-    words run_cell records a failure in."""
-    from fusionkit.pipeline.preflight import head_refusal
+def _early_refusals(cells: list[Cell]) -> list[tuple[Cell, str]]:
+    """Cells a run would refuse before encoding, with why, in the words run_cell records a failure in: a fusion
+    head that refuses the cell's encoders as configured (its ``check_encoders``), a split its corpus cannot give,
+    ``normalize`` on frame sequences (each corpus and split read once)."""
+    from fusionkit.pipeline.preflight import corpus_key, corpus_refusal, head_refusal
     from fusionkit.recipe import Recipe
 
-    refused = []
+    refused, corpora = [], {}
     for cell in cells:
-        exc = head_refusal(Recipe.model_validate(cell.recipe))
+        recipe = Recipe.model_validate(cell.recipe)
+        exc = head_refusal(recipe)
         if exc is not None:
             refused.append((cell, f"{type(exc).__name__}: {exc}"))
+            continue
+        key = corpus_key(recipe)
+        if key not in corpora:
+            corpora[key] = corpus_refusal(recipe)
+        if corpora[key] is not None:
+            refused.append((cell, f"{type(corpora[key]).__name__}: {corpora[key]}"))
     return refused
 
 

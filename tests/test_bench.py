@@ -148,7 +148,13 @@ def test_validate_checks_every_cell_of_a_grid(grid, tmp_path):
     grid.write_text(grid.read_text().replace("plugin: xgboost, options: {n_estimators: 40}", "plugin: xgbost"))
     bad = CliRunner().invoke(main, ["validate", str(grid)])
     assert bad.exit_code == 2
-    assert "[2 cells: synthetic/lld/xgb40, ...]: fusion.plugin: unknown fusion plugin 'xgbost'" in bad.stderr
+    assert "[2 cells: synthetic/lld/xgb40, synthetic/mfcc/xgb40]: fusion.plugin: unknown fusion plugin 'xgbost'" \
+        in bad.stderr
+    grid.write_text(grid.read_text().replace("plugin: xgbost", "plugin: xgboost, options: {n_estimators: 40}"))
+    folds = CliRunner().invoke(main, ["validate", str(grid), "--set", "split.folds=9"])  # the corpus is read
+    assert folds.exit_code == 2
+    assert "[4 cells: synthetic/lld/xgb20, synthetic/lld/xgb40, synthetic/mfcc/xgb20, ...]: split.folds is 9 but the " \
+           "data has only 4 speakers" in folds.stderr
 
 
 def test_a_problem_shared_by_every_cell_is_one_line(grid, tmp_path):
@@ -157,7 +163,8 @@ def test_a_problem_shared_by_every_cell_is_one_line(grid, tmp_path):
     assert r.exit_code == 2
     lines = [line for line in r.stderr.splitlines() if line.startswith("error: ")]
     assert len(lines) == 1, r.stderr
-    assert lines[0].startswith(f"error: {grid} [4 cells: synthetic/lld/xgb20, ...]: split.folds: ")
+    assert lines[0].startswith(f"error: {grid} [4 cells: synthetic/lld/xgb20, synthetic/lld/xgb40, "
+                               "synthetic/mfcc/xgb20, ...]: split.folds: ")
 
 
 WORKER_SCRIPT = """
@@ -207,3 +214,13 @@ def test_cell_workers_end_when_the_grid_process_is_killed(tmp_path):
         assert not _alive(worker), "the worker outlived the killed grid process"
     finally:
         parent.kill()
+
+
+def test_cells_whose_split_the_corpus_cannot_give_fail_before_encoding(grid, tmp_path):
+    r = CliRunner(env={"FUSIONKIT_CACHE_DIR": str(tmp_path / "cache")}).invoke(
+        main, ["bench", str(grid), "--set", "split.folds=9", "--out", str(tmp_path / "o"), "--workers", "1"])
+    assert r.exit_code == 1, r.output
+    rows = _rows(tmp_path / "o")
+    assert len(rows) == 4 and all(row["status"] == "failed" for row in rows)
+    assert all("RecipeMismatch: split.folds is 9 but the data has only 4 speakers" in row["error"] for row in rows)
+    assert "encoding phase" not in r.output and not list((tmp_path / "cache").glob("lld*"))

@@ -72,17 +72,29 @@ def planned_split(recipe: Recipe, selection: Selection) -> Selection:
                    passed_over={**selection.passed_over, **{cid: reason for cid in left}})
 
 
-def data_problems(source: str, recipe: Recipe) -> list[str]:
-    """The corpus read and split as a run would (:func:`planned_split`), and ``normalize`` checked against the
-    encoders: one line for the first problem, else none."""
+def corpus_key(recipe: Recipe) -> str:
+    """What :func:`corpus_refusal` depends on, as a string: cells sharing it share the answer."""
+    fields = {"data", "test_data", "task", "split", "seed", "seeds", "normalize", "encoders"}
+    return json.dumps(recipe.model_dump(mode="json", include=fields), sort_keys=True, default=str)
+
+
+def corpus_refusal(recipe: Recipe) -> Exception | None:
+    """What a run raises, before encoding, about the recipe's corpus and split (:func:`planned_split`) or its
+    ``normalize`` (:func:`check_normalize`); None when there is nothing."""
     from fusionkit.pipeline.data import select
 
     try:
         check_normalize(recipe)
         planned_split(recipe, select(recipe))
     except (ValueError, OSError) as exc:
-        return [f"{source}: {exc}"]
-    return []
+        return exc
+    return None
+
+
+def data_problems(source: str, recipe: Recipe) -> list[str]:
+    """:func:`corpus_refusal` as one line, else none."""
+    refusal = corpus_refusal(recipe)
+    return [] if refusal is None else [f"{source}: {refusal}"]
 
 
 def recipe_problems(source: str, recipe: Recipe) -> list[str]:
@@ -91,23 +103,59 @@ def recipe_problems(source: str, recipe: Recipe) -> list[str]:
     return model_problems(source, encoders) or head_problems(source, recipe)
 
 
-def grid_problems(path: Path, cells: list) -> list[str]:
-    """Each distinct encoder of a grid's cells (:class:`fusionkit.bench.Cell`) checked once, then each cell's head."""
+def grid_problems(path: Path, cells: list, data: bool = True) -> list[str]:
+    """Each distinct encoder of a grid's cells (:class:`fusionkit.bench.Cell`) checked once, then each cell's head,
+    then (``data``) each distinct corpus and split read and split once; a problem several cells share is one line
+    naming how many (:func:`grouped_lines`)."""
     from fusionkit.recipe import validate
 
-    specs: dict[str, tuple[str, Any]] = {}
+    encoders: dict[str, tuple[Any, list[str]]] = {}
     for cell in cells:
         for e in cell.recipe["encoders"]:
             key = json.dumps({"plugin": e["plugin"], "options": e.get("options") or {}}, sort_keys=True)
-            where = f"cell {cell.id}: encoder {e.get('name') or e['plugin']}"
-            specs.setdefault(key, (where, SimpleNamespace(plugin=e["plugin"], options=e.get("options") or {})))
-    problems = model_problems(str(path), list(specs.values()))
+            spec = SimpleNamespace(plugin=e["plugin"], options=e.get("options") or {},
+                                   name=e.get("name") or e["plugin"])
+            encoders.setdefault(key, (spec, []))[1].append(_cell_name(cell))
+    problems = []
+    for spec, ids in encoders.values():
+        for line in model_problems("", [(f"encoder {spec.name}", spec)]):
+            problems += [(cid, line.removeprefix(": ")) for cid in ids]
     if problems:
-        return problems
-    for cell in cells:
-        source = f"{path} [{cell.recipe['name']}]"
-        problems += head_problems(source, validate(cell.recipe, source)[0])
-    return problems
+        return grouped_lines(path, problems)
+    recipes = [(_cell_name(cell), validate(cell.recipe, f"{path} [{cell.recipe['name']}]")[0]) for cell in cells]
+    for cid, recipe in recipes:
+        refusal = head_refusal(recipe)
+        if refusal is not None:
+            problems.append((cid, f"fusion: {_reason(refusal)}"))
+    if problems or not data:
+        return grouped_lines(path, problems)
+    corpora: dict[str, tuple[Recipe, list[str]]] = {}
+    for cid, recipe in recipes:
+        corpora.setdefault(corpus_key(recipe), (recipe, []))[1].append(cid)
+    for recipe, ids in corpora.values():
+        for line in data_problems("", recipe):
+            problems += [(cid, line.removeprefix(": ")) for cid in ids]
+    return grouped_lines(path, problems)
+
+
+def _cell_name(cell: Any) -> str:
+    """A grid cell as its dataset, encoders and head name it (ravdess/base-l4/linear)."""
+    return f"{cell.dataset}/{cell.encoders}/{cell.head}"
+
+
+def grouped_lines(path: Path, problems: list[tuple[str, str]]) -> list[str]:
+    """One line per distinct problem: the cell it is in, or how many cells share it and the first few."""
+    cells_of: dict[str, list[str]] = {}
+    for cell, problem in problems:
+        names = cells_of.setdefault(problem, [])
+        if cell not in names:
+            names.append(cell)
+    lines = []
+    for problem, names in cells_of.items():
+        shown = ", ".join(names[:3]) + (", ..." if len(names) > 3 else "")
+        where = f"[{names[0]}]" if len(names) == 1 else f"[{len(names)} cells: {shown}]"
+        lines.append(f"{path} {where}: {problem}")
+    return lines
 
 
 def model_problems(source: str, encoders: list[tuple[str, Any]]) -> list[str]:
