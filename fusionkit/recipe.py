@@ -298,7 +298,7 @@ class _NoPlace(Exception):
 
 def parse_override(item: str) -> tuple[list[str], Any]:
     """``key.path=value``: the value is parsed as YAML (numbers, lists, booleans), except for paths."""
-    if "=" not in item:
+    if "=" not in item or not item.split("=", 1)[0].strip():
         raise RecipeError([f"--set {shorten(item)}: expected key.path=value"])
     key, raw = item.split("=", 1)
     keys = key.strip().split(".")

@@ -239,7 +239,21 @@ def build_registry() -> Registry:
             except (Exception, SystemExit) as exc:  # noqa: BLE001
                 registry.problems.append(
                     source.problem("broken", f"{hook_name} raised {type(exc).__name__}: {exc}"))
+    _warn_unmatched_blocks(blocked, registry, list(_entry_points()) if blocked else [])
     return registry
+
+
+def _warn_unmatched_blocks(blocked: frozenset[str], registry: Registry, sources: list) -> None:
+    """A name in FUSIONKIT_BLOCK_PLUGINS that is no plugin nor entry point here blocks nothing: most likely a typo."""
+    if not blocked:
+        return
+    known = {n for s in sources for n in (s.ep.name, f"{s.dist}:{s.ep.name}")}
+    for info in [*registry.plugins.values(), *registry.problems]:
+        known |= {info.name, f"{info.distribution}:{info.name}"}
+    unmatched = sorted(blocked - known)
+    if unmatched:
+        log.warning("%s names %s, which no installed plugin or entry point is called: nothing blocked by %s",
+                    BLOCK_ENV, ", ".join(unmatched), "it" if len(unmatched) == 1 else "them")
 
 
 def _registrar(registry: Registry, blocked: Container[str], kind: str, source: _Source) -> Callable[[type], None]:

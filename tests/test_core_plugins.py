@@ -129,6 +129,16 @@ def test_block_switch_blocks_one_plugin(tmp_path, monkeypatch, fk_env):
     assert "lld" not in build_registry().names("encoder")
 
 
+def test_a_block_naming_no_plugin_is_warned_about(monkeypatch, fk_env, caplog):
+    from fusionkit.registry import build_registry
+
+    monkeypatch.setenv("FUSIONKIT_BLOCK_PLUGINS", "lld,xgbost")
+    reg = build_registry()
+    assert "lld" not in reg.names("encoder") and "xgboost" in reg.names("fusion")
+    assert "FUSIONKIT_BLOCK_PLUGINS names xgbost, which no installed plugin or entry point is called" in caplog.text
+    assert "lld," not in caplog.text
+
+
 def test_bad_registrations_are_broken_not_fatal(tmp_path, monkeypatch, fk_env):
     from fusionkit.registry import build_registry
 

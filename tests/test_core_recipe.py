@@ -108,6 +108,7 @@ def test_bad_set_overrides(tmp_path, fk_env):
     assert error_lines(result) == ["error: --set encoders.5.options.n_mfcc=13: no such place in the recipe "
                                    "(encoders has 1 item)"]
     assert error_lines(validate(path, "seed")) == ["error: --set seed: expected key.path=value"]
+    assert error_lines(validate(path, "=1")) == ["error: --set =1: expected key.path=value"]
     lines = error_lines(validate(path, "split.folds=four"))
     assert len(lines) == 1 and "split.folds" in lines[0] and "'four'" in lines[0]
     lines = error_lines(validate(path, "encoders.0.options.n_mfcc=1000"))

@@ -82,7 +82,7 @@ def test_labels_warn_about_unused_map_keys(caplog):
     caplog.clear()
     apply_labels([clip(x) for x in ("calm", "neutral", "happy")],
                  LabelSpec(map={"calm": "neutrl", "clam": "x"}, include=["neutrl", "neutral", "hapy"]))
-    assert "clam never occur; did you mean 'calm' for 'clam'?" in caplog.text
+    assert "clam never occurs; did you mean 'calm' for 'clam'?" in caplog.text
     assert "maps to neutrl, a class of its own; did you mean 'neutral' for 'neutrl'?" in caplog.text
     assert "no clip is labelled hapy after mapping; did you mean 'happy' for 'hapy'?" in caplog.text
     caplog.clear()
@@ -201,6 +201,22 @@ def test_regression_with_ridge_reports_ccc(corpora, tmp_path):
 
     head = RidgeHead.load(tmp_path / "models" / "fold0")
     assert head.W.shape[1] == 1
+
+
+def test_the_cli_names_the_files_a_regression_run_wrote(corpora, tmp_path):
+    import yaml
+    from click.testing import CliRunner
+
+    from fusionkit.cli import main
+
+    r = recipe(corpora, task={"kind": "regression", "targets": ["arousal"]}, fusion={"plugin": "ridge"},
+               split={"kind": "session"})
+    path = tmp_path / "r.yaml"
+    path.write_text(yaml.safe_dump(r.model_dump(mode="json", exclude_none=True)))
+    out = tmp_path / "out"
+    result = CliRunner().invoke(main, ["run", str(path), "--out", str(out)])
+    assert result.exit_code == 0, result.output
+    assert f"outputs in {out}/ (metrics.json, predictions.csv, report.md, report.html, scatter.png)" in result.output
 
 
 def test_head_must_match_the_task(corpora, tmp_path):

@@ -195,12 +195,15 @@ def run(recipe: str, overrides, out: Path | None, mlflow: str | None, **engine) 
             raise
         _fail([f"{recipe}: unexpected {type(exc).__name__}: {exc} (run with -v for the traceback)"], EXIT_FAILED)
     emb = metrics["embeddings"]
-    click.echo(f"\n{r.name}: {metrics['n_clips']} clips, {len(metrics['folds'])} folds, "
+    n_folds = len(metrics["folds"])
+    click.echo(f"\n{r.name}: {metrics['n_clips']} clips, {n_folds} fold{'' if n_folds == 1 else 's'}, "
                f"{len(metrics['skipped'])} skipped; embeddings {emb['computed']} computed, {emb['cached']} cached")
     for line in _left_out_lines(metrics):
         click.echo(line)
     click.echo(results_table(metrics))
-    click.echo(f"outputs in {out}/ (metrics.json, predictions.csv, report.md, report.html, confusion.png)")
+    written = [f for f in ("metrics.json", "predictions.csv", "report.md", "report.html", "confusion.png",
+                           "scatter.png") if (Path(out) / f).exists()]
+    click.echo(f"outputs in {out}/ ({', '.join(written)})")
     if tracked is not None:
         log_run_or_exit(out, tracked)
 

@@ -39,8 +39,8 @@ def apply_labels(clips: list[Clip], spec: LabelSpec, corpus: str = "data") -> tu
     before = Counter(c.label for c in clips if c.label is not None)
     unused = sorted(k for k in spec.map if k not in before)
     if unused:
-        log.warning("%s.labels.map: %s never occur%s (corpus labels: %s)", corpus, ", ".join(unused),
-                    _near(unused, before), ", ".join(sorted(before)))
+        log.warning("%s.labels.map: %s never occur%s%s (corpus labels: %s)", corpus, ", ".join(unused),
+                    "s" if len(unused) == 1 else "", _near(unused, before), ", ".join(sorted(before)))
     new = sorted({v for k, v in spec.map.items() if k in before and v not in before})
     hint = _near(new, [c for c in before if c not in spec.map])
     if hint:  # a new class name one typo away from a class the corpus keeps: most likely a typo
