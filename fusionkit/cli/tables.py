@@ -32,6 +32,11 @@ def _ci_text(s: dict) -> str:
     return f"[{s['ci95'][0]:.3f}, {s['ci95'][1]:.3f}]"
 
 
+def _std_text(s: dict) -> str:
+    """The sample std, or n/a for one score (a predefined split: nothing to spread)."""
+    return f"{s['std']:.3f}" if s["n"] > 1 else "n/a"
+
+
 def results_table(metrics: dict) -> str:
     """A run's ``metrics.json`` as the text ``fusionkit run`` prints: protocol, mean/std/CI per metric, recall."""
     s = metrics["summary"]
@@ -49,7 +54,7 @@ def results_table(metrics: dict) -> str:
         *protocol_lines(metrics),
         "",
         f"{'metric':<16} {'mean':>7} {'std':>7}   95% CI   (n={s[keys[0]]['n']} folds x seeds)",
-        *[f"{k:<16} {s[k]['mean']:7.3f} {s[k]['std']:7.3f}   " + _ci_text(s[k]) for k in keys],
+        *[f"{k:<16} {s[k]['mean']:7.3f} {_std_text(s[k]):>7}   " + _ci_text(s[k]) for k in keys],
         pooled,
     ]
     if "seeds" in metrics:

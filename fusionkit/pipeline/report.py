@@ -134,6 +134,11 @@ def plot_scatter(predictions: Predictions, path: Path, pooled: dict) -> None:
     plt.close(fig)
 
 
+def _fmt_std(s: dict) -> str:
+    """The sample std, or n/a for one score (a predefined split: nothing to spread)."""
+    return f"{s['std']:.3f}" if s["n"] > 1 else "n/a"
+
+
 def _fmt_ci(s: dict) -> str:
     return f"{s['ci95'][0]:.3f} to {s['ci95'][1]:.3f}" if s["n"] > 1 else "n/a (one score)"
 
@@ -281,7 +286,7 @@ def _classification_report(run_dir: Path, m: dict) -> list[str]:
         "",
         "| metric | mean | std | 95% CI |",
         "|---|---|---|---|",
-        *[f"| {k} | {s[k]['mean']:.3f} | {s[k]['std']:.3f} | {_fmt_ci(s[k])} |" for k in s],
+        *[f"| {k} | {s[k]['mean']:.3f} | {_fmt_std(s[k])} | {_fmt_ci(s[k])} |" for k in s],
         f"| uar_pooled | {m['uar_pooled']:.3f} | | {_fmt_boot(m)} |",
         "",
         f"Mean, std (n-1) and 95% t-interval over {s['uar']['n']} fold scores"
@@ -338,10 +343,10 @@ def _regression_report(run_dir: Path, m: dict, predictions: Predictions) -> list
         "",
         "| target | CCC | std | 95% CI | Pearson r | RMSE | MAE |",
         "|---|---|---|---|---|---|---|",
-        *[f"| {t} | {s[f'ccc_{t}']['mean']:.3f} | {s[f'ccc_{t}']['std']:.3f} | {_fmt_ci(s[f'ccc_{t}'])} | "
+        *[f"| {t} | {s[f'ccc_{t}']['mean']:.3f} | {_fmt_std(s[f'ccc_{t}'])} | {_fmt_ci(s[f'ccc_{t}'])} | "
           f"{s[f'pearson_{t}']['mean']:.3f} | {s[f'rmse_{t}']['mean']:.3f} | {s[f'mae_{t}']['mean']:.3f} |"
           for t in targets],
-        f"| mean | {s['ccc']['mean']:.3f} | {s['ccc']['std']:.3f} | {_fmt_ci(s['ccc'])} | | | |",
+        f"| mean | {s['ccc']['mean']:.3f} | {_fmt_std(s['ccc'])} | {_fmt_ci(s['ccc'])} | | | |",
         "",
         f"CCC pooled over all predictions: {m['ccc_pooled']:.3f}.",
         "",
