@@ -118,10 +118,12 @@ def with_pythonpath(site: Path, env: dict | None = None) -> dict:
 def rehash_bundle(bundle: Path) -> None:
     """Recompute a bundle's manifest after editing its files, as whoever changes a bundle can (hashes are not
     signed)."""
+    from fusionkit.bundle.files import content_hash
+
     m = json.loads((bundle / "manifest.json").read_text())
     files = [p for p in sorted(bundle.rglob("*")) if p.is_file() and p != bundle / "manifest.json"]
     m["files"] = {p.relative_to(bundle).as_posix(): hashlib.sha256(p.read_bytes()).hexdigest() for p in files}
-    m["content_hash"] = hashlib.sha256(json.dumps(m["files"], sort_keys=True).encode()).hexdigest()
+    m["content_hash"] = content_hash(m)
     (bundle / "manifest.json").write_text(json.dumps(m, indent=2))
 
 

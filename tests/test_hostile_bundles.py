@@ -16,6 +16,7 @@ import yaml
 from click.testing import CliRunner
 
 import fusionkit
+from fusionkit.bundle import BundleError
 from fusionkit.cli import main
 
 pytest.importorskip("transformers")
@@ -243,6 +244,40 @@ def test_encoder_weights_changed_since_export_are_one_clear_error(bundle, made):
         fusionkit.load(bundle)
     r = CliRunner().invoke(main, ["predict", str(bundle), str(made / "new.wav")])
     assert r.exit_code == 2 and "weights" in _one_error_line(r)
+
+
+def _write_manifest(bundle: Path, change) -> None:
+    manifest = json.loads((bundle / "manifest.json").read_text())
+    change(manifest)
+    (bundle / "manifest.json").write_text(json.dumps(manifest, indent=2))
+
+
+@pytest.mark.parametrize("field, value", [("fusion", "xgboost"), ("head", "fold 0"), ("created", "2020-01-01"),
+                                          ("versions", {"fusionkit": "0.0"}), ("content_hash", "0" * 64)])
+def test_a_manifest_edited_after_export_is_refused(bundle, field, value):
+    _write_manifest(bundle, lambda m: m.__setitem__(field, value))
+    with pytest.raises(BundleError, match=r"manifest\.json: edited after export \(its content hash does"):
+        fusionkit.load(bundle)
+    r = CliRunner().invoke(main, ["predict", str(bundle), "--show"])
+    assert r.exit_code != 0 and "manifest.json: edited after export" in _one_error_line(r)
+
+
+def test_a_bundle_of_the_earlier_manifest_format_loads_and_is_checked_by_its_rule(bundle):
+    """Format 1 (earlier releases) hashed the ``files`` mapping only; such bundles still load."""
+    import hashlib
+
+    def earlier(m):
+        m["format"] = 1
+        m["content_hash"] = hashlib.sha256(json.dumps(m["files"], sort_keys=True).encode()).hexdigest()
+
+    _write_manifest(bundle, earlier)
+    assert fusionkit.load(bundle).classes == ["high", "low"]
+    _write_manifest(bundle, lambda m: m.__setitem__("content_hash", "0" * 64))
+    with pytest.raises(BundleError, match="edited after export"):
+        fusionkit.load(bundle)
+    _write_manifest(bundle, lambda m: m.__setitem__("format", 3))
+    with pytest.raises(BundleError, match=r"manifest\.json: format 3 is not one this fusionkit reads"):
+        fusionkit.load(bundle)
 
 
 def test_export_refuses_a_non_empty_folder_that_is_not_a_bundle(made, tmp_path):

@@ -2,8 +2,9 @@
 
 A bundle is a folder: ``recipe.yaml`` (resolved), ``encoders.json`` (plugin, options, identity),
 ``head/`` (the fusion head in its own pickle-free format), ``labels.json``, ``models/`` (the local model
-folders the recipe names, copied and named relative to the bundle) and ``manifest.json`` (versions and a
-content hash of every file). Loading needs nothing else: not the corpus, the run folder or the dataset plugin.
+folders the recipe names, copied and named relative to the bundle) and ``manifest.json`` (versions, a digest
+of every file, and ``content_hash``: SHA-256 of the whole manifest but that field, checked at every load).
+Loading needs nothing else: not the corpus, the run folder or the dataset plugin.
 A bundle of a run with ``normalize: corpus | speaker`` also holds ``normalization.safetensors``: the training corpus
 statistics per encoder (a fallback, used only when asked); predictions normalise with statistics of enrolment audio.
 """

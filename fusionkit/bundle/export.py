@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 from datetime import datetime, timezone
@@ -20,6 +19,7 @@ from fusionkit.bundle.files import (
     _names,
     _versions,
     _walk,
+    content_hash,
     read_manifest,
     write_training_stats,
 )
@@ -120,7 +120,7 @@ def _write_bundle(run_dir: Path, bundle_dir: Path, recipe, metrics: dict, fold: 
         "versions": _versions(),
         "files": _file_hashes(bundle_dir),
     }
-    manifest["content_hash"] = hashlib.sha256(json.dumps(manifest["files"], sort_keys=True).encode()).hexdigest()
+    manifest["content_hash"] = content_hash(manifest)
     (bundle_dir / "manifest.json").write_text(json.dumps(manifest, indent=2))
     return bundle_dir
 

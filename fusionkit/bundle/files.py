@@ -12,7 +12,10 @@ from pathlib import Path
 
 import numpy as np
 
-BUNDLE_FORMAT = 1
+BUNDLE_FORMAT = 2
+"""The manifest's format: 2 hashes the whole manifest (:func:`content_hash`); 1, written by earlier releases,
+hashed its ``files`` mapping only. Both load."""
+MANIFEST_FORMATS = (1, 2)
 NORMALIZATION_FILE = "normalization.safetensors"
 
 
@@ -37,6 +40,15 @@ def _versions() -> dict:
 def _file_hashes(root: Path) -> dict[str, str]:
     """SHA-256 of every file of the bundle but its ``manifest.json``, by path relative to it."""
     return {rel: hashlib.sha256((root / rel).read_bytes()).hexdigest() for rel in _walk(root).files}
+
+
+def content_hash(manifest: dict) -> str:
+    """A manifest's content hash: SHA-256 of its canonical JSON (sorted keys, no spaces) without the
+    ``content_hash`` field; for a format-1 manifest (earlier releases), of its ``files`` mapping only."""
+    if manifest.get("format") == 1:
+        return hashlib.sha256(json.dumps(manifest["files"], sort_keys=True).encode()).hexdigest()
+    body = {k: v for k, v in manifest.items() if k != "content_hash"}
+    return hashlib.sha256(json.dumps(body, sort_keys=True, separators=(",", ":")).encode()).hexdigest()
 
 
 
@@ -144,9 +156,23 @@ def _read_json(root: Path, name: str):
         raise BundleError(f"{root / name}: not valid JSON (line {exc.lineno}: {exc.msg})") from None
 
 
+def check_manifest(root: Path, manifest: dict) -> None:
+    """Refuse a manifest of a format this release does not read, and one edited after export (its content hash
+    does not match). This gives integrity, not authenticity: anyone can write a new manifest with a new hash."""
+    path = root / "manifest.json"
+    fmt = manifest.get("format")
+    if type(fmt) is not int or fmt not in MANIFEST_FORMATS:
+        raise BundleError(f"{path}: format {fmt!r} is not one this fusionkit reads "
+                          f"({', '.join(map(str, MANIFEST_FORMATS))}; a newer release may have written it)")
+    if manifest.get("content_hash") != content_hash(manifest):
+        raise BundleError(f"{path}: edited after export (its content hash does not match)")
+
+
 def check_files(root: Path, manifest: dict, verify: bool = True) -> None:
-    """Refuse symlinks and other non-regular files in the bundle, files its manifest lists that are missing,
-    files it does not list, and (``verify``) files whose content changed since export."""
+    """Refuse a manifest edited after export (:func:`check_manifest`, always: it is cheap), symlinks and other
+    non-regular files in the bundle, files its manifest lists that are missing, files it does not list, and
+    (``verify``) files whose content changed since export."""
+    check_manifest(root, manifest)
     tree = _walk(root)
     if tree.links:
         raise BundleError(f"{root}: symlinks are not allowed in a bundle: {_names(tree.links)}")

@@ -3,7 +3,6 @@ its manifest (so the bundle's checks cover them)."""
 
 from __future__ import annotations
 
-import hashlib
 import json
 from pathlib import Path
 
@@ -70,10 +69,11 @@ def _remove_listed(root: Path) -> None:
 
 
 def _relist(root: Path) -> None:
-    """Rewrite the manifest's file list, content hash and versions to cover the ONNX files."""
+    """Rewrite the manifest's file list, content hash and versions to cover the ONNX files (a format-1 manifest
+    becomes the current format, its hash covering the whole manifest)."""
     from importlib import metadata
 
-    from fusionkit.bundle.files import _file_hashes, read_manifest
+    from fusionkit.bundle.files import BUNDLE_FORMAT, _file_hashes, content_hash, read_manifest
     from fusionkit.fileio import atomic_write_text
 
     manifest = read_manifest(root)
@@ -82,7 +82,8 @@ def _relist(root: Path) -> None:
             manifest.setdefault("versions", {})[dist] = metadata.version(dist)
         except metadata.PackageNotFoundError:
             pass
+    manifest["format"] = BUNDLE_FORMAT
     manifest["onnx"] = ONNX_INDEX
     manifest["files"] = _file_hashes(root)
-    manifest["content_hash"] = hashlib.sha256(json.dumps(manifest["files"], sort_keys=True).encode()).hexdigest()
+    manifest["content_hash"] = content_hash(manifest)
     atomic_write_text(root / "manifest.json", json.dumps(manifest, indent=2))
