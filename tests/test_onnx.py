@@ -157,6 +157,18 @@ def test_tampered_graph_is_refused(onnx_bundle, tmp_path):
     assert r.exit_code == 2 and "changed since export" in r.output and "head-linear.onnx" in r.output
 
 
+def test_exporting_the_graphs_again_writes_the_same_files(onnx_bundle, tmp_path):
+    import shutil
+
+    from fusionkit.onnx.export import export_onnx
+
+    copy = tmp_path / "bundle"
+    shutil.copytree(onnx_bundle, copy)
+    export_onnx(copy)
+    before, after = (json.loads((b / "manifest.json").read_text()) for b in (onnx_bundle, copy))
+    assert after["files"] == before["files"] and after["content_hash"] == before["content_hash"]
+
+
 def test_runtime_onnx_without_graphs_is_one_line(tmp_path):
     from fusionkit.bundle import BundleError
     from fusionkit.onnx.runtime import onnx_index

@@ -81,7 +81,7 @@ def _write_bundle(run_dir: Path, bundle_dir: Path, recipe, metrics: dict, fold: 
     head_dir = bundle_dir / "head"
     raw_prep = prepare(recipe) if fold == "all" or recipe.normalize != "none" else None
     if recipe.normalize != "none":
-        write_training_stats(bundle_dir / NORMALIZATION_FILE, recipe.normalize, raw_prep)
+        write_training_stats(bundle_dir / NORMALIZATION_FILE, raw_prep)
     if fold == "all":
         prep = normalize(recipe, raw_prep)
         n = prep.n_train if prep.n_train is not None else len(prep.clips)

@@ -53,9 +53,12 @@ def content_hash(manifest: dict) -> str:
 
 
 
-def write_training_stats(path: Path, kind: str, prep) -> None:
+def write_training_stats(path: Path, prep) -> None:
     """The training corpus's statistics per encoder (raw features of every training clip) as safetensors:
-    ``<encoder>/mean`` and ``<encoder>/std``, with the normalisation kind and the clip count as metadata."""
+    ``<encoder>/mean`` and ``<encoder>/std``, with the clip count as metadata (``clips``).
+
+    One metadata key only: safetensors writes its metadata in a random order (a Rust HashMap), so two keys made
+    two exports of one run differ. The normalisation kind is in the manifest (``normalize.kind``) and the recipe."""
     from safetensors.numpy import save_file
 
     from fusionkit.pipeline.data import corpus_stats
@@ -63,7 +66,7 @@ def write_training_stats(path: Path, kind: str, prep) -> None:
     stats = corpus_stats(prep.features, prep.train_clips)
     arrays = {f"{name}/{part}": np.ascontiguousarray(getattr(s, part), dtype=np.float64)
               for name, s in stats.items() for part in ("mean", "std")}
-    save_file(arrays, str(path), metadata={"kind": kind, "clips": str(len(prep.train_clips))})
+    save_file(arrays, str(path), metadata={"clips": str(len(prep.train_clips))})
 
 
 
