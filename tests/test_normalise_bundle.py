@@ -304,6 +304,17 @@ def test_training_statistics_are_a_fallback_only_when_asked(world, tmp_path):
 # ---------------------------------------------------------------- the command line
 
 
+def test_a_normaliser_prints_short():
+    from fusionkit.bundle import Normaliser
+    from fusionkit.pipeline.data import GroupStats
+
+    stats = {"whisper": GroupStats(np.full(512, 0.123456789), np.full(512, 1.5)),
+             "lld": GroupStats(np.zeros(3), np.ones(3))}
+    text = repr(Normaliser("corpus", stats, 48, "training corpus", {"a.wav": "silent"}))
+    assert text == ("Normaliser(kind='corpus', clips=48, source='training corpus', widths={'whisper': 512, 'lld': 3}, "
+                    "skipped=1)")
+
+
 def test_predict_with_enrol_folder_and_enrol_self_grouped(world, tmp_path):
     from fusionkit.bundle import Bundle
 

@@ -76,6 +76,12 @@ class Normaliser:
     source: str
     skipped: dict[str, str] = dataclass_field(default_factory=dict)  # enrolment input -> why it could not be used
 
+    def __repr__(self) -> str:
+        """Kind, clip count, source and each encoder's width; not the statistics themselves (hundreds of floats)."""
+        widths = {name: int(np.size(s.mean)) for name, s in self.stats.items()}
+        skipped = f", skipped={len(self.skipped)}" if self.skipped else ""
+        return f"Normaliser(kind={self.kind!r}, clips={self.clips}, source={self.source!r}, widths={widths}{skipped})"
+
     def apply(self, name: str, rows) -> np.ndarray:
         """Encoder ``name``'s features of some clips, stacked and z-scored (float32)."""
         from fusionkit.pipeline.data import apply_stats
