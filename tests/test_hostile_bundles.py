@@ -368,6 +368,20 @@ def test_bad_export_fold_is_one_line_exit_2(made, tmp_path, fold):
 # ------------------------------------------------------------------ item 19: Python API
 
 
+@pytest.mark.parametrize("present, missing", [((), "no recipe.yaml, no metrics.json"),
+                                              (("metrics.json",), "no recipe.yaml;")])
+def test_export_of_a_folder_that_is_not_a_run_says_so(made, tmp_path, present, missing):
+    folder = tmp_path / "not-a-run"
+    folder.mkdir()
+    for name in present:
+        shutil.copy(made / "run" / name, folder / name)
+    r = CliRunner().invoke(main, ["export", str(folder), str(tmp_path / "b")])
+    assert r.exit_code == 2, r.output
+    line = _one_error_line(r)
+    assert f"{folder}: cannot export: not a run folder ({missing}" in line and "built-in recipe" not in line
+    assert not (tmp_path / "b").exists()
+
+
 def test_integer_arrays_are_scaled_like_the_file(made):
     model = fusionkit.load(made / "bundle")
     x, sr = sf.read(str(made / "new.wav"), dtype="float32")

@@ -38,6 +38,7 @@ def export(run_dir: Path, bundle_dir: Path, fold: str = "all") -> Path:
     """
     from fusionkit.recipe import load_recipe
 
+    _check_run_folder(run_dir)
     recipe = load_recipe(run_dir / "recipe.yaml")
     metrics = _run_metrics(run_dir / "metrics.json")
     chosen = None if fold == "all" else pick_fold(metrics, fold, recipe.task.kind == "regression")
@@ -144,6 +145,15 @@ def _loads_back(recipe, directory: Path, source: str) -> None:
             load_head(cls, directory, options, recipe.run_seeds()[0])
     except Exception as exc:  # noqa: BLE001 - whatever the head's own loader raises, in one line
         raise ExportError(f"the head ({source}) does not load back: {' '.join(str(exc).split())}") from None
+
+
+def _check_run_folder(run_dir: Path) -> None:
+    """:class:`ExportError` unless ``run_dir`` holds a run's ``recipe.yaml`` (a missing metrics.json alone is a run
+    that did not finish, said by :func:`_run_metrics`). The message leaves the folder to the caller, who names it."""
+    if not (run_dir / "recipe.yaml").is_file():
+        missing = [name for name in ("recipe.yaml", "metrics.json") if not (run_dir / name).is_file()]
+        raise ExportError(f"not a run folder (no {', no '.join(missing)}; a finished `fusionkit run` writes "
+                          "recipe.yaml and metrics.json)")
 
 
 def _run_metrics(path: Path) -> dict:
