@@ -169,6 +169,26 @@ def test_exporting_the_graphs_again_writes_the_same_files(onnx_bundle, tmp_path)
     assert after["files"] == before["files"] and after["content_hash"] == before["content_hash"]
 
 
+def test_the_export_shows_no_tracer_warning(onnx_bundle, tmp_path):
+    """Tracing warns that transformers' Python tests on tensors become constants; expected, so not shown to users.
+    The filter ends with the export."""
+    import shutil
+    import warnings
+
+    import torch
+
+    from fusionkit.onnx.export import export_onnx
+
+    copy = tmp_path / "bundle"
+    shutil.copytree(onnx_bundle, copy)
+    with warnings.catch_warnings(record=True) as seen:
+        warnings.simplefilter("always")
+        export_onnx(copy)
+        warnings.warn("still shown", UserWarning, stacklevel=1)
+    assert not [w for w in seen if issubclass(w.category, torch.jit.TracerWarning)]
+    assert [str(w.message) for w in seen if w.category is UserWarning] == ["still shown"]
+
+
 def test_runtime_onnx_without_graphs_is_one_line(tmp_path):
     from fusionkit.bundle import BundleError
     from fusionkit.onnx.runtime import onnx_index
