@@ -219,6 +219,23 @@ def test_the_cli_names_the_files_a_regression_run_wrote(corpora, tmp_path):
     assert f"outputs in {out}/ (metrics.json, predictions.csv, report.md, report.html, scatter.png)" in result.output
 
 
+def test_a_test_clip_with_a_training_clips_audio_is_warned_about(corpora, tmp_path, caplog):
+    """The same file listed under two ids, one per side of a fold: counted per fold and in the protocol."""
+    import shutil
+
+    src = corpora[0].parent
+    folder = tmp_path / "copy"
+    shutil.copytree(src, folder)
+    shutil.copy(folder / "a1_ang_0.wav", folder / "copy.wav")
+    with open(folder / "manifest.csv", "a", newline="") as fh:
+        csv.writer(fh).writerow(["copy.wav", "ang", "a4", "4.0", "a4"])  # speaker a1's audio, as a4's
+    r = recipe(corpora, data={"dataset": "manifest", "root": str(folder / "manifest.csv")},
+               split={"kind": "speaker-kfold", "folds": 2})
+    m = run(r, tmp_path / "out")
+    assert [f["same_audio_as_training"] for f in m["folds"]] == [1, 1] and m["protocol"]["same_audio_as_training"] == 2
+    assert "1 test clip(s) have the same audio as a training clip" in caplog.text
+
+
 def test_head_must_match_the_task(corpora, tmp_path):
     a = corpora[0]
     bad = tmp_path / "r.yaml"

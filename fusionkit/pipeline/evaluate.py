@@ -189,6 +189,7 @@ def protocol(recipe: Recipe, prep: Prepared, fold_rows: list[dict]) -> dict:
         "n_speakers": len({c.speaker for c in prep.clips}),
         "speaker_independent": overlap == 0,
         "speaker_overlap": overlap,
+        "same_audio_as_training": sum(f.get("same_audio_as_training", 0) for f in fold_rows),
         "metrics": DEFINITIONS if classification else REGRESSION_DEFINITIONS,
         "encoders": [e.model_dump(mode="json") for e in recipe.encoders],
         "fusion": recipe.fusion.model_dump(mode="json"),

@@ -160,12 +160,13 @@ def fit_folds(recipe: Recipe, prep: Prepared, run_dir: Path) -> Fitted:
         if len(fold.test) == 0 or len(fold.train) == 0:
             log.warning("fold %d has an empty side; skipped", fold.index)
             continue
-        thin = {} if regression else warn_thin(fold, labels, outputs, fold_tag(seed, fold.index, seeds))
-        planned.append((seed, fold, thin))
+        tag = fold_tag(seed, fold.index, seeds)
+        thin = {} if regression else warn_thin(fold, labels, outputs, tag)
+        planned.append((seed, fold, thin, warn_same_audio(fold, prep, tag)))
     if not planned:
         raise ValueError("no fold could be evaluated")
-    dirs = [run_dir / "models" / fold_tag(seed, fold.index, seeds) for seed, fold, _ in planned]
-    keys = fold_keys(recipe, prep, [(seed, fold) for seed, fold, _ in planned])
+    dirs = [run_dir / "models" / fold_tag(seed, fold.index, seeds) for seed, fold, _, _ in planned]
+    keys = fold_keys(recipe, prep, [(seed, fold) for seed, fold, _, _ in planned])
     reused = {i: done for i, (d, key) in enumerate(zip(dirs, keys)) if (done := finished_fold(d, key)) is not None}
     if reused:
         log.info("%d of %d folds reused from an earlier run in %s (same recipe, clips and "
@@ -177,7 +178,7 @@ def fit_folds(recipe: Recipe, prep: Prepared, run_dir: Path) -> Fitted:
 
     def jobs():
         for i in todo:
-            seed, fold, _ = planned[i]
+            seed, fold, _, _ = planned[i]
             X, rows = training_side(prep, fold.train)
             yield FoldJob(recipe.fusion.plugin, recipe.fusion.options, seed, X, y[rows], outputs, speakers[rows],
                           fold_inputs(prep, fold.test), dirs[i], regression, keys[i])
@@ -186,14 +187,15 @@ def fit_folds(recipe: Recipe, prep: Prepared, run_dir: Path) -> Fitted:
     parts: list[tuple[int, Fold, np.ndarray, np.ndarray | None]] = []
     fit_seconds = 0.0
     results = iter(_run_jobs(jobs(), workers, sources))
-    for i, (seed, fold, thin) in enumerate(bar(planned, unit="fold", desc=f"fitting {recipe.fusion.plugin}")):
+    for i, (seed, fold, thin, same) in enumerate(bar(planned, unit="fold", desc=f"fitting {recipe.fusion.plugin}")):
         done = reused[i] if i in reused else next(results)
         fit_seconds += done.fit_seconds
         if regression:
             scores = regression_metrics(y[fold.test], done.predicted, outputs)
         else:
             scores = classification_metrics(y[fold.test], done.predicted, len(outputs))
-        fold_rows.append({**_fold_base(seed, fold, speakers), "thin_train_classes": thin, **scores,
+        fold_rows.append({**_fold_base(seed, fold, speakers), "same_audio_as_training": same,
+                          "thin_train_classes": thin, **scores,
                           **({"selection": done.chosen} if done.chosen else {})})
         parts.append((seed, fold, done.predicted, done.proba))
     return Fitted(fold_rows, _predictions(recipe.task.kind, outputs, prep, y, parts), fit_seconds, workers,
@@ -418,6 +420,23 @@ def warn_thin(fold: Fold, labels: np.ndarray, classes: list[str], tag: str) -> d
         log.warning("%s: the training side has fewer than %d clips of %s; the head can hardly learn %s",
                     tag, MIN_TRAIN_CLIPS, listed, "them" if len(thin) > 1 else "it")
     return thin
+
+
+def warn_same_audio(fold: Fold, prep: Prepared, tag: str) -> int:
+    """How many test clips have the very audio of a training clip (the same file content under another name: a
+    copy scored as if unseen), warned about in one line naming the first pair."""
+    if not prep.digests:
+        return 0
+    trained = {}
+    for i in fold.train:
+        digest = prep.digests.get(prep.clips[i].id)
+        if digest is not None:
+            trained.setdefault(digest, prep.clips[i].id)
+    same = [(prep.clips[i].id, trained[d]) for i in fold.test if (d := prep.digests.get(prep.clips[i].id)) in trained]
+    if same:
+        log.warning("%s: %d test clip(s) have the same audio as a training clip (e.g. %s = %s): their scores are "
+                    "not those of unseen audio; remove the copies from the corpus", tag, len(same), *same[0])
+    return len(same)
 
 
 def _fold_base(seed: int, fold: Fold, speakers: np.ndarray) -> dict:
