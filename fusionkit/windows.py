@@ -34,14 +34,15 @@ def window_problem(window: float | None, hop: float | None, smooth: int, prefix:
 
 
 def window_starts(total: float, window: float, hop: float) -> list[tuple[float, float]]:
-    """Full windows every ``hop`` seconds, plus a last shorter one if at least half a window remains."""
+    """(start, end) of windows covering ``total`` seconds: one every ``hop`` seconds, each ``window`` long, and,
+    where those stop short of the end, a last full window that ends at the end (starting ``total - window``, so it
+    overlaps the one before). A recording shorter than the window is one window of its own length."""
     if total <= window:
         return [(0.0, total)] if total > 0 else []
     n = int(math.floor((total - window) / hop + 1e-9)) + 1
     spans = [(i * hop, i * hop + window) for i in range(n)]
-    tail_start = n * hop
-    if total - tail_start >= window / 2 and spans[-1][1] < total:
-        spans.append((tail_start, total))
+    if total - spans[-1][1] > 1e-6:
+        spans.append((total - window, total))
     return spans
 
 

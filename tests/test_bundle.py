@@ -253,7 +253,28 @@ def test_signal_warning_levels():
 
 
 def test_window_arithmetic():
-    assert window_starts(10.0, 4.0, 4.0) == [(0.0, 4.0), (4.0, 8.0), (8.0, 10.0)]
-    assert window_starts(9.0, 4.0, 4.0) == [(0.0, 4.0), (4.0, 8.0)]
+    assert window_starts(10.0, 4.0, 4.0) == [(0.0, 4.0), (4.0, 8.0), (6.0, 10.0)]
+    assert window_starts(9.0, 4.0, 4.0) == [(0.0, 4.0), (4.0, 8.0), (5.0, 9.0)]
+    assert window_starts(8.0, 4.0, 4.0) == [(0.0, 4.0), (4.0, 8.0)]
     assert window_starts(3.0, 4.0, 2.0) == [(0.0, 3.0)]
     assert len(window_starts(600.0, 4.0, 2.0)) == 299
+    for total, window, hop in ((16.82, 5.0, 5.0), (7.3, 2.0, 0.7), (4.01, 4.0, 1.0), (33.3, 1.5, 2.5)):
+        spans = window_starts(total, window, hop)
+        assert spans[-1][1] == pytest.approx(total) and all(e - s == pytest.approx(window) for s, e in spans)
+        if hop <= window:  # windows that touch or overlap leave no gap
+            assert all(b[0] <= a[1] + 1e-9 for a, b in zip(spans, spans[1:]))
+
+
+def test_timeline_covers_the_end_of_the_recording(trained, tmp_path):
+    """A recording that is not a whole number of windows long: its last window ends at the end (a full window,
+    overlapping the one before), in the CLI and the Python API alike."""
+    paths = sorted(_clip_paths(trained / "run").values())[:6]
+    long = tmp_path / "odd-length.wav"
+    _long_recording(long, paths, 4.82)
+    duration = sf.info(str(long)).duration
+    r = CliRunner().invoke(main, ["predict", str(trained / "all"), str(long), "--window", "2", "--format", "csv"])
+    assert r.exit_code == 0, r.output
+    spans = [(float(row["start"]), float(row["end"])) for row in csv.DictReader(r.stdout.splitlines())]
+    assert spans == [(0.0, 2.0), (2.0, 4.0), (round(duration - 2.0, 3), round(duration, 3))]
+    segments = fusionkit.load(trained / "all").predict(long, window=2.0)
+    assert [(s.start, s.end) for s in segments] == spans

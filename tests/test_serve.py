@@ -118,6 +118,15 @@ def test_flac_upload_and_timeline(served):
     assert all(s["label"] in s["probabilities"] for s in timeline)
 
 
+def test_timeline_covers_the_end_of_the_upload(served):
+    """2.3 s in 1 s windows: the last window is 1.3-2.3 s (a full window ending at the end), as predict gives."""
+    client, _, _ = served
+    r = client.post("/predict", params={"window": 1.0}, content=_wav(2.3, seed=3),
+                    headers={"content-type": "audio/wav"})
+    assert r.status_code == 200, r.text
+    assert [(s["start"], s["end"]) for s in r.json()["timeline"]] == [(0.0, 1.0), (1.0, 2.0), (1.3, 2.3)]
+
+
 @pytest.mark.parametrize("kwargs, status, words", [
     (dict(content=b"", headers={"content-type": "audio/wav"}), 400, "empty upload"),
     (dict(content=b"hello, this is not audio at all" * 10, headers={"content-type": "application/octet-stream"}),

@@ -102,4 +102,6 @@ def test_asr_text_only_recipe_writes_and_reuses_transcripts(tmp_path, monkeypatc
                                      "--window", "3", "--format", "csv"])
     assert done.exit_code == 0, done.output
     rows = list(csv.DictReader(done.stdout.splitlines()))
-    assert [r["text"] for r in rows] == ["about 3.0 seconds", "about 3.0 seconds", "about 2.0 seconds"]
+    # 8 s in 3 s windows: the last window is a full one ending at the end (5-8 s)
+    assert [(r["start"], r["end"]) for r in rows] == [("0.0", "3.0"), ("3.0", "6.0"), ("5.0", "8.0")]
+    assert [r["text"] for r in rows] == ["about 3.0 seconds"] * 3
