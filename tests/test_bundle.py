@@ -200,6 +200,28 @@ def test_predict_cli_labels_good_files_and_names_broken_ones(trained, tmp_path):
         assert len(lines) == 1, (name, r.stderr)
 
 
+def test_predict_folder_passes_over_hidden_files_and_folders(trained, tmp_path):
+    """macOS ._ files, .DS_Store and hidden folders are listed as passed over, not read; a hidden file named on
+    the command line is still read."""
+    good = sorted(_clip_paths(trained / "run").values())[:2]
+    folder = tmp_path / "mac"
+    (folder / ".Trashes").mkdir(parents=True)
+    for p in good:
+        (folder / p.name).write_bytes(p.read_bytes())
+        (folder / f"._{p.name}").write_bytes(b"\x00\x05\x16\x07" + b"\x00" * 80)  # AppleDouble metadata
+    (folder / ".DS_Store").write_bytes(b"\x00" * 64)
+    (folder / ".Trashes" / good[0].name).write_bytes(good[0].read_bytes())
+    explicit = tmp_path / ".named.wav"
+    explicit.write_bytes(good[0].read_bytes())
+    r = CliRunner().invoke(main, ["predict", str(trained / "all"), str(folder), str(explicit), "--format", "json"])
+    assert r.exit_code == 0, r.output
+    assert sorted(Path(x["file"]).name for x in json.loads(r.stdout)) == sorted([p.name for p in good] + [".named.wav"])
+    skipped = [ln for ln in r.stderr.splitlines() if ln.startswith("skipped: ")]
+    assert len(skipped) == 4 and all("hidden" in ln for ln in skipped), r.stderr
+    assert "._" + good[0].name in r.stderr and ".Trashes" in r.stderr and ".DS_Store" in r.stderr
+    assert "4 entries passed over" in r.stderr
+
+
 def test_silent_and_very_short_files_are_labelled_with_a_warning(trained, tmp_path):
     """A label for silence or a few milliseconds means little: each such file says so (table, CSV, JSON, stderr,
     a count), the others carry no warning, and the command still succeeds."""

@@ -79,20 +79,30 @@ def _expand(paths) -> tuple[list[Path], list[tuple[Path, str]], list[tuple[Path,
     return files, broken, passed
 
 
+HIDDEN_FILE = "hidden (its name starts with '.', e.g. a macOS ._ file)"
+HIDDEN_FOLDER = "hidden folder (its name starts with '.'; not searched)"
+
+
 def _scan_folder(folder: Path) -> tuple[list[Path], list[tuple[Path, str]], list[tuple[Path, str]]]:
     """Audio files under ``folder`` (symlinks to files followed, to folders not); unreadable or dangling ones;
-    and what is not audio by its name."""
+    and what is passed over: hidden files and folders (names starting with '.', as the dataset readers skip
+    them) and what is not audio by its name."""
     from fusionkit.windows import AUDIO_SUFFIXES
 
     files, broken, passed = [], [], []
     for here, dirs, names in os.walk(folder):
         for name in sorted(dirs):
-            if (Path(here) / name).is_symlink():
+            if name.startswith("."):
+                passed.append((Path(here) / name, HIDDEN_FOLDER))
+            elif (Path(here) / name).is_symlink():
                 passed.append((Path(here) / name, "a symlink to a folder (not followed)"))
+        dirs[:] = [name for name in dirs if not name.startswith(".")]
         for name in sorted(names):
             q = Path(here) / name
             audio = q.suffix.lower() in AUDIO_SUFFIXES
-            if q.is_symlink() and not q.exists():
+            if name.startswith("."):
+                passed.append((q, HIDDEN_FILE))
+            elif q.is_symlink() and not q.exists():
                 reason = f"dangling symlink (to {os.readlink(q)}, which does not exist)"
                 (broken if audio else passed).append((q, reason))
             elif not q.is_file():
@@ -184,7 +194,8 @@ def predict_command(bundle: Path, audio, window, hop, vad, smooth, fmt, show, tr
     elif fmt == "csv":
         click.echo(as_csv(results, model), nl=False)
     if passed:
-        click.echo(f"{len(passed)} entr{'y' if len(passed) == 1 else 'ies'} passed over (not audio by name)", err=True)
+        many = "y" if len(passed) == 1 else "ies"
+        click.echo(f"{len(passed)} entr{many} passed over (each listed above with the reason)", err=True)
     if flagged:
         click.echo(f"{flagged} file(s) labelled with a warning (silent or very short audio)", err=True)
     if failed:
