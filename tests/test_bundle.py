@@ -222,6 +222,29 @@ def test_predict_folder_passes_over_hidden_files_and_folders(trained, tmp_path):
     assert "4 entries passed over" in r.stderr
 
 
+def test_predict_fails_when_no_file_could_be_labelled(trained, tmp_path):
+    """Nothing labelled is a failure (exit 1, one line), whether nothing was audio or --vad found no speech; a file
+    without speech among others is a warning naming it."""
+    notes = tmp_path / "notes"
+    notes.mkdir()
+    (notes / "readme.txt").write_text("not audio")
+    r = CliRunner().invoke(main, ["predict", str(trained / "all"), str(notes)])
+    assert r.exit_code == 1 and "1 entry passed over" in r.stderr
+    assert r.stderr.splitlines()[-1] == "error: no file could be labelled"
+    pytest.importorskip("silero_vad")
+    silent = tmp_path / "silent.wav"
+    sf.write(str(silent), np.zeros(32000, dtype=np.float32), 16000)
+    r = CliRunner().invoke(main, ["predict", str(trained / "all"), str(silent), "--vad"])
+    assert r.exit_code == 1
+    assert f"warning: {silent}: no speech found (--vad); not labelled" in r.stderr.splitlines()
+    assert r.stderr.splitlines()[-1] == "error: no file could be labelled" and "0 windows" not in r.stdout
+    good = sorted(_clip_paths(trained / "run").values())[0]
+    r = CliRunner().invoke(main, ["predict", str(trained / "all"), str(silent), str(good), "--vad", "--format", "json"])
+    assert r.exit_code == 0, r.output
+    assert [Path(x["file"]) for x in json.loads(r.stdout)] == [good]
+    assert "1 file(s) not labelled: no speech found (--vad)" in r.stderr
+
+
 def test_silent_and_very_short_files_are_labelled_with_a_warning(trained, tmp_path):
     """A label for silence or a few milliseconds means little: each such file says so (table, CSV, JSON, stderr,
     a count), the others carry no warning, and the command still succeeds."""

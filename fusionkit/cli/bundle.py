@@ -172,7 +172,7 @@ def predict_command(bundle: Path, audio, window, hop, vad, smooth, fmt, show, tr
     for path, reason in broken:
         click.echo(f"error: {path}: {reason}", err=True)
     norms, enrol_failed = _plan_normalisers(model, files, enrol, enrol_self, group_re, enrol_training)
-    results, failed, flagged = [], len(broken) + enrol_failed, 0
+    results, failed, flagged, empty = [], len(broken) + enrol_failed, 0, 0
     for path in files:
         if path not in norms:
             continue  # its enrolment group could not be used: already counted and reported
@@ -181,6 +181,10 @@ def predict_command(bundle: Path, audio, window, hop, vad, smooth, fmt, show, tr
         except (AudioError, ValueError, OSError) as exc:
             click.echo(f"error: {path}: {exc}", err=True)
             failed += 1
+            continue
+        if isinstance(r, list) and not r:
+            click.echo(f"warning: {path}: {_no_windows(vad)}; not labelled", err=True)
+            empty += 1
             continue
         results.append((path, r))
         if isinstance(r, dict) and r.get("warning"):
@@ -193,13 +197,28 @@ def predict_command(bundle: Path, audio, window, hop, vad, smooth, fmt, show, tr
         click.echo(json.dumps([as_json(p, r) for p, r in results], indent=2))
     elif fmt == "csv":
         click.echo(as_csv(results, model), nl=False)
+    _finish(len(results), len(passed), flagged, empty, failed, vad)
+
+
+def _no_windows(vad: bool) -> str:
+    """Why a timeline came back empty."""
+    return "no speech found (--vad)" if vad else "no window could be labelled"
+
+
+def _finish(labelled: int, passed: int, flagged: int, empty: int, failed: int, vad: bool) -> None:
+    """The counts on stderr; exit 1 when a file could not be labelled or none was."""
     if passed:
-        many = "y" if len(passed) == 1 else "ies"
-        click.echo(f"{len(passed)} entr{many} passed over (each listed above with the reason)", err=True)
+        many = "y" if passed == 1 else "ies"
+        click.echo(f"{passed} entr{many} passed over (each listed above with the reason)", err=True)
     if flagged:
         click.echo(f"{flagged} file(s) labelled with a warning (silent or very short audio)", err=True)
+    if empty:
+        click.echo(f"{empty} file(s) not labelled: {_no_windows(vad)}", err=True)
     if failed:
         click.echo(f"{failed} file(s) could not be labelled", err=True)
+    if not labelled:
+        click.echo("error: no file could be labelled", err=True)
+    if failed or not labelled:
         sys.exit(1)
 
 
