@@ -33,6 +33,15 @@ def window_problem(window: float | None, hop: float | None, smooth: int, prefix:
     return None
 
 
+def timeline_only_problem(given: dict[str, object], timeline: bool, needs: str) -> str | None:
+    """Why options that only shape a timeline (``given``: name -> value, those passed) cannot be used when no
+    timeline is asked for (``needs``: what asks for one), or None."""
+    if timeline or not given:
+        return None
+    name, value = next(iter(given.items()))
+    return f"{name} {value}: only with {needs}; without a timeline the whole file gets one label"
+
+
 def window_starts(total: float, window: float, hop: float) -> list[tuple[float, float]]:
     """(start, end) of windows covering ``total`` seconds: one every ``hop`` seconds, each ``window`` long, and,
     where those stop short of the end, a last full window that ends at the end (starting ``total - window``, so it

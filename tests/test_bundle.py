@@ -245,6 +245,17 @@ def test_predict_fails_when_no_file_could_be_labelled(trained, tmp_path):
     assert "1 file(s) not labelled: no speech found (--vad)" in r.stderr
 
 
+@pytest.mark.parametrize("args, name", [(["--hop", "2"], "--hop 2.0"), (["--smooth", "3"], "--smooth 3"),
+                                        (["--smooth", "1"], "--smooth 1")])
+def test_timeline_options_without_a_timeline_are_refused(trained, args, name):
+    """--hop and --smooth shape a timeline: without --window (or --vad) they would be ignored, so they are refused."""
+    good = sorted(_clip_paths(trained / "run").values())[0]
+    r = CliRunner().invoke(main, ["predict", str(trained / "all"), str(good), *args])
+    assert r.exit_code == 2, r.output
+    assert r.stderr.splitlines() == [f"error: {name}: only with --window (or --vad); without a timeline the whole "
+                                     "file gets one label"]
+
+
 def test_silent_and_very_short_files_are_labelled_with_a_warning(trained, tmp_path):
     """A label for silence or a few milliseconds means little: each such file says so (table, CSV, JSON, stderr,
     a count), the others carry no warning, and the command still succeeds."""

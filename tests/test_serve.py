@@ -138,6 +138,8 @@ def test_timeline_covers_the_end_of_the_upload(served):
     (dict(content=b"\0" * 500_000, headers={"content-type": "audio/wav"}), 413, "upload too large"),
     (dict(params={"window": -1}, content=b"x", headers={"content-type": "audio/wav"}), 422, "window"),
     (dict(params={"window": "abc"}, content=b"x", headers={"content-type": "audio/wav"}), 422, "window"),
+    (dict(params={"smooth": 3}, content=b"x", headers={"content-type": "audio/wav"}), 422, "smooth 3: only with"),
+    (dict(params={"hop": 1}, content=b"x", headers={"content-type": "audio/wav"}), 422, "hop 1.0: only with window"),
 ])
 def test_bad_requests_get_a_clear_4xx_and_the_server_keeps_serving(served, kwargs, status, words):
     client, _, _ = served

@@ -150,7 +150,7 @@ def predict_command(bundle: Path, audio, window, hop, vad, smooth, fmt, show, tr
     from fusionkit.recipe import RecipeError
     from fusionkit.windows import window_problem
 
-    problem = window_problem(window, hop, smooth, prefix="--")
+    problem = window_problem(window, hop, smooth, prefix="--") or _timeline_only(window, hop, smooth, vad)
     if problem:
         _refuse(problem)
     if show:
@@ -198,6 +198,16 @@ def predict_command(bundle: Path, audio, window, hop, vad, smooth, fmt, show, tr
     elif fmt == "csv":
         click.echo(as_csv(results, model), nl=False)
     _finish(len(results), len(passed), flagged, empty, failed, vad)
+
+
+def _timeline_only(window, hop, smooth, vad: bool) -> str | None:
+    """--hop or --smooth given where no timeline is asked for (no --window nor --vad): why, or None."""
+    from fusionkit.windows import timeline_only_problem
+
+    source = click.get_current_context().get_parameter_source("smooth")
+    given = {**({"--hop": hop} if hop is not None else {}),
+             **({"--smooth": smooth} if source is not click.core.ParameterSource.DEFAULT else {})}
+    return timeline_only_problem(given, window is not None or vad, "--window (or --vad)")
 
 
 def _no_windows(vad: bool) -> str:

@@ -121,7 +121,7 @@ def create_app(bundle, info: dict | None = None, limits: Limits | None = None, m
     from fastapi.exceptions import RequestValidationError
     from starlette.exceptions import HTTPException
 
-    from fusionkit.windows import window_problem
+    from fusionkit.windows import timeline_only_problem, window_problem
 
     limits = limits or Limits()
     executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="fusionkit-bundle")
@@ -171,7 +171,8 @@ def create_app(bundle, info: dict | None = None, limits: Limits | None = None, m
                       window: float | None = Query(None, description="window length in seconds: a timeline"),
                       hop: float | None = Query(None, description="hop between windows in seconds"),
                       smooth: int = Query(1, description="average probabilities over this many windows")):
-        problem = window_problem(window, hop, smooth)
+        given = {k: v for k, v in (("hop", hop), ("smooth", smooth)) if k in request.query_params}
+        problem = window_problem(window, hop, smooth) or timeline_only_problem(given, window is not None, "window")
         if problem:
             raise UploadError(422, problem)
         data, filename = await upload_bytes(request, limits.max_bytes)
