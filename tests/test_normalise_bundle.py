@@ -207,7 +207,7 @@ def test_a_normalised_bundle_refuses_to_predict_without_enrolment(world, tmp_pat
 
 def test_silent_enrolment_files_are_passed_over_with_the_reason(world, tmp_path):
     """Digital silence would pull the statistics towards nothing a speaker says: it is skipped and listed."""
-    from fusionkit.bundle import Bundle
+    from fusionkit.bundle import Bundle, EnrolmentError
 
     bundle, _ = exported(world, tmp_path, "speaker", normalize="speaker")
     model = Bundle.load(bundle)
@@ -217,6 +217,9 @@ def test_silent_enrolment_files_are_passed_over_with_the_reason(world, tmp_path)
     norm = model.enrol([*clips, silent])
     assert norm.clips == 3
     assert norm.skipped == {str(silent): "silent (every sample is 0): would bias the statistics"}
+    with pytest.raises(EnrolmentError, match="1 usable clip") as caught:
+        model.enrol([clips[0], silent])
+    assert caught.value.skipped == norm.skipped
 
 
 def test_a_plain_bundle_refuses_enrolment_and_bad_options_are_refused(world, tmp_path):
@@ -353,19 +356,49 @@ def test_enrol_self_lists_files_the_pattern_misses_and_fails(world, tmp_path):
     assert "1 file(s) could not be labelled" in res.output
 
 
-def test_unusable_enrolment_files_are_listed_and_fail_the_command(world, tmp_path):
+def test_unusable_enrolment_files_are_passed_over_with_a_warning(world, tmp_path):
+    """Enrolment files that cannot be used (unreadable, silent) are warnings, not failures: the files are labelled
+    and the command succeeds; only too few usable enrolment files is an error."""
     bundle, _ = exported(world, tmp_path, "speaker", normalize="speaker")
     enrol = tmp_path / "enrol"
     enrol.mkdir()
     for f in wavs(world["shifted"]):
         (enrol / f.name).write_bytes(f.read_bytes())
     (enrol / "broken.wav").write_bytes(b"RIFF....not audio")
-    res = main(["predict", str(bundle), str(wavs(world["shifted"])[0]), "--enrol", str(enrol)])
-    assert res.exit_code == 1
-    assert "error: enrolment: " in res.output and "broken.wav" in res.output
-    assert "enrolment: statistics of 12 clip(s)" in res.output
-    assert "1 enrolment file(s) could not be used" in res.output
+    sf.write(str(enrol / "silent.wav"), np.zeros(SR, dtype=np.float32), SR)
+    target = str(wavs(world["shifted"])[0])
+    res = main(["predict", str(bundle), target, "--enrol", str(enrol), "--format", "json"])
+    assert res.exit_code == 0, res.output
+    warnings = [ln for ln in res.stderr.splitlines() if ln.startswith("warning: enrolment file passed over: ")]
+    assert len(warnings) == 2 and "broken.wav: not readable as audio" in warnings[0], res.stderr
+    assert warnings[1].endswith("silent.wav: silent (every sample is 0): would bias the statistics")
+    assert "enrolment: statistics of 12 clip(s)" in res.stderr
+    assert "2 enrolment files passed over (each listed above with the reason)" in res.stderr
+    assert "could not be labelled" not in res.stderr and "error:" not in res.stderr
+    assert [row["file"] for row in json.loads(res.stdout)] == [target]
+    # too few usable enrolment files: nothing can be normalised, so nothing is labelled
+    res = main(["predict", str(bundle), target, "--enrol", str(enrol / "broken.wav"), "--enrol",
+                str(enrol / "silent.wav"), "--enrol", target])
+    assert res.exit_code == 1 and res.stdout == ""
+    assert sum(ln.startswith("warning: enrolment file passed over: ") for ln in res.stderr.splitlines()) == 2
+    assert res.stderr.splitlines()[-1].startswith("error: enrolment: 1 usable clip(s) of 3; at least 2 are needed")
     empty = tmp_path / "empty"
     empty.mkdir()
-    res = main(["predict", str(bundle), str(wavs(world["shifted"])[0]), "--enrol", str(empty)])
+    res = main(["predict", str(bundle), target, "--enrol", str(empty)])
     assert res.exit_code == 2 and "no audio files to enrol" in res.output
+
+
+def test_enrol_self_lists_the_files_it_passes_over_as_enrolment(world, tmp_path):
+    """A silent file among the files being labelled is left out of their statistics (a warning naming it) and is
+    still labelled, with its own warning."""
+    bundle, _ = exported(world, tmp_path, "speaker", normalize="speaker")
+    silent = tmp_path / "silent.wav"
+    sf.write(str(silent), np.zeros(SR, dtype=np.float32), SR)
+    files = [str(f) for f in wavs(world["shifted"])[:4]]
+    res = main(["predict", str(bundle), *files, str(silent), "--enrol-self", "--format", "json"])
+    assert res.exit_code == 0, res.output
+    assert (f"warning: enrolment file passed over: {silent}: silent (every sample is 0): would bias the statistics"
+            in res.stderr.splitlines())
+    assert "enrolment: group (all files): statistics of 4 clip(s)" in res.stderr
+    assert "1 enrolment file passed over" in res.stderr
+    assert len(json.loads(res.stdout)) == 5

@@ -59,7 +59,12 @@ def _result(scores: dict[str, float], regression: bool) -> dict:
 
 class EnrolmentError(ValueError):
     """Normalisation that cannot be done as asked: a normalised bundle given no enrolment, too few usable enrolment
-    clips, or enrolment given to a bundle that does not normalise. The message is one line."""
+    clips, or enrolment given to a bundle that does not normalise. The message is one line; ``skipped`` holds the
+    enrolment inputs that were passed over, each with the reason (as ``Normaliser.skipped``)."""
+
+    def __init__(self, message: str, skipped: dict[str, str] | None = None):
+        super().__init__(message)
+        self.skipped = dict(skipped or {})
 
 
 @dataclass
@@ -265,22 +270,23 @@ class Bundle:
                 "normalise with: pass --enrol PATH (a folder or files), or --enrol-self [--group-by REGEX] to use "
                 "the files being labelled (Python: bundle.predict(x, enrol=bundle.enrol(paths)))")
 
-    def enrol(self, sources, sampling_rate: int | None = None, batch: int = 32) -> Normaliser:
+    def enrol(self, sources, sampling_rate: int | None = None, batch: int = 32, warn: bool = True) -> Normaliser:
         """A :class:`Normaliser` from unlabelled enrolment audio of one speaker or source: files or signal arrays
         (at ``sampling_rate``), featurized as :meth:`predict` featurizes, each encoder's features' mean and std.
 
-        Inputs that cannot be encoded are listed in ``Normaliser.skipped`` (and warned about); fewer than
-        ``MIN_ENROL_CLIPS`` usable ones raise :class:`EnrolmentError`."""
+        Inputs that cannot be encoded, or are silent, are passed over: listed in ``Normaliser.skipped`` with the
+        reason (and each logged as a warning unless ``warn`` is False, for a caller that lists them itself);
+        fewer than ``MIN_ENROL_CLIPS`` usable ones raise :class:`EnrolmentError` (its ``skipped`` lists them)."""
         if self.normalize == "none":
             raise EnrolmentError(f"{self.root}: this bundle was trained with normalize: none; it takes no enrolment")
         from fusionkit.pipeline.data import group_stats
 
         sources = [sources] if isinstance(sources, (str, Path)) else list(sources)
-        feats, skipped = self._enrol_features(sources, sampling_rate, batch)
+        feats, skipped = self._enrol_features(sources, sampling_rate, batch, warn)
         if len(feats) < MIN_ENROL_CLIPS:
             why = f" ({next(iter(skipped.items()))[0]}: {next(iter(skipped.values()))})" if skipped else ""
             raise EnrolmentError(f"enrolment: {len(feats)} usable clip(s) of {len(sources)}; at least "
-                                 f"{MIN_ENROL_CLIPS} are needed for a mean and a spread{why}")
+                                 f"{MIN_ENROL_CLIPS} are needed for a mean and a spread{why}", skipped)
         if len(feats) < FEW_ENROL_CLIPS:
             log.warning("enrolment: statistics of only %d clips are noisy; %d or more are better", len(feats),
                         FEW_ENROL_CLIPS)
@@ -296,9 +302,10 @@ class Bundle:
         stats, clips = self._training_stats
         return Normaliser(self.normalize, dict(stats), clips, "training corpus")
 
-    def _enrol_features(self, sources: list, sampling_rate: int | None, batch: int
+    def _enrol_features(self, sources: list, sampling_rate: int | None, batch: int, warn: bool = True
                         ) -> tuple[list[dict], dict[str, str]]:
-        """Features of every enrolment input that every encoder could take, and the others with their reason."""
+        """Features of every enrolment input that every encoder could take and that is not silent, and the others
+        with their reason (each logged as a warning when ``warn``)."""
         feats: list[dict] = []
         skipped: dict[str, str] = {}
         for start in range(0, len(sources), batch):
@@ -308,7 +315,8 @@ class Bundle:
                 if got is None or (got[2] is not None and got[2].silent):
                     reason = str(error) if got is None else f"{got[2]}: would bias the statistics"
                     skipped[label] = reason
-                    log.warning("enrolment: %s skipped: %s", label, reason)
+                    if warn:
+                        log.warning("enrolment file passed over: %s: %s", label, reason)
                 else:
                     feats.append(got[0])
         return feats, skipped

@@ -171,8 +171,8 @@ def predict_command(bundle: Path, audio, window, hop, vad, smooth, fmt, show, tr
         click.echo(f"skipped: {path}: {reason}", err=True)
     for path, reason in broken:
         click.echo(f"error: {path}: {reason}", err=True)
-    norms, enrol_failed = _plan_normalisers(model, files, enrol, enrol_self, group_re, enrol_training)
-    results, failed, flagged, empty = [], len(broken) + enrol_failed, 0, 0
+    norms, unenrolled = _plan_normalisers(model, files, enrol, enrol_self, group_re, enrol_training)
+    results, failed, flagged, empty = [], len(broken) + unenrolled, 0, 0
     for path in files:
         if path not in norms:
             continue  # its enrolment group could not be used: already counted and reported
@@ -263,45 +263,60 @@ def _check_enrolment(model, given: bool) -> None:
 
 def _plan_normalisers(model, files: list[Path], enrol, enrol_self: bool, group_re, enrol_training: bool
                       ) -> tuple[dict, int]:
-    """(file -> the Normaliser to label it with, or None for a plain bundle; failures counted). Files whose group
-    cannot be normalised are left out of the mapping, each with an error line."""
+    """(file -> the Normaliser to label it with, or None for a plain bundle; how many files will not be labelled
+    because their group could not be normalised, each with an error line). Enrolment files passed over are warning
+    lines; too few usable ones for --enrol ends the command (exit 1)."""
     if model.normalize == "none":
         return {p: None for p in files}, 0
     if enrol_training:
         click.echo("normalising with the training corpus statistics stored in the bundle", err=True)
         return dict.fromkeys(files, model.training_normaliser()), 0
     if enrol:
-        norm, failed = _enrol_paths(model, enrol)
-        return dict.fromkeys(files, norm), failed
+        return dict.fromkeys(files, _enrol_paths(model, enrol)), 0
     return _enrol_groups(model, files, group_re)
 
 
-def _enrol_paths(model, enrol) -> tuple[object, int]:
-    """The Normaliser of the --enrol files (folders expanded); its unusable files are error lines and counted."""
+def _warn_passed_over(items) -> int:
+    """A warning line for each (enrolment file, why it was passed over); how many."""
+    n = 0
+    for path, reason in items:
+        click.echo(f"warning: enrolment file passed over: {path}: {reason}", err=True)
+        n += 1
+    return n
+
+
+def _count_passed_over(n: int) -> None:
+    if n:
+        click.echo(f"{n} enrolment file{'' if n == 1 else 's'} passed over (each listed above with the reason)",
+                   err=True)
+
+
+def _enrol_paths(model, enrol):
+    """The Normaliser of the --enrol files (folders expanded). Files that cannot be used are passed over with a
+    warning line each; too few usable ones is an error (exit 1)."""
     from fusionkit.bundle import EnrolmentError
 
     files, broken, passed = _expand(enrol)
     for path, reason in passed:
         click.echo(f"skipped: enrolment: {path}: {reason}", err=True)
-    for path, reason in broken:
-        click.echo(f"error: enrolment: {path}: {reason}", err=True)
+    n = _warn_passed_over(broken)
     if not files:
         _refuse(f"--enrol {' '.join(enrol)}: no audio files to enrol")
     try:
-        norm = model.enrol(files)
+        norm = model.enrol(files, warn=False)
     except EnrolmentError as exc:
-        _fail([_one_line(exc)], 1)
-    for item, reason in norm.skipped.items():
-        click.echo(f"error: enrolment: {item}: {reason}", err=True)
+        _count_passed_over(n + _warn_passed_over(exc.skipped.items()))
+        _fail([f"{_one_line(exc)}; nothing labelled"], 1)
+    n += _warn_passed_over(norm.skipped.items())
     click.echo(f"enrolment: statistics of {norm.clips} clip(s)", err=True)
-    failed = len(broken) + len(norm.skipped)
-    if failed:
-        click.echo(f"{failed} enrolment file(s) could not be used", err=True)
-    return norm, failed
+    _count_passed_over(n)
+    return norm
 
 
 def _enrol_groups(model, files: list[Path], group_re) -> tuple[dict, int]:
-    """--enrol-self: each group of the files (all of them, or by the --group-by pattern) is its own enrolment set."""
+    """--enrol-self: each group of the files (all of them, or by the --group-by pattern) is its own enrolment set.
+    (file -> its group's Normaliser; how many files are left out because their group could not be formed or
+    enrolled, each with an error line.)"""
     from fusionkit.bundle import EnrolmentError
 
     groups: dict[str, list[Path]] = {}
@@ -315,15 +330,19 @@ def _enrol_groups(model, files: list[Path], group_re) -> tuple[dict, int]:
             continue
         groups.setdefault(found.group(1) if found else "(all files)", []).append(path)
     norms: dict[Path, object] = {}
+    n = 0
     for key, members in groups.items():
         try:
-            norm = model.enrol(members)
+            norm = model.enrol(members, warn=False)
         except EnrolmentError as exc:
+            n += _warn_passed_over(exc.skipped.items())
             click.echo(f"error: group {key} ({len(members)} file(s)): {_one_line(exc)}; not labelled", err=True)
             failed += len(members)
             continue
+        n += _warn_passed_over(norm.skipped.items())
         click.echo(f"enrolment: group {key}: statistics of {norm.clips} clip(s)", err=True)
         norms.update(dict.fromkeys(members, norm))
+    _count_passed_over(n)
     return norms, failed
 
 
