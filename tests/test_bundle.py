@@ -166,6 +166,10 @@ def test_smoothing_keeps_window_count(trained, tmp_path):
     assert len(raw) == len(smooth)
     for s in smooth:
         assert sum(s.probabilities.values()) == pytest.approx(1.0, abs=1e-6)
+    with pytest.raises(ValueError, match="smooth applies to timelines: give window"):
+        model.predict(long, smooth=3)
+    with pytest.raises(ValueError, match="hop applies to timelines: give window"):
+        model.predict(long, hop=1.0)
 
 
 def test_predict_on_array_any_rate_and_stereo(trained):

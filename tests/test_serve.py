@@ -200,3 +200,16 @@ def test_serve_cli_refuses_a_device_it_cannot_use(served, args, words):
     _, _, path = served
     r = CliRunner().invoke(main, ["serve", str(path), "--port", "0", *args])
     assert r.exit_code == 2 and words in r.output, r.output
+
+
+def test_serve_enrol_folders_are_expanded_as_predict_expands_them(tmp_path, capsys):
+    """Hidden files (macOS ._ files) and non-audio names under an --enrol folder are listed, not read."""
+    from fusionkit.cli.serve import _audio_files
+
+    (tmp_path / "a.wav").write_bytes(b"RIFF")
+    (tmp_path / "._a.wav").write_bytes(b"\0")
+    (tmp_path / "notes.txt").write_text("x")
+    assert _audio_files([tmp_path]) == [str(tmp_path / "a.wav")]
+    err = capsys.readouterr().err
+    assert f"warning: enrolment: {tmp_path / '._a.wav'} passed over: hidden" in err
+    assert f"warning: enrolment: {tmp_path / 'notes.txt'} passed over: not an audio file name (.txt)" in err

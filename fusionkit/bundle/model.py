@@ -412,6 +412,8 @@ class Bundle:
         :meth:`enrol`, or the enrolment files/arrays themselves (arrays at ``sampling_rate``); without it
         :class:`EnrolmentError` says what to pass.
         """
+        if window is None and not vad and (hop is not None or smooth != 1):
+            raise ValueError(f"{'hop' if hop is not None else 'smooth'} applies to timelines: give window (or vad)")
         norm = self._normaliser(enrol, sampling_rate)
         if window is None and not vad:
             got, error = self._whole_files([source], sampling_rate)[0]

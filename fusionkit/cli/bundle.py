@@ -64,7 +64,7 @@ def _one_line(exc: BaseException) -> str:
     return " ".join(str(exc).split()) or type(exc).__name__
 
 
-def _expand(paths) -> tuple[list[Path], list[tuple[Path, str]], list[tuple[Path, str]]]:
+def expand_audio_paths(paths) -> tuple[list[Path], list[tuple[Path, str]], list[tuple[Path, str]]]:
     """(files to label, files that cannot be read, entries passed over): files as given; folders replaced by
     the audio files under them, sorted; every other entry under a folder is listed with the reason."""
     files: list[Path] = []
@@ -166,7 +166,7 @@ def predict_command(bundle: Path, audio, window, hop, vad, smooth, fmt, show, tr
     except Exception as exc:  # noqa: BLE001
         _refuse(f"{bundle}: cannot load bundle: {_one_line(exc)}")
     _check_enrolment(model, bool(enrol or enrol_self or enrol_training))
-    files, broken, passed = _expand(audio)
+    files, broken, passed = expand_audio_paths(audio)
     for path, reason in passed:
         click.echo(f"skipped: {path}: {reason}", err=True)
     for path, reason in broken:
@@ -296,7 +296,7 @@ def _enrol_paths(model, enrol):
     warning line each; too few usable ones is an error (exit 1)."""
     from fusionkit.bundle import EnrolmentError
 
-    files, broken, passed = _expand(enrol)
+    files, broken, passed = expand_audio_paths(enrol)
     for path, reason in passed:
         click.echo(f"skipped: enrolment: {path}: {reason}", err=True)
     n = _warn_passed_over(broken)

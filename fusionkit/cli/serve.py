@@ -74,13 +74,14 @@ def load_for_runtime(bundle: Path, runtime: str, trust_remote_code: bool, device
 
 
 def _audio_files(paths) -> list[str]:
-    """Files as given, folders replaced by the audio files under them (sorted)."""
-    from fusionkit.windows import AUDIO_SUFFIXES
+    """Files as given, folders replaced by the audio files under them (sorted), as ``predict --enrol`` expands
+    them: what a folder holds besides audio (hidden files, other files) is listed on stderr, not read."""
+    from fusionkit.cli.bundle import expand_audio_paths
 
-    out: list[str] = []
-    for p in map(Path, paths):
-        out += sorted(str(q) for q in p.rglob("*") if q.suffix.lower() in AUDIO_SUFFIXES) if p.is_dir() else [str(p)]
-    return out
+    files, broken, passed = expand_audio_paths(paths)
+    for path, reason in passed:
+        click.echo(f"warning: enrolment: {path} passed over: {reason}", err=True)
+    return [str(p) for p in [*files, *(p for p, _ in broken)]]  # unreadable ones: the enrolment says why
 
 
 def load_app(config: dict):
