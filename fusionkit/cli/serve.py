@@ -76,7 +76,7 @@ def load_for_runtime(bundle: Path, runtime: str, trust_remote_code: bool, device
 def _audio_files(paths) -> list[str]:
     """Files as given, folders replaced by the audio files under them (sorted), as ``predict --enrol`` expands
     them: what a folder holds besides audio (hidden files, other files) is listed on stderr, not read."""
-    from fusionkit.cli.bundle import expand_audio_paths
+    from fusionkit.cli.inputs import expand_audio_paths
 
     files, broken, passed = expand_audio_paths(paths)
     for path, reason in passed:
