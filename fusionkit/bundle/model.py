@@ -246,8 +246,11 @@ class Bundle:
                 X[name] = rows
             else:
                 X[name] = norm.apply(name, rows) if norm is not None else np.stack(rows).astype(np.float32)
+        from fusionkit.sdk.heads import checked_outputs
+
         P = self.head.predict(X) if self.regression else self.head.predict_proba(X)
-        P = np.asarray(P, dtype=np.float64).reshape(len(feats), len(self.outputs))
+        P = checked_outputs(self.recipe.fusion.plugin, P, len(feats), len(self.outputs),
+                            probabilities=not self.regression)
         return [dict(zip(self.outputs, map(float, p))) for p in P]
 
     def _scores(self, signals: list, sr: int, norm: Normaliser | None = None

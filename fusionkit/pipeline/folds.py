@@ -322,13 +322,10 @@ def fit_one(job: FoldJob, sources: dict | None = None, threads: int | None = Non
     head.fit(job.X_train, job.y_train, job.outputs, job.groups)
     seconds = time.perf_counter() - t
     n = len(next(iter(job.X_test.values())))
-    if job.regression:
-        predicted = np.asarray(head.predict(job.X_test), dtype=np.float64).reshape(n, len(job.outputs))
-        proba = None
-    else:
-        proba = np.asarray(head.predict_proba(job.X_test), dtype=np.float64)
-        predicted = proba.argmax(axis=1)
+    outputs = _outputs(head, job, n)
+    predicted, proba = (outputs, None) if job.regression else (outputs.argmax(axis=1), outputs)
     head.save(job.model_dir)
+    _check_reload(head_cls, head_options, job, outputs, n)
     chosen = head.selection() if hasattr(head, "selection") else None
     if job.key:  # last, once the head is saved: a folder holding it holds a whole fold
         atomic_write_text(job.model_dir / OUTCOME, json.dumps({
@@ -336,6 +333,33 @@ def fit_one(job: FoldJob, sources: dict | None = None, threads: int | None = Non
             "proba": None if proba is None else proba.tolist(), "chosen": chosen, "fit_seconds": seconds},
             default=lambda o: o.item() if hasattr(o, "item") else str(o)))
     return FoldDone(predicted, proba, chosen, seconds)
+
+
+def _outputs(head, job: FoldJob, n: int) -> np.ndarray:
+    """The head's predictions of the fold's test side, checked (:func:`~fusionkit.sdk.heads.checked_outputs`)."""
+    from fusionkit.sdk.heads import checked_outputs
+
+    values = head.predict(job.X_test) if job.regression else head.predict_proba(job.X_test)
+    return checked_outputs(job.plugin, values, n, len(job.outputs), probabilities=not job.regression)
+
+
+RELOAD_TOLERANCE = 1e-4
+"""How far a reloaded head's outputs may be from the fitted head's (float32 storage, BLAS rounding)."""
+
+
+def _check_reload(head_cls: type, options, job: FoldJob, outputs: np.ndarray, n: int) -> None:
+    """Load the saved head back as a bundle will and predict the test side again: a head whose save and load lose
+    state (its bundles would predict something else) is refused here, naming it, not found after export."""
+    from fusionkit.sdk.heads import load_head
+
+    again = load_head(head_cls, job.model_dir, options, job.seed)
+    reloaded = _outputs(again, job, n)
+    scale = 1.0 if not job.regression else max(1.0, float(np.abs(outputs).max()))
+    worst = float(np.abs(reloaded - outputs).max()) if outputs.size else 0.0
+    if worst > RELOAD_TOLERANCE * scale:
+        raise ValueError(f"fusion head '{job.plugin}': loaded back from {job.model_dir}, it predicts other "
+                         f"{'values' if job.regression else 'probabilities'} (largest difference {worst:.3g}): "
+                         "its saved state misses something its predictions use")
 
 
 def check_head(recipe: Recipe) -> None:

@@ -388,6 +388,37 @@ def legacy_load(cls: type) -> bool:
     return len(positional) >= 2 or any(p.name == "options" for p in params)
 
 
+def checked_outputs(name: str, values: Any, n_rows: int, n_outputs: int, probabilities: bool) -> np.ndarray:
+    """A head's output as an (n_rows, n_outputs) float64 array, or a :class:`HeadOutputError` naming the head and
+    what is wrong: another shape, NaN or inf, and for probabilities a negative value or a row not summing to 1."""
+    what = "probabilities" if probabilities else "values"
+    try:
+        out = np.asarray(values, dtype=np.float64)
+    except (TypeError, ValueError) as exc:
+        raise HeadOutputError(f"fusion head '{name}': its {what} are not numbers ({exc})") from None
+    if out.shape != (n_rows, n_outputs):
+        raise HeadOutputError(f"fusion head '{name}': returned {what} of shape {out.shape} for {n_rows} clips and "
+                              f"{n_outputs} {'classes' if probabilities else 'targets'}")
+    bad = ~np.isfinite(out)
+    if bad.any():
+        row = int(np.argwhere(bad)[0][0])
+        raise HeadOutputError(f"fusion head '{name}': {int(bad.sum())} of its {what} are NaN or inf (first in row "
+                              f"{row}: {out[row].tolist()})")
+    if probabilities:
+        sums = out.sum(axis=1)
+        wrong = np.flatnonzero((out < -1e-6).any(axis=1) | (np.abs(sums - 1.0) > 1e-3))
+        if len(wrong):
+            row = int(wrong[0])
+            raise HeadOutputError(f"fusion head '{name}': {len(wrong)} row(s) of its probabilities are negative or "
+                                  f"do not sum to 1 (row {row}: {np.round(out[row], 6).tolist()}, sum "
+                                  f"{sums[row]:.6g})")
+    return out
+
+
+class HeadOutputError(ValueError):
+    """A fusion head's predictions that cannot be probabilities (or values) of the clips it was given."""
+
+
 def load_head(cls: type, directory: Path, options: Options | None = None, seed: int = 0) -> Any:
     """The head saved in ``directory``: ``cls.load(directory)``, the one way the core loads a head.
 
