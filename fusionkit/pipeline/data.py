@@ -17,6 +17,7 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
+from fusionkit.blame import PluginFailed, blame
 from fusionkit.recipe import DataSpec, LabelSpec, Recipe, plugin_options
 from fusionkit.sdk.base import Clip, Dataset
 
@@ -177,7 +178,8 @@ def load_dataset(recipe: Recipe, spec: DataSpec | None = None) -> Dataset:
     """The dataset plugin of ``spec`` (default: ``recipe.data``), with its options validated."""
     spec = spec or recipe.data
     cls, options = plugin_options("dataset", spec.dataset, spec.options)
-    return cls(spec.root, options)
+    with blame("dataset", spec.dataset):
+        return cls(spec.root, options)
 
 
 def select(recipe: Recipe) -> Selection:
@@ -200,7 +202,9 @@ def select(recipe: Recipe) -> Selection:
     if recipe.task.kind == "classification":
         need_two_classes(classes, "data.labels (include, map) leave")
         log.info("%d clips, %d classes: %s", len(train) + len(test), len(classes), ", ".join(classes))
-    return Selection(train, test, classes, labels, dataset.partitions(), passed)
+    with blame("dataset", recipe.data.dataset):
+        partitions = dataset.partitions()
+    return Selection(train, test, classes, labels, partitions, passed)
 
 
 def passed_over(dataset: Dataset, role: str, shown: int = 3) -> dict[str, str]:
@@ -228,7 +232,9 @@ def _task_clips(recipe: Recipe, spec: DataSpec, role: str, dataset: Dataset,
 
     Classification: the clips left out per label (outside ``include``, or unlabelled) are warned about and
     recorded in ``info["excluded"]`` for the protocol."""
-    clips = first_of_each_id(dataset.clips(), dataset)
+    with blame("dataset", spec.dataset):
+        clips = check_clips(list(dataset.clips()), spec.dataset)
+    clips = first_of_each_id(clips, dataset)
     if recipe.task.kind == "regression":
         kept, _ = regression_targets(clips, recipe.task.targets, role)
         return kept, []
@@ -240,6 +246,18 @@ def _task_clips(recipe: Recipe, spec: DataSpec, role: str, dataset: Dataset,
     if not kept:
         raise ValueError(f"{role}: dataset '{spec.dataset}' at {spec.root} yielded no labelled clips")
     return kept, classes
+
+
+def check_clips(clips: list[Clip], dataset: str) -> list[Clip]:
+    """What a dataset plugin gave, checked: ids and labels that are strings (or no label), one line naming the
+    dataset and the first clip otherwise."""
+    for clip in clips:
+        if not isinstance(clip.id, str) or not clip.id:
+            raise PluginFailed(f"dataset '{dataset}': a clip's id is {clip.id!r}; ids are non-empty strings")
+        if clip.label is not None and not isinstance(clip.label, str):
+            raise PluginFailed(f"dataset '{dataset}': clip {clip.id}: label {clip.label!r} is "
+                               f"{type(clip.label).__name__}; labels are strings (or None for no label)")
+    return clips
 
 
 def first_of_each_id(clips: list[Clip], dataset: Dataset) -> list[Clip]:

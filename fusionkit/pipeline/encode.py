@@ -169,8 +169,11 @@ def _featurize(encoder: Encoder, inputs: list, keys: list[str], cache: Embedding
 
 def load_encoder(encoder: Encoder, label: str | None = None) -> None:
     """``encoder.load()``; a ``sys.exit()`` in it is an :class:`EncodeError` naming the encoder, not an exit."""
+    from fusionkit.blame import blame
+
     try:
-        encoder.load()
+        with blame("encoder", label or encoder.name):
+            encoder.load()
     except SystemExit as exc:
         raise EncodeError(f"{label or encoder.name}: the encoder's load() called sys.exit({exc.code!r})") from None
 
@@ -225,12 +228,14 @@ class Encoded:
 
 def build_encoders(recipe: Recipe) -> dict[str, Encoder]:
     """The recipe's encoder plugins by name, with their options validated."""
+    from fusionkit.blame import blame
     from fusionkit.recipe import plugin_options
 
     out = {}
     for spec in recipe.encoders:
         cls, options = plugin_options("encoder", spec.plugin, spec.options)
-        out[spec.key] = cls(options)
+        with blame("encoder", spec.key):
+            out[spec.key] = cls(options)
     return out
 
 

@@ -314,12 +314,15 @@ def fit_one(job: FoldJob, sources: dict | None = None, threads: int | None = Non
 
         limit_threads(threads)
     (job.model_dir / OUTCOME).unlink(missing_ok=True)  # the folder's head is about to change
+    from fusionkit.blame import blame
+
     head_cls, head_options = plugin_options("fusion", job.plugin, job.options)
-    head = head_cls(head_options, seed=job.seed)
-    if _wants_encoders(head_cls):
-        head.attach(sources or {})
-    t = time.perf_counter()
-    head.fit(job.X_train, job.y_train, job.outputs, job.groups)
+    with blame("fusion head", job.plugin):
+        head = head_cls(head_options, seed=job.seed)
+        if _wants_encoders(head_cls):
+            head.attach(sources or {})
+        t = time.perf_counter()
+        head.fit(job.X_train, job.y_train, job.outputs, job.groups)
     seconds = time.perf_counter() - t
     n = len(next(iter(job.X_test.values())))
     outputs = _outputs(head, job, n)
@@ -337,9 +340,11 @@ def fit_one(job: FoldJob, sources: dict | None = None, threads: int | None = Non
 
 def _outputs(head, job: FoldJob, n: int) -> np.ndarray:
     """The head's predictions of the fold's test side, checked (:func:`~fusionkit.sdk.heads.checked_outputs`)."""
+    from fusionkit.blame import blame
     from fusionkit.sdk.heads import checked_outputs
 
-    values = head.predict(job.X_test) if job.regression else head.predict_proba(job.X_test)
+    with blame("fusion head", job.plugin):
+        values = head.predict(job.X_test) if job.regression else head.predict_proba(job.X_test)
     return checked_outputs(job.plugin, values, n, len(job.outputs), probabilities=not job.regression)
 
 
@@ -350,9 +355,11 @@ RELOAD_TOLERANCE = 1e-4
 def _check_reload(head_cls: type, options, job: FoldJob, outputs: np.ndarray, n: int) -> None:
     """Load the saved head back as a bundle will and predict the test side again: a head whose save and load lose
     state (its bundles would predict something else) is refused here, naming it, not found after export."""
+    from fusionkit.blame import blame
     from fusionkit.sdk.heads import load_head
 
-    again = load_head(head_cls, job.model_dir, options, job.seed)
+    with blame("fusion head", job.plugin):
+        again = load_head(head_cls, job.model_dir, options, job.seed)
     reloaded = _outputs(again, job, n)
     scale = 1.0 if not job.regression else max(1.0, float(np.abs(outputs).max()))
     worst = float(np.abs(reloaded - outputs).max()) if outputs.size else 0.0
@@ -394,7 +401,10 @@ def fold_workers(recipe: Recipe, prep: Prepared, n_folds: int) -> int:
     if _wants_encoders(head_cls) or n_folds < 2 or setting == 1:
         return 1
     if setting == "auto":
-        per_fit = getattr(head_cls(head_options, seed=0), "fit_threads", lambda: None)()
+        from fusionkit.blame import blame
+
+        with blame("fusion head", recipe.fusion.plugin):
+            per_fit = getattr(head_cls(head_options, seed=0), "fit_threads", lambda: None)()
         if per_fit is None or any(prep.sequences.values()) or len(prep.clips) < SIDE_BY_SIDE_MIN_CLIPS:
             return 1
         if feature_values(prep) < getattr(head_cls, "quick_fit_values", 0):

@@ -18,6 +18,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from fusionkit.blame import blame
 from fusionkit.recipe import Recipe
 
 if TYPE_CHECKING:
@@ -52,6 +53,12 @@ def planned_split(recipe: Recipe, selection: Selection) -> Selection:
 
     if selection.test:
         return selection
+    if recipe.split.kind in ("speaker-kfold", "speaker-stratified", "loso"):
+        missing = [c.id for c in selection.train if c.speaker is None or not str(c.speaker).strip()]
+        if missing:
+            raise RecipeMismatch(f"dataset '{recipe.data.dataset}': {len(missing)} clip(s) have no speaker (e.g. "
+                                 f"{missing[0]}); split.kind '{recipe.split.kind}' keeps speakers apart and needs one "
+                                 "for every clip")
     used = np.zeros(len(selection.train), dtype=bool)
     for seed in recipe.run_seeds():
         try:
@@ -86,7 +93,7 @@ def corpus_refusal(recipe: Recipe) -> Exception | None:
     try:
         check_normalize(recipe)
         planned_split(recipe, select(recipe))
-    except (ValueError, OSError) as exc:
+    except Exception as exc:  # noqa: BLE001 - a plugin's own failure too: reported, never a traceback
         return exc
     return None
 
@@ -94,7 +101,7 @@ def corpus_refusal(recipe: Recipe) -> Exception | None:
 def data_problems(source: str, recipe: Recipe) -> list[str]:
     """:func:`corpus_refusal` as one line, else none."""
     refusal = corpus_refusal(recipe)
-    return [] if refusal is None else [f"{source}: {refusal}"]
+    return [] if refusal is None else [f"{source}: {_reason(refusal)}"]
 
 
 def recipe_problems(source: str, recipe: Recipe) -> list[str]:
@@ -180,11 +187,15 @@ def head_problems(source: str, recipe: Recipe) -> list[str]:
 
 
 def head_refusal(recipe: Recipe) -> Exception | None:
-    """What the fusion head raises when it refuses the recipe's encoders as configured
-    (:func:`fusionkit.pipeline.folds.check_head`); None when it takes them."""
+    """What the fusion head raises when it cannot be made with the recipe's options, or refuses the recipe's
+    encoders as configured (:func:`fusionkit.pipeline.folds.check_head`); None when it takes them."""
     from fusionkit.pipeline.folds import check_head
+    from fusionkit.recipe import plugin_options
 
     try:
+        head_cls, options = plugin_options("fusion", recipe.fusion.plugin, recipe.fusion.options)
+        with blame("fusion head", recipe.fusion.plugin):
+            head_cls(options, seed=0)  # a head that cannot even be made
         check_head(recipe)
     except Exception as exc:  # noqa: BLE001 - a plugin's own failure too: reported, never a traceback
         return exc

@@ -27,8 +27,8 @@ from fusionkit.pipeline.augment import augment
 from fusionkit.pipeline.data import Prepared, keep_usable, normalize, select
 from fusionkit.pipeline.encode import encode_recipe
 from fusionkit.pipeline.evaluate import raw_comparison, summarize_run
-from fusionkit.pipeline.folds import check_head, fit_folds
-from fusionkit.pipeline.preflight import check_normalize, planned_split
+from fusionkit.pipeline.folds import fit_folds
+from fusionkit.pipeline.preflight import check_normalize, head_refusal, planned_split
 from fusionkit.recipe import Recipe, dump, safe_name
 
 
@@ -68,7 +68,9 @@ def prepare(recipe: Recipe, run_dir: Path | None = None) -> Prepared:
     """Read the corpus (and test corpus) and encode (or fetch from the cache) every clip with every encoder, and
     the training clips' augmented copies when the recipe asks for them. What the recipe cannot do with its corpus
     or encoders fails first (:mod:`fusionkit.pipeline.preflight`), before anything is encoded."""
-    check_head(recipe)
+    refusal = head_refusal(recipe)  # a head that cannot be made, or refuses the encoders as configured
+    if refusal is not None:
+        raise refusal
     check_normalize(recipe)
     selection = planned_split(recipe, select(recipe))
     encoded = encode_recipe(recipe, selection.clips, run_dir)
