@@ -301,6 +301,32 @@ def test_export_of_a_cross_corpus_run_refits_on_the_training_corpus_only(corpora
         assert out["label"] == row["predicted"]
 
 
+def test_export_of_a_predefined_split_refits_on_its_training_partitions_only(corpora, tmp_path):
+    """A corpus's own test partition stays unseen by the bundle: it labels the test clips as the run's fold did."""
+    import shutil
+
+    from fusionkit.bundle import Bundle, export
+
+    folder = tmp_path / "corpus"
+    shutil.copytree(corpora[0].parent, folder)
+    with open(folder / "manifest.csv", newline="") as fh:
+        rows = list(csv.DictReader(fh))
+    with open(folder / "manifest.csv", "w", newline="") as fh:
+        w = csv.DictWriter(fh, fieldnames=[*rows[0], "partition"])
+        w.writeheader()
+        w.writerows({**row, "partition": "test" if row["speaker"] == "a4" else "train"} for row in rows)
+    r = recipe(corpora, data={"dataset": "manifest", "root": str(folder / "manifest.csv")},
+               split={"kind": "predefined", "train": ["train"], "test": ["test"]})
+    run(r, tmp_path / "run")
+    export(tmp_path / "run", tmp_path / "bundle")
+    manifest = json.loads((tmp_path / "bundle" / "manifest.json").read_text())
+    assert manifest["head"] == "refitted on all 27 clips of split.train (train; the test partition left out)"
+    model = Bundle.load(tmp_path / "bundle")
+    with open(tmp_path / "run" / "predictions.csv") as fh:
+        for row in csv.DictReader(fh):
+            assert model.predict(folder / f"{row['clip_id']}.wav")["label"] == row["predicted"]
+
+
 def test_export_of_a_regression_run_predicts_values(corpora, tmp_path):
     from click.testing import CliRunner
 

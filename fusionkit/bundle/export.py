@@ -31,7 +31,8 @@ def export(run_dir: Path, bundle_dir: Path, fold: str = "all") -> Path:
     """Refit the run's fusion head on its training clips (``fold='all'``) or copy one fold's head.
 
     "All" means every clip the run could train on: the whole corpus for a k-fold or
-    leave-one-speaker-out run, only the training corpus for a cross-corpus run (``test_data``).
+    leave-one-speaker-out run, only the training corpus for a cross-corpus run (``test_data``), only the
+    ``split.train`` partitions for a predefined split (a corpus's own test set stays unseen).
     Classification bundles predict class probabilities; regression bundles predict target values.
     The head is loaded back before the manifest is written; an export that fails leaves ``bundle_dir`` empty
     (or absent, where it did not exist), never half a bundle.
@@ -81,6 +82,9 @@ def _write_bundle(run_dir: Path, bundle_dir: Path, recipe, metrics: dict, fold: 
     outputs = list(recipe.task.targets) if regression else metrics["classes"]
     head_dir = bundle_dir / "head"
     raw_prep = prepare(recipe) if fold == "all" or recipe.normalize != "none" else None
+    partition = ""
+    if raw_prep is not None and recipe.test_data is None and recipe.split.kind == "predefined":
+        raw_prep, partition = _training_partitions(recipe, raw_prep)
     if recipe.normalize != "none":
         write_training_stats(bundle_dir / NORMALIZATION_FILE, raw_prep)
     if fold == "all":
@@ -92,7 +96,7 @@ def _write_bundle(run_dir: Path, bundle_dir: Path, recipe, metrics: dict, fold: 
         y = prep.targets[:n] if regression else np.array([outputs.index(c.label) for c in train])
         head.fit(fold_inputs(prep, np.arange(n)), y, outputs, np.array([c.speaker for c in train]))
         head.save(head_dir)
-        corpus = " of the training corpus" if prep.n_train is not None else ""
+        corpus = " of the training corpus" if prep.n_train is not None else partition
         source = f"refitted on all {n} clips{corpus}"
         _loads_back(recipe, head_dir, source)
     else:
@@ -128,6 +132,20 @@ def _write_bundle(run_dir: Path, bundle_dir: Path, recipe, metrics: dict, fold: 
 
 
 # ---------------------------------------------------------------- checks: what export writes
+
+
+def _training_partitions(recipe, prep):
+    """A predefined split's training side only (``split.train``'s partitions): a corpus's own test partition stays
+    unseen by the bundle, so that it can still be scored on it. (prep, words for the manifest)."""
+    from dataclasses import replace
+
+    from fusionkit.pipeline.splits import make_folds
+
+    (fold,) = make_folds(prep.clips, recipe.split, recipe.run_seeds()[0], prep.partitions)
+    keep = np.sort(fold.train)
+    targets = None if prep.targets is None else prep.targets[keep]
+    words = f" of split.train ({', '.join(recipe.split.train)}; the test partition left out)"
+    return replace(prep, clips=[prep.clips[i] for i in keep], targets=targets), words
 
 
 def _loads_back(recipe, directory: Path, source: str) -> None:
