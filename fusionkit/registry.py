@@ -211,9 +211,10 @@ def _call_one(pm: pluggy.PluginManager, hook_name: str, plugin: object, **kwargs
 def build_registry() -> Registry:
     """Register every plugin module with one plugin manager, call its hooks, and collect what they offer.
 
-    A module that fails to import, or whose hook raises, is recorded as broken and
-    skipped. Two plugins of one kind with one name never make it fail: a built-in keeps its name and the
-    other is listed as a problem; two third-party ones are both listed, and using the name says why.
+    A module that fails to import, or whose hook raises, is recorded as broken and skipped: a hook that raises
+    leaves nothing of that call registered, not even the classes it registered before raising. Two plugins of
+    one kind with one name never make it fail: a built-in keeps its name and the other is listed as a problem;
+    two third-party ones are both listed, and using the name says why.
     """
     pm = _Manager("fusionkit")
     pm.add_hookspecs(hookspecs)
@@ -232,15 +233,52 @@ def build_registry() -> Registry:
     for kind, hook_name in HOOKS.items():
         for impl in getattr(pm.hook, hook_name).get_hookimpls():
             source = sources[impl.plugin_name]
+            before = _snapshot(registry)
             try:
                 _call_one(pm, hook_name, impl.plugin, register=_registrar(registry, blocked, kind, source))
             except PluginError:
                 raise
             except (Exception, SystemExit) as exc:  # noqa: BLE001
-                registry.problems.append(
-                    source.problem("broken", f"{hook_name} raised {type(exc).__name__}: {exc}"))
+                dropped = _roll_back(registry, before)  # a hook that raises leaves nothing of its call registered
+                reason = f"{hook_name} raised {type(exc).__name__}: {exc}"
+                if dropped:
+                    reason += f"; not used: {', '.join(repr(n) for n in dropped)}, which it registered before raising"
+                registry.problems.append(source.problem("broken", reason))
     _warn_unmatched_blocks(blocked, registry, list(_entry_points()) if blocked else [])
     return registry
+
+
+@dataclass(frozen=True)
+class _Snapshot:
+    """The registry as it was before one hook call: its tables, and each listed plugin's status and reason
+    (a clash rewrites those of the plugins already there)."""
+
+    plugins: dict
+    problems: list
+    clashes: dict
+    states: list
+
+
+def _snapshot(registry: Registry) -> _Snapshot:
+    infos = [*registry.plugins.values(), *registry.problems]
+    return _Snapshot(dict(registry.plugins), list(registry.problems), dict(registry.clashes),
+                     [(info, info.status, info.reason) for info in infos])
+
+
+def _roll_back(registry: Registry, before: _Snapshot) -> list[str]:
+    """Undo what one hook call registered (plugins, clashes, problems, statuses it changed); the names it added.
+
+    A class the call registered that FUSIONKIT_BLOCK_PLUGINS blocks stays listed as blocked (the block did match)."""
+    known = {id(info) for info, _, _ in before.states}
+    added = [info for info in [*registry.plugins.values(), *registry.problems] if id(info) not in known]
+    registry.plugins.clear()
+    registry.plugins.update(before.plugins)
+    registry.problems[:] = [*before.problems, *(info for info in added if info.status == "blocked")]
+    registry.clashes.clear()
+    registry.clashes.update(before.clashes)
+    for info, status, reason in before.states:
+        info.status, info.reason = status, reason
+    return list(dict.fromkeys(info.name for info in added if info.status != "blocked"))
 
 
 def _warn_unmatched_blocks(blocked: frozenset[str], registry: Registry, sources: list) -> None:

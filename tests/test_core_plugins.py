@@ -238,6 +238,48 @@ def test_a_raising_hook_is_its_own_plugins_problem(tmp_path, monkeypatch, fk_env
     assert "linear" in reg.names("fusion")  # the built-in heads registered through the same hook
 
 
+def test_a_hook_that_raises_leaves_nothing_of_its_call_registered(tmp_path, monkeypatch, fk_env):
+    """Two classes registered, then a raise: neither is used, the built-in it clashed with has no clash, and a
+    third-party plugin it clashed with is installed as before; the entry point is broken, naming what was dropped."""
+    from fusionkit.registry import build_registry
+
+    partial = """
+        import numpy as np
+        from fusionkit.sdk import hookimpl
+        from fusionkit.sdk.base import Encoder
+
+        def make(label):
+            class Made(Encoder):
+                name = label
+
+                def encode_batch(self, inputs):
+                    return [{"features": np.zeros(2, dtype=np.float32)} for _ in inputs]
+            return Made
+
+        @hookimpl
+        def register_encoders(register):
+            register(make("half-done"))
+            register(make("lld"))         # the built-in's name
+            register(make("twin"))        # the name of a healthy third-party plugin
+            raise RuntimeError("third class failed")
+    """
+    site = fake_distribution(tmp_path / "site", "fk-partial", {"encoder": {"zz-partial": "fk_partial"}},
+                             {"fk_partial": partial})
+    fake_distribution(site, "fk-twin", {"encoder": {"twin": "fk_twin"}}, {"fk_twin": encoder_module("twin")})
+    monkeypatch.syspath_prepend(str(site))
+    reg = build_registry()
+    assert "half-done" not in reg.names("encoder")
+    assert reg.plugins[("encoder", "lld")].distribution == "fusionkit" and not reg.clashes
+    twin = reg.plugins[("encoder", "twin")]
+    assert (twin.distribution, twin.status, twin.reason) == ("fk-twin", "installed", "")
+    assert reg.get("encoder", "twin") is twin.cls
+    (problem,) = [p for p in reg.problems if p.distribution == "fk-partial"]
+    assert (problem.name, problem.status) == ("zz-partial", "broken")
+    assert problem.reason == ("register_encoders raised RuntimeError: third class failed; not used: 'half-done', "
+                              "'lld', 'twin', which it registered before raising")
+    assert not [p for p in reg.problems if p.status == "name clash"]
+
+
 def test_the_registry_keeps_its_plugin_manager(fk_env):
     from fusionkit.registry import build_registry
 
