@@ -90,6 +90,29 @@ def test_an_encoder_that_drops_outputs_is_caught():
     assert "encode_batch returned 0 results for 1 inputs" in outs[0].reason
 
 
+class DropsInBatches(Probe):
+    """A plugin bug: a batch of more than one signal loses its last result; one signal alone is fine."""
+
+    def encode_batch(self, inputs):
+        out = super().encode_batch(inputs)
+        return out[:-1] if len(inputs) > 1 else out
+
+
+def test_a_failing_batch_is_told_once_then_retried_one_by_one(caplog):
+    enc = DropsInBatches(batch=2)
+    with caplog.at_level("WARNING", logger="fusionkit"):
+        outs = list(featurize(enc, [tone(440.0, 22050)] * 5, 22050))
+    assert all(o.ok for o in outs) and enc.batches == [2, 1, 1, 2, 1, 1, 1]  # the retry still saves every input
+    told = [r.getMessage() for r in caplog.records if "retried one by one" in r.getMessage()]
+    assert told == ["probe: a batch of 2 failed (ValueError: encode_batch returned 1 results for 2 inputs); "
+                    "its inputs are retried one by one"]
+    caplog.clear()
+    with caplog.at_level("WARNING", logger="fusionkit"):
+        list(featurize(Probe(batch=3, fail_len=5), [np.zeros(5, dtype=np.float32)] * 3, 22050))
+    assert [r.getMessage() for r in caplog.records] == [
+        "probe: a batch of 3 failed (RuntimeError: cannot take this one); its inputs are retried one by one"]
+
+
 def test_texts_and_wrong_inputs():
     outs = list(featurize(Words(Options()), ["one two", "three"]))
     assert [float(o.features[0]) for o in outs] == pytest.approx([2.0, 1.0])

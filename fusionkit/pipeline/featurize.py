@@ -75,16 +75,18 @@ def featurize(encoder: EncoderLike, inputs: Sequence[Any], sampling_rate: int | 
     Inputs are strings for a text encoder; for an audio encoder, files (``str``/``Path``, decoded at the
     encoder's ``sample_rate``) or signal arrays at ``sampling_rate`` (mixed to mono, resampled to that rate).
     Batches hold ``encoder.batch_size()`` inputs in the order given; audio is decoded one batch ahead on a
-    thread. A batch that fails is retried input by input, so one bad input costs only itself, with a reason.
-    The encoder must be loaded (:meth:`Encoder.load`).
+    thread. A batch that fails (raises, or returns a result count other than its input count) is retried input by
+    input, so one bad input costs only itself, with a reason; the first such batch of a call logs one warning
+    naming the encoder and why. The encoder must be loaded (:meth:`Encoder.load`).
     """
     inputs = list(inputs)
+    retried: list[str] = []  # the first failed batch's reason, once it has been told
     _check_inputs(encoder, inputs, sampling_rate)
     size = max(1, encoder.batch_size())
     groups = [range(i, min(i + size, len(inputs))) for i in range(0, len(inputs), size)]
     for ready, failed in _prepared(encoder, inputs, groups, sampling_rate):
         warnings = {} if encoder.modality == "text" else {i: signal_warning(x, encoder.sample_rate) for i, x in ready}
-        for out in sorted([*failed, *_encoded(encoder, ready)], key=lambda out: out.index):
+        for out in sorted([*failed, *_encoded(encoder, ready, retried)], key=lambda out: out.index):
             if warnings.get(out.index) is not None:
                 out.warning = str(warnings[out.index])
             yield out
@@ -158,10 +160,11 @@ def _prepared(encoder: EncoderLike, inputs: list, groups: list[range], sampling_
             yield current
 
 
-def _encoded(encoder: EncoderLike, ready: list[tuple[int, Any]]) -> Iterator[Featurized]:
+def _encoded(encoder: EncoderLike, ready: list[tuple[int, Any]], retried: list[str] | None = None
+             ) -> Iterator[Featurized]:
     """Encode and select; an output :meth:`Encoder.select` refuses, or one holding NaN or inf, costs only its
     own input (and is never cached)."""
-    for index, arrays, error in _encode_safely(encoder, ready):
+    for index, arrays, error in _encode_safely(encoder, ready, retried):
         if error is not None:
             yield Featurized(index, reason=f"{encoder.name} failed: {type(error).__name__}: {error}", error=error)
             continue
@@ -193,9 +196,13 @@ def non_finite(arrays: Any, features: Any = None) -> str | None:
     return None
 
 
-def _encode_safely(encoder: EncoderLike, batch: list[tuple[int, Any]]
+def _encode_safely(encoder: EncoderLike, batch: list[tuple[int, Any]], retried: list[str] | None = None
                    ) -> Iterator[tuple[int, dict | None, BaseException | None]]:
-    """``(index, arrays, None)`` per input, or ``(index, None, error)``; a failing batch is retried one by one."""
+    """``(index, arrays, None)`` per input, or ``(index, None, error)``; a failing batch is retried one by one.
+
+    The retry hides a plugin bug and costs the batching, so the first failing batch is told (a warning naming the
+    encoder and the reason) unless ``retried`` already holds a reason: a list kept by the caller, one per call.
+    """
     if not batch:
         return
     try:
@@ -206,6 +213,12 @@ def _encode_safely(encoder: EncoderLike, batch: list[tuple[int, Any]]
         if len(batch) == 1:
             yield batch[0][0], None, exc
             return
+        if retried is None or not retried:
+            reason = f"{type(exc).__name__}: {exc}"
+            log.warning("%s: a batch of %d failed (%s); its inputs are retried one by one",
+                        encoder.name, len(batch), reason)
+            if retried is not None:
+                retried.append(reason)
         for item in batch:
             yield from _encode_safely(encoder, [item])
         return
