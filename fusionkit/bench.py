@@ -287,7 +287,8 @@ def run_cell(raw: dict, cell_dir: str, n_threads: int = 1) -> dict:
         recipe = Recipe.model_validate(raw)
         m = run(recipe, Path(cell_dir))
         row = {"status": "done", "uar": m["uar"], "uar_std": m["uar_std"], "wa": m["wa"], "macro_f1": m["macro_f1"],
-               "weighted_f1": m["weighted_f1"], "n_clips": m["n_clips"], "folds": len(m["folds"]),
+               "weighted_f1": m["weighted_f1"], "n_clips": m["n_clips"],
+               "folds": m["summary"]["uar"]["n"],  # the fold scores behind uar_std (a repeated seed counts once)
                "computed": m["embeddings"]["computed"], "fit_s": m["timing"]["fit_seconds"], "error": ""}
     except Exception as exc:  # noqa: BLE001 - a failed cell is recorded and the grid goes on
         row = {"status": "failed", "error": f"{type(exc).__name__}: {exc}"}

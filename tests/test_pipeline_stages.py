@@ -7,6 +7,7 @@ import csv
 
 import numpy as np
 import pytest
+from core_fixtures import fk_env, small_recipe  # noqa: F401
 from protocol_fakes import write_tone
 
 from fusionkit.pipeline.evaluate import pooled_metrics
@@ -91,3 +92,71 @@ def test_reload_matches_a_cross_corpus_run_with_corpus_normalisation(tmp_path):
     assert (tmp_path / "run" / "models" / "fold0").is_dir()
     # predictions.csv holds 6 decimals: the reloaded heads on the normalised features agree to rounding
     assert saved_run_difference(tmp_path / "run") <= 5e-7 + 1e-9
+
+
+def _seeded(predictions: Predictions, copies: dict[int, float]) -> Predictions:
+    """``predictions`` (one seed) repeated once per seed in ``copies``, probabilities shifted by its value."""
+    n = len(predictions.clip_ids)
+    proba = np.concatenate([np.asarray(predictions.proba, dtype=float) + shift for shift in copies.values()])
+    k = len(copies)
+    return Predictions(task="classification", outputs=predictions.outputs, clip_ids=np.tile(predictions.clip_ids, k),
+                       seeds=np.repeat(list(copies), n), folds=np.tile(predictions.folds, k),
+                       speakers=np.tile(predictions.speakers, k), true=np.tile(predictions.true, k),
+                       predicted=np.tile(predictions.predicted, k), proba=proba)
+
+
+def test_seeds_with_the_same_predictions_are_found():
+    from fusionkit.pipeline.evaluate import distinct_rows, identical_seeds
+
+    one = classification_predictions()
+    one.seeds = np.zeros(3, dtype=int)
+    assert identical_seeds(_seeded(one, {0: 0.0, 1: 1e-12, 2: 1e-6, 3: 0.0})) == [[0, 1, 3]]
+    assert identical_seeds(_seeded(one, {0: 0.0, 1: 1e-6})) == []
+    assert identical_seeds(one) == []
+    reordered = _seeded(one, {4: 0.0, 5: 0.0})
+    order = np.array([0, 1, 2, 5, 4, 3])  # seed 5's rows in another order: still the same predictions
+    for name in ("clip_ids", "seeds", "folds", "speakers", "true", "predicted", "proba"):
+        setattr(reordered, name, getattr(reordered, name)[order] if name != "seeds" else reordered.seeds)
+    assert identical_seeds(reordered) == [[4, 5]]
+    other_label = _seeded(one, {0: 0.0, 1: 0.0})
+    other_label.predicted[-1] = 0
+    assert identical_seeds(other_label) == []
+    rows = [{"seed": s, "fold": f} for s in (0, 1, 2, 3) for f in (0, 1)]
+    assert distinct_rows(rows, [[0, 1, 3]]) == [{"seed": 0, "fold": 0}, {"seed": 0, "fold": 1},
+                                                {"seed": 2, "fold": 0}, {"seed": 2, "fold": 1}]
+
+
+def test_a_repeated_seed_does_not_narrow_the_interval(tmp_path, fk_env, caplog):
+    """linear (deterministic) on an unshuffled speaker-kfold split: seeds 0 and 1 give the same predictions, so the
+    headline summary, the grid's fold count and the reports count them once, with one warning."""
+    import json
+    import logging
+
+    from fusionkit.bench import run_cell
+    from fusionkit.cli.tables import results_table
+    from fusionkit.pipeline.run import run
+    from fusionkit.recipe import Recipe
+
+    raw = small_recipe(fusion={"plugin": "linear"}, seeds=[0, 1])
+    level = logging.getLogger("fusionkit").level
+    try:
+        with caplog.at_level("WARNING", logger="fusionkit"):
+            row = run_cell(raw, str(tmp_path / "two"))
+    finally:
+        logging.getLogger("fusionkit").setLevel(level)
+    assert row["status"] == "done", row["error"]
+    two = json.loads((tmp_path / "two" / "metrics.json").read_text())
+    one = run(Recipe.model_validate(small_recipe(fusion={"plugin": "linear"}, seeds=[0])), tmp_path / "one")
+    told = [r.getMessage() for r in caplog.records if "same predictions" in r.getMessage()]
+    assert told == ["seeds 0 and 1 gave the same predictions: the split and head do not depend on the seed here; "
+                    "the interval counts each distinct seed once"]
+    assert two["seeds"]["identical"] == [[0, 1]]
+    assert two["summary"] == one["summary"] and two["summary"]["uar"]["n"] == 2 == row["folds"]
+    assert (two["uar"], two["uar_std"]) == (one["uar"], one["uar_std"])
+    assert len(two["folds"]) == 4 and set(two["seeds"]["per_seed"]) == {"0", "1"}  # every seed's rows are kept
+    assert two["seeds"]["over_seeds"]["uar"]["n"] == 1
+    with open(tmp_path / "two" / "predictions.csv") as fh:
+        assert {r["seed"] for r in csv.DictReader(fh)} == {"0", "1"}
+    assert "seeds 0 and 1 gave the same predictions: counted once" in results_table(two)
+    assert "(folds x distinct seeds: seeds 0 and 1 gave the same predictions, counted once)" in (
+        tmp_path / "two" / "report.md").read_text()

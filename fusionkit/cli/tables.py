@@ -60,7 +60,10 @@ def results_table(metrics: dict) -> str:
     if "seeds" in metrics:
         over = metrics["seeds"]["over_seeds"][keys[0]]
         lines.append(f"{keys[0]} over seeds: mean {over['mean']:.3f}, std {over['std']:.3f} "
-                     f"({len(metrics['seeds']['per_seed'])} seeds, each the mean of its folds)")
+                     f"({over['n']} distinct seeds, each the mean of its folds)")
+        for group in metrics["seeds"].get("identical") or []:
+            lines.append("seeds " + ", ".join(map(str, group[:-1])) + f" and {group[-1]} gave the same predictions: "
+                         "counted once in the figures above")
     if metrics.get("task") != "regression" and metrics["classes"]:
         rec = metrics["pooled"]["per_class"]["recall"]
         lines.append("recall: " + ", ".join(f"{c} {r:.2f}" for c, r in zip(metrics["classes"], rec)))

@@ -2,10 +2,14 @@
 
 Headline figures are the mean, sample std and 95% t-interval of the per-fold scores (folds x
 seeds); the pooled figures score every prediction together; with several seeds each seed's mean
-over its folds is summarised too. The protocol records how the numbers were obtained.
+over its folds is summarised too. A seed whose predictions repeat an earlier seed's (a split and
+head that do not depend on the seed) adds no evidence: it is counted once in those summaries, with
+a warning, and listed under ``seeds.identical``. The protocol records how the numbers were obtained.
 """
 
 from __future__ import annotations
+
+import logging
 
 import numpy as np
 
@@ -24,7 +28,10 @@ from fusionkit.pipeline.folds import Fitted, Predictions
 from fusionkit.pipeline.splits import MIN_TRAIN_CLIPS, natural_key
 from fusionkit.recipe import Recipe
 
+log = logging.getLogger("fusionkit")
+
 HEADLINE = ("uar", "wa", "macro_f1", "weighted_f1")
+SAME_PREDICTIONS_ATOL = 1e-9  # probabilities (regression: predicted values) this close count as the same
 REGRESSION_MEASURES = ("ccc", "pearson", "rmse", "mae")
 
 
@@ -61,7 +68,12 @@ def summarize_run(recipe: Recipe, prep: Prepared, fitted: Fitted, total_seconds:
     out: dict = {"recipe": recipe.name, "task": recipe.task.kind}
     if regression:
         out["targets"] = recipe.task.targets
-    summary = {k: summarize([f[k] for f in folds], metric_range(k)) for k in keys}
+    identical = identical_seeds(fitted.predictions)
+    if identical:
+        log.warning("%s gave the same predictions: the split and head do not depend on the seed here; "
+                    "the interval counts each distinct seed once", _seed_groups_text(identical))
+    counted = distinct_rows(folds, identical)
+    summary = {k: summarize([f[k] for f in counted], metric_range(k)) for k in keys}
     for k in keys:
         out[k] = summary[k]["mean"]
         out[f"{k}_std"] = summary[k]["std"]
@@ -74,7 +86,7 @@ def summarize_run(recipe: Recipe, prep: Prepared, fitted: Fitted, total_seconds:
             out["uar_pooled_ci95"] = {**interval, "how": SPEAKER_BOOTSTRAP}
     out["summary"] = summary
     if len(recipe.run_seeds()) > 1:
-        out["seeds"] = seed_summary(folds, keys)
+        out["seeds"] = seed_summary(folds, keys, identical)
     out["classes"] = prep.classes
     out["pooled"] = pooled
     out["folds"] = folds
@@ -114,9 +126,10 @@ def raw_comparison(recipe: Recipe, raw: Prepared) -> dict:
         fitted = fit_folds(recipe, raw, Path(tmp))
     keys = headline_keys(recipe)
     folds = fitted.fold_rows
+    counted = distinct_rows(folds, identical_seeds(fitted.predictions))
     block: dict = {"normalize": "none", "note": RAW_NOTE}
     for k in keys:
-        s = summarize([f[k] for f in folds], metric_range(k))
+        s = summarize([f[k] for f in counted], metric_range(k))
         block[k], block[f"{k}_std"] = s["mean"], s["std"]
     pooled = pooled_metrics(fitted.predictions)
     block[f"{keys[0]}_pooled"] = pooled[keys[0]]
@@ -126,12 +139,67 @@ def raw_comparison(recipe: Recipe, raw: Prepared) -> dict:
     return {"raw": block}
 
 
-def seed_summary(fold_rows: list[dict], keys: list[str]) -> dict:
-    """Per seed, the mean over its folds; and over seeds, the summary of those means (run-to-run spread)."""
+def seed_summary(fold_rows: list[dict], keys: list[str], identical: list[list[int]] | None = None) -> dict:
+    """Per seed, the mean over its folds; and over the distinct seeds, the summary of those means (run-to-run
+    spread). ``identical``: groups of seeds that gave the same predictions (:func:`identical_seeds`); only the
+    first of each counts over seeds, and the groups are recorded."""
     seeds = sorted({f["seed"] for f in fold_rows})
     per_seed = {str(s): {k: float(np.mean([f[k] for f in fold_rows if f["seed"] == s])) for k in keys} for s in seeds}
-    over = {k: summarize([per_seed[str(s)][k] for s in seeds], metric_range(k)) for k in keys}
-    return {"per_seed": per_seed, "over_seeds": over}
+    repeats = {s for group in identical or [] for s in group[1:]}
+    over = {k: summarize([per_seed[str(s)][k] for s in seeds if s not in repeats], metric_range(k)) for k in keys}
+    return {"per_seed": per_seed, "over_seeds": over, "identical": [list(g) for g in identical or []]}
+
+
+def identical_seeds(predictions: Predictions) -> list[list[int]]:
+    """Groups of seeds (each of two or more, in seed order) whose predictions are the same: the same clips in the
+    same folds, the same predicted labels and probabilities within :data:`SAME_PREDICTIONS_ATOL` (regression: the
+    same predicted values). Such seeds are one experiment repeated, not independent evidence."""
+    seeds = sorted(set(predictions.seeds.tolist()))
+    if len(seeds) < 2:
+        return []
+    views = {s: _seed_view(predictions, s) for s in seeds}
+    groups: list[list[int]] = []
+    for s in seeds:
+        group = next((g for g in groups if _same_predictions(views[g[0]], views[s])), None)
+        if group is None:
+            groups.append([s])
+        else:
+            group.append(s)
+    return [g for g in groups if len(g) > 1]
+
+
+def distinct_rows(fold_rows: list[dict], identical: list[list[int]]) -> list[dict]:
+    """The fold rows of the distinct seeds: those of a seed repeating an earlier seed's predictions left out."""
+    repeats = {s for group in identical for s in group[1:]}
+    return [f for f in fold_rows if f["seed"] not in repeats]
+
+
+def _seed_view(p: Predictions, seed: int) -> tuple:
+    mine = np.flatnonzero(p.seeds == seed)
+    order = mine[np.lexsort((p.folds[mine].astype(str), p.clip_ids[mine].astype(str)))]
+    proba = None if p.proba is None else np.asarray(p.proba[order], dtype=float)
+    return p.clip_ids[order], p.folds[order], np.asarray(p.predicted[order]), proba
+
+
+def _same_predictions(a: tuple, b: tuple) -> bool:
+    (clips_a, folds_a, pred_a, proba_a), (clips_b, folds_b, pred_b, proba_b) = a, b
+    if clips_a.shape != clips_b.shape or not (np.array_equal(clips_a, clips_b) and np.array_equal(folds_a, folds_b)):
+        return False
+    if pred_a.dtype.kind in "fc":  # regression: predicted values
+        return pred_a.shape == pred_b.shape and bool(np.allclose(pred_a, pred_b, rtol=0, atol=SAME_PREDICTIONS_ATOL))
+    if not np.array_equal(pred_a, pred_b):
+        return False
+    if proba_a is None or proba_b is None:
+        return proba_a is None and proba_b is None
+    return proba_a.shape == proba_b.shape and bool(np.allclose(proba_a, proba_b, rtol=0, atol=SAME_PREDICTIONS_ATOL))
+
+
+def _seed_groups_text(identical: list[list[int]]) -> str:
+    """``seeds 0 and 1`` (or ``seeds 0, 1 and 2; seeds 3 and 4``)."""
+    def one(group: list[int]) -> str:
+        return "seeds " + ", ".join(map(str, group[:-1])) + f" and {group[-1]}"
+
+    return "; ".join(one(g) for g in identical)
 
 
 def split_text(recipe: Recipe, prep: Prepared, n_folds: int) -> str:
@@ -208,11 +276,12 @@ def protocol(recipe: Recipe, prep: Prepared, fold_rows: list[dict]) -> dict:
         if prep.test_clips:
             out["test_class_counts"] = class_counts(prep.test_clips, prep.classes)
         out["scoring"] = ("each fold is scored over the classes present in its test labels; headline figures are "
-                          "the mean over folds (and seeds) with the sample std and a 95% t-interval of that mean, "
+                          "the mean over folds (and distinct seeds: a seed whose predictions repeat an earlier seed's "
+                          "counts once) with the sample std and a 95% t-interval of that mean, "
                           "clipped to [0, 1]; uar_pooled scores all predictions together, its 95% interval "
                           "(uar_pooled_ci95) from resampling whole test speakers; " + INTERVAL_NOTE)
     else:
-        out["scoring"] = ("each fold is scored per target; headline figures are the mean over folds (and seeds) "
-                          "with the sample std and a 95% t-interval (CCC's clipped to [-1, 1]); ccc_pooled scores "
-                          "all predictions together; " + INTERVAL_NOTE)
+        out["scoring"] = ("each fold is scored per target; headline figures are the mean over folds (and distinct "
+                          "seeds) with the sample std and a 95% t-interval (CCC's clipped to [-1, 1]); ccc_pooled "
+                          "scores all predictions together; " + INTERVAL_NOTE)
     return out

@@ -253,10 +253,11 @@ def _seed_lines(m: dict, keys) -> list[str]:
     if "seeds" not in m:
         return []
     per, over = m["seeds"]["per_seed"], m["seeds"]["over_seeds"]
+    same = f" Distinct seeds only: {_identical_text(m)}." if _identical(m) else ""
     return [
         "## Over seeds",
         "",
-        "Each seed's figure is the mean over its folds; the spread below is run-to-run variation.",
+        f"Each seed's figure is the mean over its folds; the spread below is run-to-run variation.{same}",
         "",
         "| seed | " + " | ".join(keys) + " |",
         "|---|" + "---|" * len(keys),
@@ -264,6 +265,16 @@ def _seed_lines(m: dict, keys) -> list[str]:
         "| mean ± std | " + " | ".join(f"{over[k]['mean']:.3f} ± {over[k]['std']:.3f}" for k in keys) + " |",
         "",
     ]
+
+
+def _identical(m: dict) -> list[list[int]]:
+    """Groups of seeds that gave the same predictions (metrics.json ``seeds.identical``)."""
+    return (m.get("seeds") or {}).get("identical") or []
+
+
+def _identical_text(m: dict) -> str:
+    groups = "; ".join("seeds " + ", ".join(map(str, g[:-1])) + f" and {g[-1]}" for g in _identical(m))
+    return f"{groups} gave the same predictions, counted once"
 
 
 def _fmt_boot(m: dict) -> str:
@@ -290,7 +301,8 @@ def _classification_report(run_dir: Path, m: dict) -> list[str]:
         f"| uar_pooled | {m['uar_pooled']:.3f} | | {_fmt_boot(m)} |",
         "",
         f"Mean, std (n-1) and 95% t-interval over {s['uar']['n']} fold scores"
-        f"{' (folds x seeds)' if len(m['protocol']['seeds']) > 1 else ''}"
+        f"{' (folds x seeds)' if len(m['protocol']['seeds']) > 1 and not _identical(m) else ''}"
+        f"{f' (folds x distinct seeds: {_identical_text(m)})' if _identical(m) else ''}"
         + (f"; uar_pooled's interval resamples the {m['uar_pooled_ci95']['groups']} test speakers"
            if m.get("uar_pooled_ci95") else "") + ".",
         "",
