@@ -249,8 +249,8 @@ class Bundle:
         from fusionkit.sdk.heads import checked_outputs
 
         P = self.head.predict(X) if self.regression else self.head.predict_proba(X)
-        P = checked_outputs(self.recipe.fusion.plugin, P, len(feats), len(self.outputs),
-                            probabilities=not self.regression)
+        name = getattr(self.head, "name", None) or type(self.head).__name__
+        P = checked_outputs(name, P, len(feats), len(self.outputs), probabilities=not self.regression)
         return [dict(zip(self.outputs, map(float, p))) for p in P]
 
     def _scores(self, signals: list, sr: int, norm: Normaliser | None = None
