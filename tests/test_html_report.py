@@ -107,3 +107,22 @@ def test_bad_folder_is_one_line_and_exit_2(tmp_path, setup, message):
     assert result.exit_code == 2
     lines = result.output.strip().splitlines()
     assert len(lines) == 1 and message in lines[0] and str(tmp_path) in lines[0]
+
+
+def _summary_metrics(uar: float, **pooled) -> dict:
+    scores = {k: {"mean": uar, "std": 0.01, "ci95": [uar, uar], "n": 4} for k in ("uar", "wa", "macro_f1",
+                                                                               "weighted_f1")}
+    return {"recipe": "r", "summary": scores, "folds": [], "protocol": {}, "n_clips": 8, **pooled}
+
+
+def test_comparison_metrics_are_one_row_each_and_ties_at_the_shown_precision_are_all_best():
+    from fusionkit.report_html.compare_page import _metric_rows
+
+    rows = _metric_rows([_summary_metrics(0.7652777777777776, uar_pooled=0.5),
+                         _summary_metrics(0.7652777777777778, uar_pooled=0.5004),
+                         _summary_metrics(0.70, uar_pooled=0.49)])
+    names = [r["name"] for r in rows]
+    assert names == ["uar", "wa", "macro_f1", "weighted_f1", "uar_pooled"]  # each once, single seed or not
+    uar = {r["name"]: [c["best"] for c in r["cells"]] for r in rows}
+    assert uar["uar"] == [True, True, False]  # 0.765 and 0.765: both highlighted
+    assert uar["uar_pooled"] == [True, True, False]  # 0.500 and 0.500 (0.5004) read the same

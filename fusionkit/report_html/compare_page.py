@@ -8,7 +8,7 @@ import yaml
 
 from fusionkit.flat import flatten
 from fusionkit.metrics import paired_uar_difference
-from fusionkit.report_html.page import render
+from fusionkit.report_html.page import fmt, render
 from fusionkit.report_html.reading import ReportError, read_metrics, read_predictions, read_text
 from fusionkit.report_html.run_page import fold_keys
 
@@ -19,7 +19,8 @@ COMPARE = """{% extends "base.html" %}
 {% endfor %}</p>
 
 <h2 id="metrics">Metrics</h2>
-<p class="sub">Mean &plusmn; std over fold scores; the best figure of each row is highlighted.</p>
+<p class="sub">Mean &plusmn; std over fold scores; the best figure of each row is highlighted (all of them where they
+read the same).</p>
 <table class="sortable" id="metrics-table"><thead><tr><th>metric</th>{% for r in runs %}<th>{{ r.label }}</th>
 {% endfor %}</tr></thead><tbody>
 {% for row in metric_rows %}<tr><td>{{ row.name }}</td>{% for cell in row.cells %}
@@ -78,8 +79,9 @@ def _recipe(run_dir: Path) -> dict:
 def _metric_rows(metrics: list[dict]) -> list[dict]:
     names: list[str] = []
     for m in metrics:
-        names += [k for k in [*fold_keys(m), *m["summary"]] if k not in names]
-        names += [k for k in m if k.endswith("_pooled") and k not in names]
+        for k in [*fold_keys(m), *m["summary"], *(k for k in m if k.endswith("_pooled"))]:
+            if k not in names:  # fold_keys are summary keys too: each metric one row
+                names.append(k)
     rows = []
     for name in names:
         cells = []
@@ -87,11 +89,11 @@ def _metric_rows(metrics: list[dict]) -> list[dict]:
             s = m["summary"].get(name)
             mean = s["mean"] if s else m.get(name) if name.endswith("_pooled") else None
             cells.append({"mean": mean, "std": s["std"] if s else None, "best": False})
-        known = [c["mean"] for c in cells if c["mean"] is not None]
+        known = [c["mean"] for c in cells if c["mean"] is not None and c["mean"] == c["mean"]]  # not NaN
         if len(known) > 1:
-            target = (min if any(name.startswith(p) for p in LOWER_IS_BETTER) else max)(known)
-            for c in cells:
-                c["best"] = c["mean"] == target
+            target = fmt((min if any(name.startswith(p) for p in LOWER_IS_BETTER) else max)(known))
+            for c in cells:  # at the precision shown: figures that read the same are tied
+                c["best"] = fmt(c["mean"]) == target  # None and NaN read "\u2013", never the target
         rows.append({"name": name, "cells": cells})
     for c_name in sorted({c for m in metrics for c in (m.get("classes") or [])}):
         cells = []
