@@ -173,12 +173,24 @@ def uar_interval(y_true, predicted, groups, n_boot: int = 2000, seed: int = 0) -
     return {"uar": value, "ci95": [low, high], "groups": n_groups, "resamples": n_boot}
 
 
+def seed_order(seed: str) -> tuple:
+    """Sort key of a seed read from a predictions.csv: whole numbers by value, then anything else."""
+    return (0, int(seed), seed) if seed.lstrip("-").isdigit() else (1, 0, seed)
+
+
 def paired_uar_difference(a: dict, b: dict, min_shared: float = 0.9) -> dict | None:
     """:func:`uar_difference` of two runs' predictions on the test clips both labelled: ``a`` and ``b`` map
-    (clip id, seed) to (true label, speaker, predicted label), as a predictions.csv reads; None where fewer than
-    ``min_shared`` of the larger side's rows are shared (the two did not label the same clips)."""
+    (clip id, seed) to (true label, speaker, predicted label), as a predictions.csv reads.
+
+    Both are first restricted to the seeds they share (a run with seeds 0 and 1 against one with seed 0 compares
+    seed 0); the result's ``seeds`` lists them. None where they share no seed, or where fewer than ``min_shared``
+    of the larger side's rows on those seeds are shared (the two did not label the same clips)."""
+    seeds = {s for _, s in a} & {s for _, s in b}
+    a = {k: v for k, v in a.items() if k[1] in seeds}
+    b = {k: v for k, v in b.items() if k[1] in seeds}
     shared = sorted(set(a) & set(b))
     if not shared or len(shared) < min_shared * max(len(a), len(b)):
         return None
     true, speaker = zip(*((a[k][0], a[k][1]) for k in shared))
-    return uar_difference(true, [a[k][2] for k in shared], [b[k][2] for k in shared], speaker)
+    return {**uar_difference(true, [a[k][2] for k in shared], [b[k][2] for k in shared], speaker),
+            "seeds": sorted(seeds, key=seed_order)}

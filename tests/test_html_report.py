@@ -126,3 +126,30 @@ def test_comparison_metrics_are_one_row_each_and_ties_at_the_shown_precision_are
     uar = {r["name"]: [c["best"] for c in r["cells"]] for r in rows}
     assert uar["uar"] == [True, True, False]  # 0.765 and 0.765: both highlighted
     assert uar["uar_pooled"] == [True, True, False]  # 0.500 and 0.500 (0.5004) read the same
+
+
+def _fake_run(folder: Path, seeds: list[int], uar: float) -> Path:
+    """A run folder with just what a comparison reads: metrics.json and predictions.csv (16 clips, 4 speakers)."""
+    folder.mkdir(parents=True)
+    m = {**_summary_metrics(uar), "classes": ["a", "b"],
+         "protocol": {"corpus": "c", "split_description": "2 folds", "seeds": seeds}}
+    (folder / "metrics.json").write_text(json.dumps(m))
+    with open(folder / "predictions.csv", "w", newline="") as fh:
+        w = csv.writer(fh)
+        w.writerow(["clip_id", "seed", "fold", "speaker", "true", "predicted"])
+        for seed in seeds:
+            for i in range(16):
+                w.writerow([f"c{i}", seed, 0, f"s{i % 4}", "ab"[i % 2], "ab"[(i + (i % (3 + seed) == 0)) % 2]])
+    return folder
+
+
+def test_comparison_pairs_runs_on_the_seeds_they_share(tmp_path):
+    one = _fake_run(tmp_path / "one", [0], 0.7)
+    two = _fake_run(tmp_path / "two", [0, 1], 0.6)
+    other = _fake_run(tmp_path / "other", [5], 0.6)
+    out = tmp_path / "cmp.html"
+    result = cli("report", one, two, other, "--out", out)
+    assert result.exit_code == 0, result.output
+    rows = out.read_text().split('id="paired-table"')[1].split("</table>")[0].split("<tr>")[2:]
+    assert "not the same test clips" not in rows[0] and re.search(r"<td>0</td>\s*$", rows[0].split("</tr>")[0])
+    assert "no seed in common (R1: 0; R3: 5)" in rows[1]

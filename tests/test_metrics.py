@@ -100,6 +100,30 @@ def test_uar_difference_resamples_whole_speakers():
     assert lucky["diff"] > 0 and lucky["ci95"][0] == 0.0  # resamples without speaker 0 show no difference
 
 
+def _predictions(seeds, right_every: int) -> dict:
+    """(clip id, seed) -> (true, speaker, predicted) for 40 clips of 4 speakers, wrong on every ``right_every``-th."""
+    return {(f"c{i}", str(s)): (f"l{i % 2}", f"spk{i % 4}", f"l{(i + (i % right_every == 0)) % 2}")
+            for s in seeds for i in range(40)}
+
+
+def test_paired_uar_difference_compares_the_seeds_both_runs_share():
+    """A run with seeds 0 and 1 against a seed-0 run on the same clips: compared on seed 0, and says so; runs
+    with no seed in common, or other clips, are not compared."""
+    from fusionkit.metrics import paired_uar_difference, uar_difference
+
+    two, one = _predictions([0, 1], 3), _predictions([0], 5)
+    d = paired_uar_difference(two, one)
+    assert d is not None and d["seeds"] == ["0"]
+    shared = sorted(one)
+    expected = uar_difference([one[k][0] for k in shared], [two[k][2] for k in shared],
+                              [one[k][2] for k in shared], [one[k][1] for k in shared])
+    assert d["diff"] == pytest.approx(expected["diff"]) and d["ci95"] == pytest.approx(expected["ci95"])
+    assert paired_uar_difference(_predictions([10, 2], 3), _predictions([2, 10, 3], 5))["seeds"] == ["2", "10"]
+    assert paired_uar_difference(two, _predictions([7], 5)) is None  # no seed in common
+    other_clips = {(f"x{c}", s): v for (c, s), v in one.items()}
+    assert paired_uar_difference(two, other_clips) is None
+
+
 def test_uar_interval_resamples_whole_speakers():
     """Two speakers, one always right and one always wrong: resampling speakers gives every UAR from 0 to 1
     (resampling clips would stay near 0.5); perfect predictions give [1, 1]; one speaker has nothing to resample."""

@@ -7,7 +7,7 @@ from pathlib import Path
 import yaml
 
 from fusionkit.flat import flatten
-from fusionkit.metrics import paired_uar_difference
+from fusionkit.metrics import paired_uar_difference, seed_order
 from fusionkit.report_html.page import fmt, render
 from fusionkit.report_html.reading import ReportError, read_metrics, read_predictions, read_text
 from fusionkit.report_html.run_page import fold_keys
@@ -30,14 +30,16 @@ read the same).</p>
 
 {% if paired %}
 <h2 id="paired">Against {{ runs[0].label }} on the same test clips</h2>
-<p class="sub">Pooled UAR minus {{ runs[0].label }}'s on the test clips (and seeds) both runs labelled, with a 95%
+<p class="sub">Pooled UAR minus {{ runs[0].label }}'s on the test clips both runs labelled, on the seeds both ran
+(a run with more seeds is compared on the shared ones only), with a 95%
 interval from 2000 bootstrap resamples of whole test speakers: an interval that holds 0 means these predictions cannot
 tell the two runs apart.</p>
-<table id="paired-table"><thead><tr><th>run</th><th>UAR difference</th><th>95% interval</th><th>speakers</th></tr>
-</thead><tbody>
+<table id="paired-table"><thead><tr><th>run</th><th>UAR difference</th><th>95% interval</th><th>speakers</th>
+<th>seeds compared</th></tr></thead><tbody>
 {% for p in paired %}<tr><td>{{ p.label }}</td>{% if p.d %}<td class="num">{{ "%+.3f" | format(p.d.diff) }}</td>
 <td class="num">[{{ "%+.3f" | format(p.d.ci95[0]) }}, {{ "%+.3f" | format(p.d.ci95[1]) }}]</td>
-<td class="num">{{ p.d.groups }}</td>{% else %}<td colspan="3">not the same test clips</td>{% endif %}</tr>
+<td class="num">{{ p.d.groups }}</td><td>{{ p.d.seeds | join(", ") }}</td>{% else %}<td colspan="4">{{ p.why }}</td>
+{% endif %}</tr>
 {% endfor %}</tbody></table>
 {% endif %}
 
@@ -150,9 +152,19 @@ def compare_html(run_dirs: list[Path]) -> str:
 
 
 def _paired(run_dirs: list[Path], metrics: list[dict], runs: list[dict]) -> list[dict]:
-    """Each later run against the first on the test clips both labelled (classification runs only)."""
+    """Each later run against the first on the test clips both labelled, on the seeds both ran (classification runs
+    only); ``why`` says what kept a pair from being compared."""
     if any(m.get("task") == "regression" for m in metrics):
         return []
     first = read_predictions(run_dirs[0] / "predictions.csv")
-    return [{"label": r["label"], "d": paired_uar_difference(read_predictions(d / "predictions.csv"), first)}
-            for d, r in zip(run_dirs[1:], runs[1:])] if first else []
+    if not first:
+        return []
+    out = []
+    for d, r in zip(run_dirs[1:], runs[1:]):
+        other = read_predictions(d / "predictions.csv")
+        seeds = [sorted({s for _, s in p}, key=seed_order) for p in (first, other)]
+        why = ("no predictions.csv" if not other else
+               f"no seed in common ({runs[0]['label']}: {', '.join(seeds[0])}; {r['label']}: {', '.join(seeds[1])})"
+               if not set(seeds[0]) & set(seeds[1]) else "not the same test clips")
+        out.append({"label": r["label"], "d": paired_uar_difference(other, first), "why": why})
+    return out
