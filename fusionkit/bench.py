@@ -176,20 +176,34 @@ def _encoder_key(cell: Cell, e: dict) -> str:
 
 
 def _groups(cells: list[Cell]) -> dict[str, tuple[dict, dict]]:
-    """data key -> (a recipe of that dataset, {encoder key: encoder spec}) over ``cells``."""
+    """data key -> (a recipe of that dataset, {encoder key: encoder spec}) over ``cells``.
+
+    Each spec's ``name`` is what the grid calls that encoder, unique in its group: its own ``name:``, else its
+    encoder set's name when the set holds it alone, else its plugin; a second encoder of the same name gets
+    " #2" (and so on)."""
     by_data: dict[str, tuple[dict, dict]] = {}
     for cell in cells:
         data_key = json.dumps(cell.recipe["data"], sort_keys=True, default=str)
         encs = by_data.setdefault(data_key, (cell.recipe, {}))[1]
+        alone = len(cell.recipe["encoders"]) == 1
         for e in cell.recipe["encoders"]:
-            encs.setdefault(_encoder_key(cell, e), e)
+            key = _encoder_key(cell, e)
+            if key not in encs:
+                name = str(e.get("name") or (cell.encoders if alone else "") or e["plugin"])
+                taken = {spec["name"] for spec in encs.values()}
+                unique, n = name, 1
+                while unique in taken:
+                    n += 1
+                    unique = f"{name} #{n}"
+                encs[key] = {**e, "name": unique}
     return by_data
 
 
 def _group_recipe(template: dict, encs: dict, engine: EngineSpec | None = None) -> dict:
+    """The recipe that encodes a group's clips with each of its encoders, named as the grid names them."""
     raw = copy.deepcopy(template)
-    raw["encoders"] = [{"plugin": e["plugin"], "options": e.get("options") or {}, "name": f"e{i}"}
-                       for i, e in enumerate(encs.values())]
+    raw["encoders"] = [{"plugin": e["plugin"], "options": e.get("options") or {}, "name": e["name"]}
+                       for e in encs.values()]
     if engine is not None:
         raw["engine"] = engine.model_dump()
     return raw
@@ -231,8 +245,8 @@ def encode_all(cells: list[Cell], out: Path, echo: Callable[[str], None] = log.w
         except Exception as exc:  # noqa: BLE001 - e.g. an unreadable corpus: its cells fail with the reason
             echo(f"encoding phase: {raw['data'].get('dataset', '?')}: {type(exc).__name__}: {exc}")
             continue
-        for i, ekey in enumerate(encs):
-            counts = embeddings["per_encoder"][f"e{i}"]
+        for ekey, spec in encs.items():
+            counts = embeddings["per_encoder"][spec["name"]]
             cache = data_key + "|" + counts["cache_key"]
             state["caches"][ekey] = cache
             if counts["computed"]:
@@ -244,7 +258,8 @@ def encode_all(cells: list[Cell], out: Path, echo: Callable[[str], None] = log.w
 
 
 def _encode_group(raw: dict, echo: Callable[[str], None]) -> dict:
-    """Encode the clips of one dataset with every encoder of ``raw`` (named e0, e1, ...); return the counts.
+    """Encode the clips of one dataset with every encoder of ``raw`` (named as the grid names them); return the
+    counts.
 
     An encoder that fails as a whole, or on every clip, is one ``echo`` line naming it and the reason."""
     from collections import Counter
@@ -256,12 +271,13 @@ def _encode_group(raw: dict, echo: Callable[[str], None]) -> dict:
     recipe = Recipe.model_validate(raw)
     selection = select(recipe)
     encoded = encode_recipe(recipe, selection.clips, isolate=True)
-    for i, spec in enumerate(raw["encoders"]):
-        name = f"e{i}"
+    for spec in raw["encoders"]:
+        name = spec["name"]
         if selection.clips and not encoded.features.get(name):
             reasons = Counter(r for cid, r in encoded.skipped.items() if r.startswith(f"{name}: "))
-            why = reasons.most_common(1)[0][0].split(": ", 1)[1] if reasons else "no clip could be encoded"
-            echo(f"encoding phase: encoder {spec['plugin']} failed on every clip of "
+            why = reasons.most_common(1)[0][0].removeprefix(f"{name}: ") if reasons else "no clip could be encoded"
+            shown = name if name == spec["plugin"] else f"{name} (plugin {spec['plugin']})"
+            echo(f"encoding phase: encoder {shown} failed on every clip of "
                  f"{raw['data'].get('dataset', '?')} ({why}); the cells using it will fail")
     return encoded.embeddings
 

@@ -167,6 +167,39 @@ def test_a_problem_shared_by_every_cell_is_one_line(grid, tmp_path):
                                "synthetic/mfcc/xgb20, ...]: split.folds: ")
 
 
+NAMED_GRID = """
+name: named
+base: base.yaml
+axes:
+  encoders:
+    - name: energy
+      encoders: [{plugin: lld, options: {descriptors: [rms], workers: 1}}]
+    - name: pair
+      encoders: [{plugin: lld, options: {descriptors: [rms], workers: 1}},
+                 {plugin: lld, name: zero-crossings, options: {descriptors: [zcr], workers: 1}}]
+    - encoders: [{plugin: lld, options: {descriptors: [centroid], workers: 1}}]
+    - encoders: [{plugin: lld, options: {descriptors: [rolloff], workers: 1}}]
+"""
+
+
+def test_encoding_phase_names_encoders_as_the_grid_does(tmp_path, caplog):
+    """Its lines name each encoder as the grid does (its own name, its set's when alone in it, else its plugin;
+    a name two encoders would share numbered), not by an internal e0, e1, ..."""
+    import logging
+
+    from fusionkit.bench import encode_grid, load_grid
+
+    (tmp_path / "base.yaml").write_text(BASE.replace("speakers: 4, clips_per_class: 3",
+                                                     "speakers: 2, clips_per_class: 1"))
+    (tmp_path / "grid.yaml").write_text(NAMED_GRID)
+    _, cells = load_grid(tmp_path / "grid.yaml", [])
+    with caplog.at_level(logging.INFO, logger="fusionkit"):
+        computed, cached = encode_grid(cells)
+    assert computed + cached == 4 * 8  # each distinct encoder once
+    named = sorted(r.getMessage().split(":")[0] for r in caplog.records if "embeddings computed" in r.getMessage())
+    assert named == ["energy", "lld", "lld #2", "zero-crossings"]
+
+
 WORKER_SCRIPT = """
 import multiprocessing as mp, os, time
 from concurrent.futures import ProcessPoolExecutor

@@ -367,7 +367,7 @@ def test_an_encoder_failing_on_every_clip_fails_its_cells_and_the_grid_goes_on(t
     rows = {row["encoders"]: row for row in (json.loads(p.read_text()) for p in out.glob("cells/*/cell.json"))}
     assert rows["rms"]["status"] == "done"
     assert rows["bad"]["status"] == "failed" and "this encoder fails on every clip" in rows["bad"]["error"]
-    assert "encoder allfail failed on every clip" in r.output
+    assert "encoder bad (plugin allfail) failed on every clip" in r.output  # as the grid names it
     assert "1 cells done, 1 failed" in r.output
 
 
