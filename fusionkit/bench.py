@@ -327,10 +327,18 @@ def _exit_with_parent(parent: int) -> None:
 
 def _worker_init(parent: int) -> None:
     """Worker initializer: Ctrl-C reaches the whole process group, but only the grid process acts on it (it
-    terminates the workers); and a worker ends when the grid process is gone."""
+    terminates the workers); and a worker ends when the grid process is gone.
+
+    A worker's progress bars (quiet in a cell) share a thread lock, not tqdm's default multiprocessing lock: that
+    is a named semaphore, which a worker terminated mid-cell could not release, and multiprocessing's resource
+    tracker would report it as leaked when the interrupted grid ends."""
     import signal
+    import threading
+
+    from tqdm import tqdm
 
     signal.signal(signal.SIGINT, signal.SIG_IGN)
+    tqdm.set_lock(threading.RLock())
     _exit_with_parent(parent)
 
 

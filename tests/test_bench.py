@@ -217,6 +217,42 @@ if __name__ == "__main__":
 """
 
 
+STOPPED_SCRIPT = """
+import multiprocessing as mp, os, sys, time
+from concurrent.futures import ProcessPoolExecutor
+from fusionkit.bench import _worker_init, stop_pool
+
+def busy(ready):
+    from fusionkit.progress import bar
+
+    list(bar(range(3)))  # as a cell does: tqdm's lock made in the worker
+    open(ready, "w").close()
+    time.sleep(60)
+
+if __name__ == "__main__":
+    pool = ProcessPoolExecutor(1, mp_context=mp.get_context("spawn"), max_tasks_per_child=1,
+                               initializer=_worker_init, initargs=(os.getpid(),))
+    pool.submit(busy, sys.argv[1])
+    while not os.path.exists(sys.argv[1]):
+        time.sleep(0.1)
+    stop_pool(pool)
+"""
+
+
+def test_stopped_workers_leave_no_semaphores_behind(tmp_path):
+    """An interrupted grid terminates its cell workers, mid-cell: what they made must not be named semaphores
+    only their exit would release, or the grid process ends with a resource_tracker warning of leaked ones."""
+    import subprocess
+    import sys
+
+    script = tmp_path / "stopped.py"
+    script.write_text(STOPPED_SCRIPT)
+    done = subprocess.run([sys.executable, str(script), str(tmp_path / "ready")], capture_output=True, text=True,
+                          timeout=120)
+    assert done.returncode == 0, done.stderr
+    assert "leaked" not in done.stderr, done.stderr
+
+
 def _alive(pid: int) -> bool:
     try:
         state = Path(f"/proc/{pid}/status").read_text()
