@@ -126,6 +126,22 @@ class TrackingSpec(Strict):
     mlflow: MlflowSpec | None = Field(None, description="log the finished run to MLflow (the mlflow extra)")
 
 
+SPEED_RANGE = (0.5, 2.0)  # augment.speed: the factors a copy may be resampled by
+SNR_RANGE_DB = (-20.0, 80.0)  # augment.noise_snr_db: from noise louder than speech to noise far below hearing
+
+
+def _range_problems(pair: tuple[float, float], bounds: tuple[float, float], what: str, note: str = "") -> str | None:
+    """What is wrong with the [low, high] range ``pair`` of ``what``, allowed within ``bounds``; None if nothing."""
+    problems = []
+    outside = list(dict.fromkeys(v for v in pair if not bounds[0] <= v <= bounds[1]))  # NaN is outside too
+    if outside:
+        problems.append(f"{' and '.join(map(str, outside))} {'is' if len(outside) == 1 else 'are'} outside the "
+                        f"allowed {bounds[0]} to {bounds[1]}{note}")
+    if pair[0] > pair[1]:
+        problems.append(f"not a range (low {pair[0]} > high {pair[1]})")
+    return f"[{pair[0]}, {pair[1]}]: {what}: " + "; ".join(problems) if problems else None
+
+
 class AugmentSpec(Strict):
     """Training-time audio augmentation: perturbed copies of every training clip, encoded and cached like clips,
     added to the training side of each fold (never to a test side)."""
@@ -133,21 +149,34 @@ class AugmentSpec(Strict):
     copies: int = Field(1, ge=1, le=20, description="perturbed copies per training clip")
     noise_snr_db: tuple[float, float] | None = Field(
         (10.0, 30.0), description="additive white noise at a signal-to-noise ratio (dB) drawn uniformly from this "
-                                  "range (null: no noise)")
+                                  "range, within -20 to 80 (null: no noise)")
     speed: tuple[float, float] | None = Field(
         (0.9, 1.1), description="speed perturbation (tempo and pitch, by resampling) by a factor drawn uniformly "
-                                "from this range (null: none)")
+                                "from this range, within 0.5 to 2.0 (null: none)")
     seed: int = Field(0, description="with the clip's content and the copy's number, fixes each copy's draws")
 
+    @field_validator("noise_snr_db")
+    @classmethod
+    def _snr_range(cls, pair: tuple[float, float] | None) -> tuple[float, float] | None:
+        problem = pair and _range_problems(pair, SNR_RANGE_DB, "signal-to-noise ratios in dB")
+        if problem:
+            raise ValueError(problem)
+        return pair
+
+    @field_validator("speed")
+    @classmethod
+    def _speed_range(cls, pair: tuple[float, float] | None) -> tuple[float, float] | None:
+        problem = pair and _range_problems(pair, SPEED_RANGE, "speed factors", note=(
+            " (a factor must be > 0: 0.5 halves the speed, 2.0 doubles it)"
+            if not all(v > 0 for v in pair) else " (0.5 halves the speed, 2.0 doubles it)"))
+        if problem:
+            raise ValueError(problem)
+        return pair
+
     @model_validator(mode="after")
-    def _ranges(self) -> AugmentSpec:
+    def _something_changes(self) -> AugmentSpec:
         if self.noise_snr_db is None and self.speed is None:
             raise ValueError("noise_snr_db and speed are both null: nothing would change the copies")
-        for name, pair in (("noise_snr_db", self.noise_snr_db), ("speed", self.speed)):
-            if pair is not None and pair[0] > pair[1]:
-                raise ValueError(f"{name}: [{pair[0]}, {pair[1]}] is not a range (low > high)")
-        if self.speed is not None and not (0.5 <= self.speed[0] and self.speed[1] <= 2.0):
-            raise ValueError(f"speed: [{self.speed[0]}, {self.speed[1]}] leaves 0.5-2.0")
         return self
 
 

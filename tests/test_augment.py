@@ -40,8 +40,12 @@ def test_perturb_is_fixed_by_seed_copy_and_content_and_honours_the_ranges():
 
 @pytest.mark.parametrize("section, message", [
     ("{noise_snr_db: null, speed: null}", "nothing would change the copies"),
-    ("{speed: [1.1, 0.9]}", r"speed: \[1.1, 0.9\] is not a range"),
-    ("{speed: [0.2, 1.0]}", "leaves 0.5-2.0"),
+    ("{speed: [1.1, 0.9]}", r"speed: \[1.1, 0.9\]: speed factors: not a range \(low 1.1 > high 0.9\)"),
+    ("{speed: [0.2, 1.0]}", r"speed: \[0.2, 1.0\]: speed factors: 0.2 is outside the allowed 0.5 to 2.0"),
+    ("{speed: [0.0, 0.5]}", r"0.0 is outside the allowed 0.5 to 2.0 \(a factor must be > 0"),
+    ("{noise_snr_db: [-400, -300]}", r"noise_snr_db: \[-400.0, -300.0\]: signal-to-noise ratios in dB: -400.0 and "
+                                     r"-300.0 are outside the allowed -20.0 to 80.0"),
+    ("{noise_snr_db: [10, 90]}", "90.0 is outside the allowed -20.0 to 80.0"),
     ("{copies: 0}", "copies"),
 ])
 def test_bad_augment_sections_are_one_clear_line(section, message, tmp_path):
@@ -52,6 +56,18 @@ def test_bad_augment_sections_are_one_clear_line(section, message, tmp_path):
         load_recipe(path)
     assert len(err.value.lines) == 1 and "augment" in err.value.lines[0]
     assert __import__("re").search(message, err.value.lines[0])
+
+
+def test_every_bad_augment_range_is_reported_at_once(tmp_path):
+    path = tmp_path / "r.yaml"
+    path.write_text("data: {dataset: synthetic}\nencoders: [{plugin: lld}]\nfusion: {plugin: linear}\n"
+                    "augment: {speed: [1.2, 0.8], noise_snr_db: [30, 10]}\n")
+    with pytest.raises(RecipeError) as err:
+        load_recipe(path)
+    lines = sorted(line.split(": ", 1)[1] for line in err.value.lines)
+    assert lines == ["augment.noise_snr_db: [30.0, 10.0]: signal-to-noise ratios in dB: not a range (low 30.0 > "
+                     "high 10.0)",
+                     "augment.speed: [1.2, 0.8]: speed factors: not a range (low 1.2 > high 0.8)"]
 
 
 def test_augment_with_normalisation_is_refused(tmp_path):
