@@ -16,11 +16,14 @@ hook receives a ``register`` callback; call it once per class the plugin offers:
     def register_encoders(register):
         register(MyEncoder)
 
-The entry point gives the plugin's name and kind; its class gives what
-``fusionkit plugins list`` shows: ``description``, ``modality`` and ``requires``
-(the import names it needs; a missing one makes it "not installed"). Each
-module's hooks are called on their own through the plugin manager: a hook that
-raises marks that entry point broken and the other plugins still register.
+The entry point's group gives the plugin's kind; its name only names the module
+(a module that fails, or whose hook raises, is listed as broken under it). The
+registered class's ``name`` is the plugin's name, the one recipes and ``fusionkit
+plugins list`` use; the class also gives what the listing shows: ``description``,
+``modality`` and ``requires`` (the import names it needs; a missing one makes it
+"not installed"). Each module's hooks are called on their own through the plugin
+manager: a hook that raises marks that entry point broken and the other plugins
+still register.
 
 Keep heavy imports (torch, transformers, ...) inside methods, never at module
 level: fusionkit imports every plugin module to list them, and ``fusionkit

@@ -99,10 +99,16 @@ class Registry:
             if entry is not None:
                 raise PluginError(f"{kind} plugin '{name}' is not installed: no installed entry point provides it "
                                   f"({_install_hint(entry.get('extra', ''))})")
-            raise PluginError(f"unknown {kind} plugin '{name}'{suggest(name, self.names(kind))}")
+            raise PluginError(f"unknown {kind} plugin '{name}'{suggest(name, self.names(kind))}{self._broken(kind)}")
         if info.status != "installed":
             raise PluginError(f"{kind} plugin '{name}' is {info.status}: {info.reason}")
         return info.cls  # type: ignore[return-value]
+
+    def _broken(self, kind: str) -> str:
+        """The broken entry points of ``kind`` (what they failed to register is unknown), for an unknown name."""
+        return "".join(f"; the entry point '{p.entry_name or p.name}' of package {p.distribution} is broken, and may "
+                       f"be what provides it: {' '.join(p.reason.split())}"
+                       for p in self.problems if p.kind == kind and p.status == "broken")
 
     def all(self) -> list[PluginInfo]:
         return sorted([*self.plugins.values(), *self.problems], key=lambda p: (p.kind, p.name))

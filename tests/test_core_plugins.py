@@ -166,6 +166,35 @@ def test_bad_registrations_are_broken_not_fatal(tmp_path, monkeypatch, fk_env):
     assert "fk-odd" in by_name["needy"].reason  # third party: point at its distribution, not a fusionkit extra
 
 
+def test_an_unknown_name_mentions_the_broken_entry_points_of_its_kind(tmp_path, monkeypatch, fk_env):
+    """A class without Options breaks its entry point ('odd'), so its own name ('no-options') is unknown; the
+    error says which entry point is broken and why, in one line."""
+    from fusionkit.registry import PluginError, build_registry
+
+    no_options = """
+        from fusionkit.sdk import hookimpl
+
+        class NoOptions:
+            name = "no-options"
+
+        @hookimpl
+        def register_encoders(register):
+            register(NoOptions)
+    """
+    site = fake_distribution(tmp_path / "site", "fk-odd", {"encoder": {"odd": "fk_odd"}}, {"fk_odd": no_options})
+    monkeypatch.syspath_prepend(str(site))
+    reg = build_registry()
+    with pytest.raises(PluginError) as err:
+        reg.get("encoder", "no-options")
+    message = str(err.value)
+    assert message.startswith("unknown encoder plugin 'no-options'") and "\n" not in message
+    assert ("; the entry point 'odd' of package fk-odd is broken, and may be what provides it: register_encoders "
+            "raised TypeError: NoOptions has no Options model") in message
+    with pytest.raises(PluginError) as other_kind:
+        reg.get("fusion", "no-options")
+    assert "fk-odd" not in str(other_kind.value)  # only broken entry points of the kind asked for
+
+
 def test_catalogued_but_missing_plugin_says_not_installed(fk_env):
     from fusionkit.registry import PluginError, Registry
 
