@@ -153,3 +153,18 @@ def test_comparison_pairs_runs_on_the_seeds_they_share(tmp_path):
     rows = out.read_text().split('id="paired-table"')[1].split("</table>")[0].split("<tr>")[2:]
     assert "not the same test clips" not in rows[0] and re.search(r"<td>0</td>\s*$", rows[0].split("</tr>")[0])
     assert "no seed in common (R1: 0; R3: 5)" in rows[1]
+
+
+def test_cross_corpus_protocol_shows_training_and_test_class_counts():
+    from fusionkit.report_html.run_page import protocol_rows
+
+    p = {"corpus": "ravdess", "test_corpus": "emodb", "n_speakers": 34, "split": {"kind": "cross-corpus"},
+         "speaker_independent": True, "seeds": [0], "encoders": [{"plugin": "lld"}], "fusion": {"plugin": "linear"},
+         "scoring": "s", "class_counts": {"angry": 192, "sad": 192}, "test_class_counts": {"angry": 127, "sad": 62}}
+    rows = dict(protocol_rows({"protocol": p, "n_clips": 573, "classes": ["angry", "sad"]}))
+    assert rows["Corpus"].startswith("ravdess (train) -> emodb (test), 573 clips")
+    assert rows["Training classes"] == "angry (192), sad (192)" and rows["Test classes"] == "angry (127), sad (62)"
+    assert "Classes" not in rows
+    p.pop("test_class_counts")
+    assert dict(protocol_rows({"protocol": p, "n_clips": 384, "classes": ["angry", "sad"]}))["Classes"] == \
+        "angry (192), sad (192)"

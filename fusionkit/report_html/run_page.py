@@ -134,8 +134,11 @@ def protocol_rows(m: dict) -> list[tuple[str, str]]:
     if m.get("task") == "regression":
         rows.append(("Targets", ", ".join(m.get("targets") or [])))
     else:
-        counts = p.get("class_counts") or {}
-        rows.append(("Classes", ", ".join(f"{c} ({counts[c]})" if c in counts else c for c in m["classes"])))
+        counts, test_counts = p.get("class_counts") or {}, p.get("test_class_counts")
+        rows.append(("Training classes" if test_counts else "Classes",  # cross-corpus: the training corpus's
+                     ", ".join(f"{c} ({counts[c]})" if c in counts else c for c in m["classes"])))
+        if test_counts:
+            rows.append(("Test classes", ", ".join(f"{c} ({n})" for c, n in test_counts.items())))
         if p.get("label_map"):
             rows.append(("Label mapping", ", ".join(f"{k} -> {v}" for k, v in p["label_map"].items())))
     split = p.get("split_description") or p["split"]["kind"]
