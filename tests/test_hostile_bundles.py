@@ -204,8 +204,10 @@ def test_show_lists_what_a_bundle_loads_without_loading_it(bundle, monkeypatch):
     out = r.stdout
     assert manifest["content_hash"] in out and "linear" in out and "low" in out and "high" in out
     assert "wav2vec2" in out and "models/w2v" in out and enc[1]["identity"]["model"] in out
+    assert "text:" not in out  # audio encoders only: no transcripts to say the source of
     r = CliRunner().invoke(main, ["predict", str(bundle), "--show", "--format", "json"])
     shown = json.loads(r.stdout)
+    assert shown["text"] is None and [e["modality"] for e in shown["encoders"]] == ["audio", "audio"]
     assert shown["fusion"] == "linear" and shown["classes"] == ["high", "low"]
     assert [e["plugin"] for e in shown["encoders"]] == ["lld", "wav2vec2"]
     assert shown["encoders"][1]["weights_digest"] == enc[1]["identity"]["model"]

@@ -97,6 +97,8 @@ def test_asr_text_only_recipe_writes_and_reuses_transcripts(tmp_path, monkeypatc
     from fusionkit.cli import main
 
     assert CliRunner().invoke(main, ["export", str(tmp_path / "run"), str(tmp_path / "bundle")]).exit_code == 0
+    shown = CliRunner().invoke(main, ["predict", str(tmp_path / "bundle"), "--show"]).output
+    assert "\ntext: asr (ASR model " in shown, shown  # a text encoder: where its transcripts come from
     sf.write(tmp_path / "long.wav", np.random.default_rng(0).normal(0, 0.1, 16000 * 8).astype(np.float32), 16000)
     done = CliRunner().invoke(main, ["predict", str(tmp_path / "bundle"), str(tmp_path / "long.wav"),
                                      "--window", "3", "--format", "csv"])

@@ -325,10 +325,21 @@ def check_identities(root: Path, encoders: dict) -> None:
                               f"from the one recorded at export ({want}); the head was fitted on that model's features")
 
 
+def _modality(plugin: object) -> str | None:
+    """The encoder plugin's ``modality`` (its class looked up, nothing loaded); None when it is not installed."""
+    from fusionkit.registry import PluginError, registry
+
+    try:
+        return str(registry().get("encoder", str(plugin)).modality)
+    except PluginError:
+        return None
+
+
 def describe(path: str | Path) -> dict:
-    """What a bundle loads, from its files alone (no plugin or model is loaded): encoders with plugin, model
-    reference and weights digest, fusion head, classes or targets, content hash, and any remote-code request.
-    The bundle is checked first (:func:`check_files`, model folders inside it)."""
+    """What a bundle loads, from its files alone (no model is loaded): encoders with plugin, modality, model
+    reference and weights digest, fusion head, classes or targets, content hash, and any remote-code request;
+    ``text`` (where transcripts come from) only when an encoder reads text (or its plugin, not installed, might),
+    else None. The bundle is checked first (:func:`check_files`, model folders inside it)."""
     root = Path(path)
     manifest = read_manifest(root)
     check_files(root, manifest)
@@ -341,7 +352,8 @@ def describe(path: str | Path) -> dict:
         entry = recorded[i] if isinstance(recorded, list) and i < len(recorded) else {}
         options = enc.get("options") or {}
         encoders.append({"name": enc.get("name") or enc.get("plugin"), "plugin": enc.get("plugin"),
-                         "model": options.get("model"), "weights_digest": (entry.get("identity") or {}).get("model"),
+                         "modality": _modality(enc.get("plugin")), "model": options.get("model"),
+                         "weights_digest": (entry.get("identity") or {}).get("model"),
                          "plugin_version": (entry.get("identity") or {}).get("version"),
                          "trained_on": options.get("device")})
     head_file = _read_json(root, "head/head.json") if (root / "head" / "head.json").is_file() else {}
@@ -357,7 +369,8 @@ def describe(path: str | Path) -> dict:
         **({"targets": labels.get("targets")} if "targets" in labels else {"classes": labels.get("classes")}),
         "encoders": encoders,
         "text": {"source": text.get("source", "dataset"),
-                 **({"model": text.get("model")} if text.get("source") == "asr" else {})},
+                 **({"model": text.get("model")} if text.get("source") == "asr" else {})}
+        if any(e["modality"] != "audio" for e in encoders) else None,
         "trust_remote_code": remote_code_requests(raw),
         "normalize": raw.get("normalize") or "none",
         "files": len(manifest["files"]),

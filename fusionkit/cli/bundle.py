@@ -327,7 +327,8 @@ def show_lines(info: dict) -> list[str]:
         lines.append(f"encoder {e['name']}: plugin {e['plugin']}, model {e['model'] or '-'}, "
                      f"weights digest {e['weights_digest'] or '-'}{_trained_on(e.get('trained_on'))}")
     text = info["text"]
-    lines.append(f"text: {text['source']}" + (f" (ASR model {text['model']})" if "model" in text else ""))
+    if text is not None:  # a text encoder's transcripts: from the dataset or an ASR model
+        lines.append(f"text: {text['source']}" + (f" (ASR model {text['model']})" if "model" in text else ""))
     if info.get("normalize", "none") != "none":
         lines.append(f"normalize: {info['normalize']} (features z-scored per {info['normalize']}): predict needs "
                      "--enrol PATH or --enrol-self [--group-by REGEX]")
