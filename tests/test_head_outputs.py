@@ -81,7 +81,8 @@ def test_a_run_refuses_what_a_head_gets_wrong(tmp_path, monkeypatch, fk_env, mod
     from fusionkit import registry as plugins
     from fusionkit.cli import main
 
-    site = fake_distribution(tmp_path / "site", "fk-odd", {"fusion": {"odd": "fk_odd"}}, {"fk_odd": ODD_HEAD})
+    site = fake_distribution(tmp_path / "site", "fk-misbehaving-head", {"fusion": {"odd": "fk_misbehaving_head"}},
+                             {"fk_misbehaving_head": ODD_HEAD})
     monkeypatch.syspath_prepend(str(site))
     plugins.reset()
     fine = write_recipe(tmp_path / "fine.yaml", small_recipe(fusion={"plugin": "odd"}))
