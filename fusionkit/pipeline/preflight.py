@@ -110,9 +110,9 @@ def recipe_problems(source: str, recipe: Recipe) -> list[str]:
     return model_problems(source, encoders) or head_problems(source, recipe)
 
 
-def grid_problems(path: Path, cells: list, data: bool = True) -> list[str]:
+def grid_problems(path: Path, cells: list) -> list[str]:
     """Each distinct encoder of a grid's cells (:class:`fusionkit.bench.Cell`) checked once, then each cell's head,
-    then (``data``) each distinct corpus and split read and split once; a problem several cells share is one line
+    then each distinct corpus and split read and split once; a problem several cells share is one line
     naming how many (:func:`grouped_lines`)."""
     from fusionkit.recipe import validate
 
@@ -134,7 +134,7 @@ def grid_problems(path: Path, cells: list, data: bool = True) -> list[str]:
         refusal = head_refusal(recipe)
         if refusal is not None:
             problems.append((cid, f"fusion: {_reason(refusal)}"))
-    if problems or not data:
+    if problems:
         return grouped_lines(path, problems)
     corpora: dict[str, tuple[Recipe, list[str]]] = {}
     for cid, recipe in recipes:
