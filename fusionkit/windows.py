@@ -23,11 +23,27 @@ AUDIO_SUFFIXES = {".wav", ".flac", ".ogg", ".oga", ".opus", ".mp3", ".aiff", ".a
 TARGET_SR = 16000
 
 
+SHORTEST_WINDOW_S = 0.2
+"""The shortest window a timeline takes: shorter audio holds too little speech to judge (``fusionkit.audio``'s
+"very short"), and a window of a few samples would only multiply the work."""
+
+MOST_WINDOWS_PER_WINDOW = 16
+"""The hop is at least the window / this: windows overlap by at most 15/16, so the work stays within 16 times that
+of windows side by side (a hop of 1 ms under 1 s windows asked a thousand windows per second of audio)."""
+
+
 def window_problem(window: float | None, hop: float | None, smooth: int, prefix: str = "") -> str | None:
     """Why these timeline arguments cannot be used (``prefix`` + the argument's name first), or None."""
     for name, value in (("window", window), ("hop", hop)):
         if value is not None and not (isinstance(value, (int, float)) and math.isfinite(value) and value > 0):
             return f"{prefix}{name} {value}: expected a finite number of seconds > 0"
+    if window is not None and window < SHORTEST_WINDOW_S:
+        return f"{prefix}window {window}: expected at least {SHORTEST_WINDOW_S} s (shorter windows hold too little " \
+               "speech to judge)"
+    shortest_hop = (window or 4.0) / MOST_WINDOWS_PER_WINDOW
+    if hop is not None and hop < shortest_hop - 1e-12:
+        return f"{prefix}hop {hop}: expected at least {shortest_hop:g} s (the window / {MOST_WINDOWS_PER_WINDOW}: " \
+               f"windows overlapping more would multiply the work, not the detail)"
     if isinstance(smooth, bool) or not isinstance(smooth, int) or smooth < 1:
         return f"{prefix}smooth {smooth}: expected a whole number of windows >= 1"
     return None

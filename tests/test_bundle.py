@@ -325,6 +325,22 @@ def test_window_arithmetic():
             assert all(b[0] <= a[1] + 1e-9 for a, b in zip(spans, spans[1:]))
 
 
+def test_windows_too_short_or_too_dense_are_refused_everywhere(trained, tmp_path):
+    """A window of 1e-9 s, or a hop of 1 ms under 1 s windows, asked for millions of windows: refused (CLI exit 2,
+    the Python API's ValueError) before any audio is read."""
+    from fusionkit.windows import window_problem
+
+    assert window_problem(0.2, 0.0125, 1) is None and window_problem(4.0, 0.25, 1) is None
+    assert "window 1e-09: expected at least 0.2 s" in window_problem(1e-9, None, 1)
+    assert "hop 0.001: expected at least 0.0625 s (the window / 16" in window_problem(1.0, 0.001, 1)
+    assert "hop 0.1: expected at least 0.25 s" in window_problem(None, 0.1, 1)  # the default window, 4 s
+    path = sorted(_clip_paths(trained / "run").values())[0]
+    r = CliRunner().invoke(main, ["predict", str(trained / "all"), str(path), "--window", "1e-9"])
+    assert r.exit_code == 2 and "--window 1e-09: expected at least 0.2 s" in r.stderr
+    with pytest.raises(ValueError, match="hop 0.001: expected at least"):
+        fusionkit.load(trained / "all").predict(path, window=1.0, hop=0.001)
+
+
 def test_timeline_covers_the_end_of_the_recording(trained, tmp_path):
     """A recording that is not a whole number of windows long: its last window ends at the end (a full window,
     overlapping the one before), in the CLI and the Python API alike."""

@@ -306,7 +306,7 @@ def test_window_predict_refuses_a_truncated_wav_like_whole_file_predict(made, tm
     data = (made / "new.wav").read_bytes()
     cut = tmp_path / "cut.wav"
     cut.write_bytes(data[: len(data) // 2])
-    for extra in ([], ["--window", "0.1"]):
+    for extra in ([], ["--window", "0.2"]):
         r = CliRunner().invoke(main, ["predict", str(made / "bundle"), str(cut), *extra])
         assert r.exit_code == 1, (extra, r.output)
         assert "truncated" in [ln for ln in r.stderr.splitlines() if "cut.wav" in ln][0]

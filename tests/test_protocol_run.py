@@ -343,7 +343,7 @@ def test_export_of_a_regression_run_predicts_values(corpora, tmp_path):
     a = corpora[0].parent
     loud, calm = model.predict(a / "a1_ang_0.wav"), model.predict(a / "a1_neu_0.wav")
     assert set(loud) == {"values"} and loud["values"]["arousal"] > calm["values"]["arousal"] + 1.0
-    timeline = model.predict(a / "a1_ang_0.wav", window=0.1, smooth=3)
+    timeline = model.predict(a / "a1_ang_0.wav", window=0.2, smooth=3)
     assert timeline and all(s.label is None and set(s.values) == {"arousal"} for s in timeline)
     res = CliRunner().invoke(main, ["predict", str(tmp_path / "bundle"), str(a / "a1_ang_0.wav"), "--format", "csv"])
     assert res.exit_code == 0, res.output
