@@ -56,6 +56,10 @@ def _clips(tmp: Path) -> list[Path]:
 
 
 def test_export_lists_graphs_in_manifest(onnx_bundle):
+    import stat
+
+    modes = {p.name: stat.S_IMODE(p.stat().st_mode) for p in (onnx_bundle / "onnx").iterdir()}
+    assert len(set(modes.values())) == 1, modes  # every graph file readable as the bundle's other files are
     manifest = json.loads((onnx_bundle / "manifest.json").read_text())
     index = json.loads((onnx_bundle / "onnx" / "onnx.json").read_text())
     assert set(index["encoders"]) == {"tw"} and index["head"]["plugin"] == "linear"
@@ -220,3 +224,20 @@ def test_an_encoder_running_in_bf16_exports_a_float32_graph(tmp_path):
     want = fp32.select(fp32.encode_batch([x])[0])
     got = graph.select(graph.encode_batch([x])[0])
     np.testing.assert_allclose(got, want, rtol=1e-4, atol=1e-4)
+
+
+def test_export_onnx_prints_the_final_hash_and_a_failed_one_leaves_no_bundle(onnx_bundle, tmp_path):
+    """The content hash printed is the bundle's (after the graphs were listed), which users compare with a
+    publisher's; an export whose ONNX step fails removes the bundle it wrote instead of leaving one that looks done."""
+    from core_fixtures import small_recipe, write_recipe
+
+    runner = CliRunner()
+    r = runner.invoke(main, ["export", str(onnx_bundle.parent / "run"), str(tmp_path / "again"), "--onnx"])
+    assert r.exit_code == 0, r.output
+    manifest = json.loads((tmp_path / "again" / "manifest.json").read_text())
+    assert f"content hash {manifest['content_hash'][:12]}" in r.output
+    recipe = write_recipe(tmp_path / "lld.yaml", {**small_recipe(), "cache": {"dir": str(tmp_path / "cache")}})
+    assert runner.invoke(main, ["run", str(recipe), "--out", str(tmp_path / "run")]).exit_code == 0
+    failed = runner.invoke(main, ["export", str(tmp_path / "run"), str(tmp_path / "plain"), "--onnx"])
+    assert failed.exit_code == 2 and "nothing to export to ONNX" in failed.stderr
+    assert not (tmp_path / "plain").exists()

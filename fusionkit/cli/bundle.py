@@ -40,13 +40,25 @@ def export_command(run_dir: Path, bundle_dir: Path, fold: str, with_onnx: bool) 
         _fail([f"{run_dir}: cannot export: {line}" for line in exc.lines], 1)
     except (ValueError, OSError, KeyError) as exc:
         _fail([f"{run_dir}: cannot export: {_one_line(exc)}"], 1)
-    m = json.loads((bundle_dir / "manifest.json").read_text())
+    onnx_lines = _with_onnx(bundle_dir) if with_onnx else []
+    m = json.loads((bundle_dir / "manifest.json").read_text())  # after the ONNX graphs: the final hash
     click.echo(f"bundle written to {bundle_dir} ({m['head']}; content hash {m['content_hash'][:12]})")
-    if with_onnx:
-        from fusionkit.cli.serve import export_onnx_lines
+    for line in onnx_lines:
+        click.echo(line)
 
-        for line in export_onnx_lines(bundle_dir):
-            click.echo(line)
+
+def _with_onnx(bundle_dir: Path) -> list[str]:
+    """Write the ONNX graphs the command asked for (:func:`fusionkit.cli.serve.export_onnx_lines`); when that fails,
+    the bundle just written is removed, so a failed ``export --onnx`` leaves no bundle that looks finished."""
+    import shutil
+
+    from fusionkit.cli.serve import export_onnx_lines
+
+    try:
+        return export_onnx_lines(bundle_dir)
+    except BaseException:
+        shutil.rmtree(bundle_dir, ignore_errors=True)
+        raise
 
 
 def _fail(lines: list[str], code: int) -> None:

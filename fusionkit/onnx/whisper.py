@@ -77,7 +77,9 @@ def export_whisper(plugin, target: Path, opset: int = 17) -> dict:
     import warnings
 
     import torch
-    from safetensors.numpy import save_file
+    from safetensors.numpy import save
+
+    from fusionkit.fileio import atomic_write_bytes
 
     if plugin.options.pooling == "none":
         raise ValueError("pooling none (frame sequences) has no ONNX export; pooled statistics only")
@@ -100,7 +102,7 @@ def export_whisper(plugin, target: Path, opset: int = 17) -> dict:
                           input_names=["mel", "attend", "pool"], output_names=["mean", "std", "max"],
                           dynamic_axes={"mel": {2: "frames"}})
     filters = target.with_suffix(".mel.safetensors")
-    save_file({"filters": np.ascontiguousarray(mel.filters.numpy(), dtype=np.float32)}, str(filters))
+    atomic_write_bytes(filters, save({"filters": np.ascontiguousarray(mel.filters.numpy(), dtype=np.float32)}))
     return {"graph": target.name, "mel_filters": filters.name, "n_mels": n_mels, "layers": len(encoder.layers) + 1,
             "layers_out": layers}
 
