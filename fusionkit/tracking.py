@@ -67,7 +67,26 @@ def target(cli_uri: str | None, spec, default_experiment: str) -> Target | None:
     get = spec.get if isinstance(spec, dict) else (lambda key: getattr(spec, key, None))
     uri = cli_uri or (get("uri") if spec is not None else None)
     experiment = (get("experiment") if spec is not None else None) or default_experiment
-    return Target(store_uri(uri), experiment)
+    where = Target(store_uri(uri), experiment)
+    check_reachable(where.uri)
+    return where
+
+
+def check_reachable(uri: str, timeout: float = 3.0) -> None:
+    """An http(s) tracking server must accept a connection now: else :class:`TrackingError` before anything runs
+    (MLflow itself would find out after the run, then retry for minutes)."""
+    import socket
+    from urllib.parse import urlsplit
+
+    parts = urlsplit(uri)
+    if parts.scheme not in ("http", "https"):
+        return
+    port = parts.port or (443 if parts.scheme == "https" else 80)
+    try:
+        socket.create_connection((parts.hostname or "localhost", port), timeout=timeout).close()
+    except OSError as exc:
+        raise TrackingError(f"the tracking server {uri} cannot be reached ({exc.strerror or exc}); start it, or "
+                            "give another URI") from None
 
 
 def _client(where: Target):

@@ -89,6 +89,21 @@ def test_without_the_extra_it_is_one_line_and_exit_2(fk_env, tmp_path, monkeypat
     assert not (tmp_path / "run").exists()  # refused before anything ran
 
 
+def test_an_unreachable_tracking_server_is_refused_before_the_run(fk_env, tmp_path):
+    """A server that is not there was found after the whole run, then retried for minutes: now one line, exit 2."""
+    import socket
+
+    pytest.importorskip("mlflow")
+    with socket.socket() as s:  # a port nothing listens on
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    (tmp_path / "r.yaml").write_text(json.dumps(small_recipe()))
+    result = cli("run", tmp_path / "r.yaml", "--out", tmp_path / "run", f"--mlflow=http://127.0.0.1:{port}")
+    assert result.exit_code == 2
+    assert f"error: --mlflow: the tracking server http://127.0.0.1:{port} cannot be reached" in result.output
+    assert not (tmp_path / "run").exists()
+
+
 def test_help_imports_no_mlflow():
     code = ("import sys; from fusionkit.cli import main\n"
             "try:\n    main(['--help'])\nexcept SystemExit:\n    pass\n"
