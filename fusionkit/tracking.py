@@ -116,7 +116,8 @@ def run_params(run_dir: Path) -> dict[str, str]:
 
 
 def run_metrics(m: dict) -> list[tuple[str, float, int]]:
-    """(name, value, step) of a run: each summary figure's mean, std and 95% interval, the pooled figures, each
+    """(name, value, step) of a run: each summary figure's mean, std and 95% interval, the pooled figures (and the
+    pooled UAR's speaker-bootstrap interval), each
     class's pooled recall, and every fold score as the step-indexed history of ``fold_<metric>``."""
     out: list[tuple[str, float, int]] = []
     for key, s in m["summary"].items():
@@ -124,6 +125,9 @@ def run_metrics(m: dict) -> list[tuple[str, float, int]]:
         if s.get("n", 0) > 1:
             out += [(f"{key}_ci95_low", s["ci95"][0], 0), (f"{key}_ci95_high", s["ci95"][1], 0)]
     out += [(k, v, 0) for k, v in m.items() if k.endswith("_pooled") and isinstance(v, (int, float))]
+    boot = m.get("uar_pooled_ci95")  # from resampling the test speakers
+    if boot:
+        out += [("uar_pooled_ci95_low", boot["ci95"][0], 0), ("uar_pooled_ci95_high", boot["ci95"][1], 0)]
     per_class = (m.get("pooled") or {}).get("per_class") if m.get("task") != "regression" else None
     if per_class:
         out += [(f"recall_{c}", r, 0) for c, r in zip(m.get("classes") or [], per_class["recall"])]

@@ -35,6 +35,8 @@ def _same_as_metrics_json(client, run, run_dir: Path) -> None:
         assert data.metrics[key] == pytest.approx(m[key], abs=1e-9)
         assert data.metrics[f"{key}_std"] == pytest.approx(m[f"{key}_std"], abs=1e-9)
     assert data.metrics["uar_pooled"] == pytest.approx(m["uar_pooled"], abs=1e-9)
+    assert [data.metrics["uar_pooled_ci95_low"], data.metrics["uar_pooled_ci95_high"]] == \
+        pytest.approx(m["uar_pooled_ci95"]["ci95"], abs=1e-9)
     history = sorted(client.get_metric_history(run.info.run_id, "fold_uar"), key=lambda x: x.step)
     assert [h.value for h in history] == pytest.approx([f["uar"] for f in m["folds"]], abs=1e-9)
     artifacts = {a.path for a in client.list_artifacts(run.info.run_id)}
