@@ -149,6 +149,26 @@ def test_bad_requests_get_a_clear_4xx_and_the_server_keeps_serving(served, kwarg
     assert client.post("/predict", content=_wav(1.0), headers={"content-type": "audio/wav"}).status_code == 200
 
 
+WAV = {"content": _wav(1.0), "headers": {"content-type": "audio/wav"}}
+
+
+@pytest.mark.parametrize("kwargs, status, words", [
+    (dict(files=[("file", ("a.wav", _wav(1.0), "audio/wav")), ("file", ("b.wav", _wav(1.0, seed=1), "audio/wav"))]),
+     400, "multipart body has 2 'file' parts: send one file per request"),
+    (dict(files={"file": ("a.wav", _wav(1.0), "audio/wav")}, data={"window": "1"}), 400,
+     "multipart field window: not read"),
+    (dict(params={"windw": 1}, **WAV), 422, "unknown query parameter windw: /predict takes window, hop, smooth"),
+    (dict(params={"vad": "true", "enrol": "x"}, **WAV), 422, "unknown query parameters enrol, vad:"),
+    (dict(params=[("window", 1), ("window", 2)], **WAV), 422, "query parameter window given more than once"),
+])
+def test_parts_of_a_request_the_server_would_not_read_are_refused(served, kwargs, status, words):
+    """Audio it could label, with something beside it that would be dropped: refused, naming what."""
+    client, _, _ = served
+    r = client.post("/predict", **kwargs)
+    assert r.status_code == status, r.text
+    assert words in r.json()["error"], r.text
+
+
 def test_too_long_and_too_short_audio(served):
     client, _, _ = served
     r = client.post("/predict", content=_wav(10.0, sr=8000, subtype="PCM_16"), headers={"content-type": "audio/wav"})

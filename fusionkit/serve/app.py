@@ -28,6 +28,9 @@ UPLOAD_SCHEMA = {
 }
 
 
+QUERY_PARAMS = ("window", "hop", "smooth")
+
+
 def whole_file_runner(bundle, enrol=None) -> Callable[[list], list]:
     """``run(items)`` for the :class:`Batcher`: items are (signal, rate); signals of one rate are labelled in
     one ``Bundle.predict_signals`` call, and a batch that fails is retried item by item so that one bad clip
@@ -100,11 +103,31 @@ async def upload_bytes(request, limit: int) -> tuple[bytes, str | None]:
         form = await Request(request.scope, replay).form()
     except Exception as exc:  # noqa: BLE001 - a malformed multipart body
         raise UploadError(400, f"malformed multipart body: {' '.join(str(exc).split())[:200]}") from None
-    upload = form.get("file")
-    if not isinstance(upload, UploadFile):
+    uploads = form.getlist("file")
+    if not uploads or not isinstance(uploads[0], UploadFile):
         raise UploadError(400, "multipart body has no file field named 'file'")
+    if len(uploads) > 1:
+        raise UploadError(400, f"multipart body has {len(uploads)} 'file' parts: send one file per request")
+    others = sorted({k for k in form.keys() if k != "file"})
+    if others:
+        raise UploadError(400, f"multipart field{'s' if len(others) > 1 else ''} {', '.join(others)}: not read; "
+                               "send only the field 'file' (window, hop and smooth go in the query string)")
+    upload = uploads[0]
     check_type(upload.content_type)
     return await upload.read(), upload.filename
+
+
+def check_query(query_params) -> None:
+    """Refuse (422) a query string that ``POST /predict`` would read only in part: a parameter it does not take
+    (a misspelling would otherwise give a whole-file label) or one given more than once (only one would count)."""
+    keys = [k for k, _ in query_params.multi_items()]
+    unknown = sorted({k for k in keys if k not in QUERY_PARAMS})
+    if unknown:
+        raise UploadError(422, f"unknown query parameter{'s' if len(unknown) > 1 else ''} {', '.join(unknown)}: "
+                               f"/predict takes {', '.join(QUERY_PARAMS)}")
+    repeated = sorted({k for k in keys if keys.count(k) > 1})
+    if repeated:
+        raise UploadError(422, f"query parameter {', '.join(repeated)} given more than once: give each once")
 
 
 def _json_error(status: int, message: str):
@@ -117,7 +140,7 @@ def create_app(bundle, info: dict | None = None, limits: Limits | None = None, m
                max_wait_ms: float = 10.0, enrol=None):
     """The app serving ``bundle`` (a loaded Bundle, torch or onnx runtime). ``info``: what ``/health`` reports
     besides the counters (see :func:`health_info`); ``enrol``: the Normaliser for a normalised bundle."""
-    from fastapi import FastAPI, Query, Request
+    from fastapi import Depends, FastAPI, Query, Request
     from fastapi.exceptions import RequestValidationError
     from starlette.exceptions import HTTPException
 
@@ -165,7 +188,10 @@ def create_app(bundle, info: dict | None = None, limits: Limits | None = None, m
                 "batching": {"max_batch": batcher.max_batch, "max_wait_ms": max_wait_ms, "batches": s.batches,
                              "requests": s.requests, "largest_batch": s.largest}}
 
-    @app.post("/predict", openapi_extra=UPLOAD_SCHEMA,
+    async def _query(request: Request):
+        check_query(request.query_params)
+
+    @app.post("/predict", openapi_extra=UPLOAD_SCHEMA, dependencies=[Depends(_query)],
               summary="Label an audio file: its label and class probabilities, or a timeline with window")
     async def predict(request: Request,
                       window: float | None = Query(None, description="window length in seconds: a timeline"),
