@@ -275,6 +275,7 @@ def test_silent_and_very_short_files_are_labelled_with_a_warning(trained, tmp_pa
     assert r.exit_code == 0, r.output
     rows = {Path(row["file"]).name: row for row in csv.DictReader(r.stdout.splitlines())}
     assert rows[good.name]["warning"] == ""
+    assert all(row["start"] == row["end"] == "" for row in rows.values())  # whole-file rows: neither
     assert rows["silent.wav"]["warning"] == "silent (every sample is 0)"
     assert rows["hum.wav"]["warning"] == "near-silent (loudest sample -100 dBFS)"
     assert rows["blip.wav"]["warning"] == "very short (0.005 s)"

@@ -328,6 +328,7 @@ def test_export_of_a_predefined_split_refits_on_its_training_partitions_only(cor
 
 
 def test_export_of_a_regression_run_predicts_values(corpora, tmp_path):
+    import soundfile as sf
     from click.testing import CliRunner
 
     from fusionkit.bundle import Bundle, export
@@ -345,9 +346,14 @@ def test_export_of_a_regression_run_predicts_values(corpora, tmp_path):
     assert set(loud) == {"values"} and loud["values"]["arousal"] > calm["values"]["arousal"] + 1.0
     timeline = model.predict(a / "a1_ang_0.wav", window=0.2, smooth=3)
     assert timeline and all(s.label is None and set(s.values) == {"arousal"} for s in timeline)
-    res = CliRunner().invoke(main, ["predict", str(tmp_path / "bundle"), str(a / "a1_ang_0.wav"), "--format", "csv"])
+    silent = tmp_path / "silent.wav"
+    sf.write(str(silent), np.zeros(8000, dtype=np.float32), 8000)
+    res = CliRunner().invoke(main, ["predict", str(tmp_path / "bundle"), str(a / "a1_ang_0.wav"), str(silent),
+                                    "--format", "csv"])
     assert res.exit_code == 0, res.output
-    assert res.output.splitlines()[0] == "file,start,end,arousal,warning"
+    out = res.stdout.splitlines()
+    assert out[0] == "file,start,end,arousal,warning"
+    assert out[1].startswith(f"{a / 'a1_ang_0.wav'},,,") and out[2].startswith(f"{silent},,,")  # whole file
     export(tmp_path / "run", tmp_path / "best", fold="best")
     assert "CCC" in json.loads((tmp_path / "best" / "manifest.json").read_text())["head"]
 

@@ -368,11 +368,12 @@ def as_csv(results, model) -> str:
     w.writerow(["file", "start", "end", *([] if model.regression else ["label"]),
                 *(names if model.regression else [f"p_{c}" for c in names]), *text, "warning"])
     for path, r in results:
+        whole = isinstance(r, dict)  # a whole-file row: no start or end (a timeline row has both)
         segs = [Segment(0.0, -1.0, r.get("label"), r.get("probabilities"), r.get("text"), r.get("values"),
-                        r.get("warning"))] if isinstance(r, dict) else r
+                        r.get("warning"))] if whole else r
         for s in segs:
             scores = s.values if model.regression else s.probabilities
-            w.writerow([str(path), s.start, "" if s.end < 0 else s.end, *([] if model.regression else [s.label]),
+            w.writerow([str(path), *(["", ""] if whole else [s.start, s.end]), *([] if model.regression else [s.label]),
                         *[f"{scores[c]:.4f}" for c in names], *([s.text or ""] if text else []), s.warning or ""])
     return buf.getvalue()
 
