@@ -205,6 +205,20 @@ def test_a_normalised_bundle_refuses_to_predict_without_enrolment(world, tmp_pat
     assert len(lines) == 1 and "--enrol PATH" in lines[0] and "--enrol-self" in lines[0]
 
 
+def test_serve_refuses_a_normalised_bundle_without_enrol_in_a_sentence_of_its_own(world, tmp_path, capsys):
+    from fusionkit.cli.serve import load_app
+
+    bundle, _ = exported(world, tmp_path, "speaker", normalize="speaker")
+    with pytest.raises(SystemExit) as exit_:
+        load_app({"bundle": str(bundle), "runtime": "torch", "trust_remote_code": False, "enrol": []})
+    assert exit_.value.code == 2
+    line = capsys.readouterr().err.strip()
+    assert line.startswith(f"error: {bundle}: this bundle was trained with normalize: speaker"), line
+    assert line.endswith("to normalise with: start serve with --enrol PATH (a folder or files); serve labels each "
+                         "upload on its own, so it cannot take its statistics from the files being labelled"), line
+    assert "--enrol-self" not in line and "(serve takes" not in line
+
+
 def test_silent_enrolment_files_are_passed_over_with_the_reason(world, tmp_path):
     """Digital silence would pull the statistics towards nothing a speaker says: it is skipped and listed."""
     from fusionkit.bundle import Bundle, EnrolmentError

@@ -265,12 +265,16 @@ class Bundle:
 
     # ------------------------------------------------------------ normalisation from enrolment audio
 
-    def enrolment_hint(self) -> str:
-        """What to pass to a normalised bundle, in one line."""
+    def enrolment_hint(self, serve: bool = False) -> str:
+        """What to pass to a normalised bundle, in one line (``serve``: what ``fusionkit serve`` takes)."""
         who = "speaker" if self.normalize == "speaker" else "source (corpus, channel, recording set-up)"
-        return (f"{self.root}: this bundle was trained with normalize: {self.normalize} (each {self.normalize}'s "
-                f"features z-scored with its own statistics), so it needs unlabelled audio of the same {who} to "
-                "normalise with: pass --enrol PATH (a folder or files), or --enrol-self [--group-by REGEX] to use "
+        why = (f"{self.root}: this bundle was trained with normalize: {self.normalize} (each {self.normalize}'s "
+               f"features z-scored with its own statistics), so it needs unlabelled audio of the same {who} to "
+               "normalise with")
+        if serve:
+            return (f"{why}: start serve with --enrol PATH (a folder or files); serve labels each upload on its "
+                    "own, so it cannot take its statistics from the files being labelled")
+        return (f"{why}: pass --enrol PATH (a folder or files), or --enrol-self [--group-by REGEX] to use "
                 "the files being labelled (Python: bundle.predict(x, enrol=bundle.enrol(paths)))")
 
     def enrol(self, sources, sampling_rate: int | None = None, batch: int = 32, warn: bool = True) -> Normaliser:

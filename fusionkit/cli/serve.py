@@ -102,7 +102,7 @@ def load_app(config: dict):
     enrol = None
     if model.normalize != "none":
         if not config["enrol"]:
-            _refuse(model.enrolment_hint().replace("--enrol-self [--group-by REGEX]", "(serve takes --enrol only)"))
+            _refuse(model.enrolment_hint(serve=True))
         try:
             enrol = model.enrol(config["enrol"])
         except ValueError as exc:
