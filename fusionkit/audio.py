@@ -60,7 +60,7 @@ class SignalWarning:
 
 def signal_warning(signal: np.ndarray, sr: int) -> SignalWarning | None:
     """What makes a readable mono signal unlikely to hold speech to judge (silent, near-silent, very short);
-    None when nothing is odd. A label predicted for such a recording means little."""
+    None when nothing is odd. A label (or regression values) predicted for such a recording means little."""
     peak = float(np.max(np.abs(signal))) if signal.size else 0.0
     seconds = signal.size / sr
     reasons = []

@@ -354,6 +354,7 @@ def test_export_of_a_regression_run_predicts_values(corpora, tmp_path):
     out = res.stdout.splitlines()
     assert out[0] == "file,start,end,arousal,warning"
     assert out[1].startswith(f"{a / 'a1_ang_0.wav'},,,") and out[2].startswith(f"{silent},,,")  # whole file
+    assert f"warning: {silent}: silent (every sample is 0): its values mean little" in res.stderr
     export(tmp_path / "run", tmp_path / "best", fold="best")
     assert "CCC" in json.loads((tmp_path / "best" / "manifest.json").read_text())["head"]
 

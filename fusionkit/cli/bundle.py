@@ -148,7 +148,8 @@ def predict_command(bundle: Path, audio, window, hop, vad, smooth, fmt, show, tr
             continue
         results.append((path, r))
         if isinstance(r, dict) and r.get("warning"):
-            click.echo(f"warning: {path}: {r['warning']}: its label means little", err=True)
+            meaning = "its values mean little" if model.regression else "its label means little"
+            click.echo(f"warning: {path}: {r['warning']}: {meaning}", err=True)
             flagged += 1
         if fmt == "table":
             for line in table_lines(path, r):
