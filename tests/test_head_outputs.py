@@ -70,6 +70,9 @@ def test_checked_outputs_names_the_head_and_the_fault():
         with pytest.raises(HeadOutputError, match=f"fusion head 'h': .*{message}"):
             checked_outputs("h", values, 2, 2, probabilities=True)
     assert checked_outputs("r", [[3.0], [-2.0]], 2, 1, probabilities=False).shape == (2, 1)
+    assert checked_outputs("r", [3.0, -2.0], 2, 1, probabilities=False).shape == (2, 1)  # one target's (N,) values
+    with pytest.raises(HeadOutputError, match=r"shape \(3,\) for 2 clips and 1 targets"):
+        checked_outputs("r", [3.0, -2.0, 1.0], 2, 1, probabilities=False)
 
 
 @pytest.mark.parametrize("mode, message", [

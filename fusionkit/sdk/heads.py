@@ -396,6 +396,8 @@ def checked_outputs(name: str, values: Any, n_rows: int, n_outputs: int, probabi
         out = np.asarray(values, dtype=np.float64)
     except (TypeError, ValueError) as exc:
         raise HeadOutputError(f"fusion head '{name}': its {what} are not numbers ({exc})") from None
+    if not probabilities and out.size == n_rows * n_outputs:
+        out = out.reshape(n_rows, n_outputs)  # e.g. (N,) values of one target
     if out.shape != (n_rows, n_outputs):
         raise HeadOutputError(f"fusion head '{name}': returned {what} of shape {out.shape} for {n_rows} clips and "
                               f"{n_outputs} {'classes' if probabilities else 'targets'}")
