@@ -429,25 +429,14 @@ def run_grid(grid_path: Path, out: Path, overrides: list[str], workers: int, ret
 
 
 def _early_refusals(cells: list[Cell]) -> list[tuple[Cell, str]]:
-    """Cells a run would refuse before encoding, with why, in the words run_cell records a failure in: a fusion
-    head that refuses the cell's encoders as configured (its ``check_encoders``), a split its corpus cannot give,
-    ``normalize`` on frame sequences (each corpus and split read once)."""
-    from fusionkit.pipeline.preflight import corpus_key, corpus_refusal, head_refusal
+    """Cells a run would refuse before encoding (:func:`fusionkit.pipeline.preflight.cell_refusals`), with why, in
+    the words run_cell records a failure in."""
+    from fusionkit.pipeline.preflight import cell_refusals
     from fusionkit.recipe import Recipe
 
-    refused, corpora = [], {}
-    for cell in cells:
-        recipe = Recipe.model_validate(cell.recipe)
-        exc = head_refusal(recipe)
-        if exc is not None:
-            refused.append((cell, f"{type(exc).__name__}: {exc}"))
-            continue
-        key = corpus_key(recipe)
-        if key not in corpora:
-            corpora[key] = corpus_refusal(recipe)
-        if corpora[key] is not None:
-            refused.append((cell, f"{type(corpora[key]).__name__}: {corpora[key]}"))
-    return refused
+    by_id = {cell.id: cell for cell in cells}
+    refused = cell_refusals([(cell.id, Recipe.model_validate(cell.recipe)) for cell in cells])
+    return [(by_id[cid], f"{type(exc).__name__}: {exc}") for cid, _, exc in refused]
 
 
 def _record(out: Path, cell: Cell, row: dict, timings: dict, echo: Callable[[str], None]) -> None:

@@ -20,6 +20,7 @@ from pathlib import Path
 
 import numpy as np
 
+from fusionkit.blame import blame
 from fusionkit.fileio import atomic_write_text
 from fusionkit.metrics import classification_metrics, regression_metrics
 from fusionkit.pipeline.data import Prepared
@@ -314,8 +315,6 @@ def fit_one(job: FoldJob, sources: dict | None = None, threads: int | None = Non
 
         limit_threads(threads)
     (job.model_dir / OUTCOME).unlink(missing_ok=True)  # the folder's head is about to change
-    from fusionkit.blame import blame
-
     head_cls, head_options = plugin_options("fusion", job.plugin, job.options)
     with blame("fusion head", job.plugin):
         head = head_cls(head_options, seed=job.seed)
@@ -340,7 +339,6 @@ def fit_one(job: FoldJob, sources: dict | None = None, threads: int | None = Non
 
 def _outputs(head, job: FoldJob, n: int) -> np.ndarray:
     """The head's predictions of the fold's test side, checked (:func:`~fusionkit.sdk.heads.checked_outputs`)."""
-    from fusionkit.blame import blame
     from fusionkit.sdk.heads import checked_outputs
 
     with blame("fusion head", job.plugin):
@@ -355,7 +353,6 @@ RELOAD_TOLERANCE = 1e-4
 def _check_reload(head_cls: type, options, job: FoldJob, outputs: np.ndarray, n: int) -> None:
     """Load the saved head back as a bundle will and predict the test side again: a head whose save and load lose
     state (its bundles would predict something else) is refused here, naming it, not found after export."""
-    from fusionkit.blame import blame
     from fusionkit.sdk.heads import load_head
 
     with blame("fusion head", job.plugin):
@@ -367,15 +364,6 @@ def _check_reload(head_cls: type, options, job: FoldJob, outputs: np.ndarray, n:
         raise ValueError(f"fusion head '{job.plugin}': loaded back from {job.model_dir}, it predicts other "
                          f"{'values' if job.regression else 'probabilities'} (largest difference {worst:.3g}): "
                          "its saved state misses something its predictions use")
-
-
-def check_head(recipe: Recipe) -> None:
-    """Refuse, before anything is encoded, a fusion head that cannot fit on the recipe's encoders as configured
-    (the head's ``check_encoders``, e.g. fine-tuning more blocks than the model has above the cached layer)."""
-    head_cls, options = plugin_options("fusion", recipe.fusion.plugin, recipe.fusion.options)
-    check = getattr(head_cls, "check_encoders", None)  # a head need not subclass the SDK's Head
-    if check is not None:
-        check(options, build_encoders(recipe))
 
 
 def _wants_encoders(head_cls: type) -> bool:
@@ -401,8 +389,6 @@ def fold_workers(recipe: Recipe, prep: Prepared, n_folds: int) -> int:
     if _wants_encoders(head_cls) or n_folds < 2 or setting == 1:
         return 1
     if setting == "auto":
-        from fusionkit.blame import blame
-
         with blame("fusion head", recipe.fusion.plugin):
             per_fit = getattr(head_cls(head_options, seed=0), "fit_threads", lambda: None)()
         if per_fit is None or any(prep.sequences.values()) or len(prep.clips) < SIDE_BY_SIDE_MIN_CLIPS:

@@ -2,7 +2,7 @@
 
 The recipe's own text is checked when it is read (:mod:`fusionkit.recipe`); here each encoder's model is looked
 up (its config, never its weights: ``required_keys`` checks the layers), the fusion head checks the encoders
-it would be given (:func:`fusionkit.pipeline.folds.check_head`), and the corpus is read and split as the run
+it would be given (:func:`head_refusal`), and the corpus is read and split as the run
 will split it (:func:`planned_split`). One line per problem, never a traceback. A run makes the same checks
 before it encodes anything.
 """
@@ -79,7 +79,7 @@ def planned_split(recipe: Recipe, selection: Selection) -> Selection:
                    passed_over={**selection.passed_over, **{cid: reason for cid in left}})
 
 
-def corpus_key(recipe: Recipe) -> str:
+def _corpus_key(recipe: Recipe) -> str:
     """What :func:`corpus_refusal` depends on, as a string: cells sharing it share the answer."""
     fields = {"data", "test_data", "task", "split", "seed", "seeds", "normalize", "encoders"}
     return json.dumps(recipe.model_dump(mode="json", include=fields), sort_keys=True, default=str)
@@ -111,9 +111,9 @@ def recipe_problems(source: str, recipe: Recipe) -> list[str]:
 
 
 def grid_problems(path: Path, cells: list) -> list[str]:
-    """Each distinct encoder of a grid's cells (:class:`fusionkit.bench.Cell`) checked once, then each cell's head,
-    then each distinct corpus and split read and split once; a problem several cells share is one line
-    naming how many (:func:`grouped_lines`)."""
+    """Each distinct encoder of a grid's cells (:class:`fusionkit.bench.Cell`) checked once, then each cell's head
+    and corpus (:func:`cell_refusals`); a problem several cells share is one line naming how many
+    (:func:`grouped_lines`)."""
     from fusionkit.recipe import validate
 
     encoders: dict[str, tuple[Any, list[str]]] = {}
@@ -130,19 +130,27 @@ def grid_problems(path: Path, cells: list) -> list[str]:
     if problems:
         return grouped_lines(path, problems)
     recipes = [(_cell_name(cell), validate(cell.recipe, f"{path} [{cell.recipe['name']}]")[0]) for cell in cells]
-    for cid, recipe in recipes:
-        refusal = head_refusal(recipe)
-        if refusal is not None:
-            problems.append((cid, f"fusion: {_reason(refusal)}"))
-    if problems:
-        return grouped_lines(path, problems)
-    corpora: dict[str, tuple[Recipe, list[str]]] = {}
-    for cid, recipe in recipes:
-        corpora.setdefault(corpus_key(recipe), (recipe, []))[1].append(cid)
-    for recipe, ids in corpora.values():
-        for line in data_problems("", recipe):
-            problems += [(cid, line.removeprefix(": ")) for cid in ids]
+    problems = [(name, f"fusion: {_reason(exc)}" if where == "fusion" else _reason(exc))
+                for name, where, exc in cell_refusals(recipes)]
     return grouped_lines(path, problems)
+
+
+def cell_refusals(recipes: list[tuple[str, Recipe]]) -> list[tuple[str, str, Exception]]:
+    """``(name, where, exception)`` of each named recipe (a grid's cell) a run would refuse before encoding: its
+    head (``where`` "fusion", :func:`head_refusal`), else its corpus and split ("data", :func:`corpus_refusal`),
+    each distinct corpus and split read once."""
+    refused, corpora = [], {}
+    for name, recipe in recipes:
+        exc = head_refusal(recipe)
+        if exc is not None:
+            refused.append((name, "fusion", exc))
+            continue
+        key = _corpus_key(recipe)
+        if key not in corpora:
+            corpora[key] = corpus_refusal(recipe)
+        if corpora[key] is not None:
+            refused.append((name, "data", corpora[key]))
+    return refused
 
 
 def _cell_name(cell: Any) -> str:
@@ -188,15 +196,18 @@ def head_problems(source: str, recipe: Recipe) -> list[str]:
 
 def head_refusal(recipe: Recipe) -> Exception | None:
     """What the fusion head raises when it cannot be made with the recipe's options, or refuses the recipe's
-    encoders as configured (:func:`fusionkit.pipeline.folds.check_head`); None when it takes them."""
-    from fusionkit.pipeline.folds import check_head
+    encoders as configured (its ``check_encoders``, e.g. fine-tuning more blocks than the model has above the
+    cached layer); None when it takes them."""
+    from fusionkit.pipeline.encode import build_encoders
     from fusionkit.recipe import plugin_options
 
     try:
         head_cls, options = plugin_options("fusion", recipe.fusion.plugin, recipe.fusion.options)
         with blame("fusion head", recipe.fusion.plugin):
             head_cls(options, seed=0)  # a head that cannot even be made
-        check_head(recipe)
+        check = getattr(head_cls, "check_encoders", None)  # a head need not subclass the SDK's Head
+        if check is not None:
+            check(options, build_encoders(recipe))
     except Exception as exc:  # noqa: BLE001 - a plugin's own failure too: reported, never a traceback
         return exc
     return None
