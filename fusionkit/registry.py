@@ -227,7 +227,8 @@ def build_registry() -> Registry:
     registry = Registry(pm=pm)
     blocked = _blocked()
     sources: dict[str, _Source] = {}
-    for source in _entry_points():
+    found = list(_entry_points())
+    for source in found:
         if _is_blocked(blocked, source.ep.name, source.dist):
             registry.problems.append(source.problem("blocked", BLOCKED_REASON))
             continue
@@ -250,7 +251,7 @@ def build_registry() -> Registry:
                 if dropped:
                     reason += f"; not used: {', '.join(repr(n) for n in dropped)}, which it registered before raising"
                 registry.problems.append(source.problem("broken", reason))
-    _warn_unmatched_blocks(blocked, registry, list(_entry_points()) if blocked else [])
+    _warn_unmatched_blocks(blocked, registry, found)
     return registry
 
 

@@ -145,7 +145,7 @@ def seed_summary(fold_rows: list[dict], keys: list[str], identical: list[list[in
     first of each counts over seeds, and the groups are recorded."""
     seeds = sorted({f["seed"] for f in fold_rows})
     per_seed = {str(s): {k: float(np.mean([f[k] for f in fold_rows if f["seed"] == s])) for k in keys} for s in seeds}
-    repeats = {s for group in identical or [] for s in group[1:]}
+    repeats = _repeated(identical or [])
     over = {k: summarize([per_seed[str(s)][k] for s in seeds if s not in repeats], metric_range(k)) for k in keys}
     return {"per_seed": per_seed, "over_seeds": over, "identical": [list(g) for g in identical or []]}
 
@@ -170,8 +170,13 @@ def identical_seeds(predictions: Predictions) -> list[list[int]]:
 
 def distinct_rows(fold_rows: list[dict], identical: list[list[int]]) -> list[dict]:
     """The fold rows of the distinct seeds: those of a seed repeating an earlier seed's predictions left out."""
-    repeats = {s for group in identical for s in group[1:]}
+    repeats = _repeated(identical)
     return [f for f in fold_rows if f["seed"] not in repeats]
+
+
+def _repeated(identical: list[list[int]]) -> set[int]:
+    """The seeds that repeat an earlier seed's predictions (all but the first of each group)."""
+    return {s for group in identical for s in group[1:]}
 
 
 def _seed_view(p: Predictions, seed: int) -> tuple:
